@@ -1,0 +1,216 @@
+//! `member-load`: load generators for the benchmarks, each printing its figures beside
+//! a baseline measured in the same run (ratios, since the machine is shared and noisy).
+//!
+//! - `argon2`: the raw argon2id hash rate with the service's parameters, all cores;
+//! - `login`: log-ins per second through the REST API (the goal: ≥ 0.9 × raw rate);
+//! - `grpc`: `GetMember`, `BatchGetMembers` of 100 and `VerifyAccessToken`:
+//!   throughput and latency percentiles.
+
+mod stats;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use identity_passwords::{Hasher, PasswordConfig};
+use identity_proto::identity::v1 as pb;
+use identity_proto::identity::v1::identity_service_client::IdentityServiceClient;
+
+use crate::stats::Recorder;
+
+#[derive(Parser)]
+#[command(
+    name = "member-load",
+    about = "Load generators for the member API benchmarks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Raw argon2id hashes per second (OWASP parameters), one thread per core.
+    Argon2 {
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Log-ins per second through `POST /api/v1/sessions`.
+    Login {
+        #[arg(long)]
+        base_url: String,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// gRPC reads and introspection.
+    Grpc {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        base_url: String,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Argon2 { seconds } => argon2(seconds).await,
+        Cmd::Login {
+            base_url,
+            seconds,
+            concurrency,
+        } => login(&base_url, seconds, concurrency).await,
+        Cmd::Grpc {
+            addr,
+            base_url,
+            seconds,
+            concurrency,
+        } => grpc(&addr, &base_url, seconds, concurrency).await,
+    }
+}
+
+async fn argon2(seconds: u64) -> anyhow::Result<()> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hasher = Hasher::new(&PasswordConfig {
+        max_concurrent: threads,
+        ..PasswordConfig::default()
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..threads {
+        let h = hasher.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                h.hash("benchmark-password").await.ok();
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await?;
+    }
+    println!(
+        "argon2id raw: {:.1} hashes/s ({threads} threads, m=19456 KiB t=2 p=1)",
+        total as f64 / seconds as f64
+    );
+    Ok(())
+}
+
+async fn sign_up_and_log_in(
+    client: &reqwest::Client,
+    base: &str,
+    email: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let user = serde_json::json!({"user": {"email": email, "password": "benchmark-pw", "nickname": "bench"}});
+    let r = client
+        .post(format!("{base}/api/v1/users"))
+        .json(&user)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        r.status().as_u16() == 201 || r.status().as_u16() == 422,
+        "sign-up: {}",
+        r.status()
+    );
+    let s = client
+        .post(format!("{base}/api/v1/sessions"))
+        .json(&serde_json::json!({"email": email, "password": "benchmark-pw"}))
+        .send()
+        .await?;
+    anyhow::ensure!(s.status().as_u16() == 201, "log-in: {}", s.status());
+    Ok(s.json().await?)
+}
+
+async fn login(base: &str, seconds: u64, concurrency: usize) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let run = std::process::id();
+    for i in 0..concurrency {
+        sign_up_and_log_in(&client, base, &format!("bench-{run}-{i}@example.com")).await?;
+    }
+    let rec = Arc::new(Recorder::default());
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for i in 0..concurrency {
+        let (client, base, rec) = (client.clone(), base.to_owned(), Arc::clone(&rec));
+        let email = format!("bench-{run}-{i}@example.com");
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let ok = client
+                    .post(format!("{base}/api/v1/sessions"))
+                    .json(&serde_json::json!({"email": email, "password": "benchmark-pw"}))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().as_u16() == 201);
+                rec.record(t.elapsed(), ok);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    rec.print("log-in (REST)", seconds);
+    Ok(())
+}
+
+async fn grpc(addr: &str, base: &str, seconds: u64, concurrency: usize) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let session = sign_up_and_log_in(
+        &http,
+        base,
+        &format!("bench-grpc-{}@example.com", std::process::id()),
+    )
+    .await?;
+    let token = session["token"].as_str().unwrap_or_default().to_owned();
+    let member_id = session["user"]["id"].as_i64().unwrap_or(1);
+    let channel = tonic::transport::Channel::from_shared(addr.to_owned())?
+        .connect()
+        .await?;
+    for which in ["GetMember", "BatchGetMembers(100)", "VerifyAccessToken"] {
+        let rec = Arc::new(Recorder::default());
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let mut c = IdentityServiceClient::new(channel.clone());
+            let (rec, token) = (Arc::clone(&rec), token.clone());
+            let ids: Vec<i64> = (member_id - 99..=member_id).collect();
+            tasks.push(tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    let ok = match which {
+                        "GetMember" => c
+                            .get_member(pb::GetMemberRequest { id: member_id })
+                            .await
+                            .is_ok(),
+                        "BatchGetMembers(100)" => c
+                            .batch_get_members(pb::BatchGetMembersRequest { ids: ids.clone() })
+                            .await
+                            .is_ok(),
+                        _ => c
+                            .verify_access_token(pb::VerifyAccessTokenRequest {
+                                access_token: token.clone(),
+                            })
+                            .await
+                            .is_ok_and(|r| r.get_ref().active),
+                    };
+                    rec.record(t.elapsed(), ok);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await?;
+        }
+        rec.print(&format!("gRPC {which}"), seconds);
+    }
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! Member flows: reads, sign-up, profile changes and withdrawal.
+
+use identity_store::{MemberRow, NewMember, ProfileUpdate, StoreError};
+use member_contract::forms::{ProfileChanges, SignUpForm};
+use member_contract::{Errors, Field, MemberView, Rule, Timestamp};
+
+use crate::sessions::Principal;
+use crate::{CoreError, Identity, RequestCtx};
+
+/// The most ids one batch read takes (gRPC; REST reads at most 100).
+pub const MAX_BATCH_IDS: usize = 1000;
+
+/// A member row as the contract renders it.
+pub fn member_view(row: &MemberRow) -> MemberView {
+    MemberView {
+        id: row.id,
+        email: row.email.clone(),
+        nickname: row.nickname.clone(),
+        phone_number: row.phone_number.clone(),
+        profile_image_url: row.profile_image_url.clone(),
+        created_at: Timestamp::from_micros(row.created_at),
+        updated_at: Timestamp::from_micros(row.updated_at),
+    }
+}
+
+fn taken_field(field: &'static str) -> Field {
+    if field == "email" {
+        Field::Email
+    } else {
+        Field::PhoneNumber
+    }
+}
+
+impl Identity {
+    /// An active member by id.
+    pub async fn get_member(&self, id: i64) -> Result<MemberRow, CoreError> {
+        match self.inner.store.member_by_id(id).await? {
+            Some(m) if !m.is_withdrawn() => Ok(m),
+            _ => Err(CoreError::NotFound),
+        }
+    }
+
+    /// The active members among `ids`, ordered by id.
+    pub async fn batch_get_members(&self, ids: &[i64]) -> Result<Vec<MemberRow>, CoreError> {
+        Ok(self.inner.store.active_members_by_ids(ids).await?)
+    }
+
+    /// An active member by email (normalised as the contract says) or phone number.
+    pub async fn lookup_member(
+        &self,
+        email: Option<&str>,
+        phone: Option<&str>,
+    ) -> Result<MemberRow, CoreError> {
+        let found = match (email, phone) {
+            (Some(e), _) => {
+                self.inner
+                    .store
+                    .member_by_email(&member_contract::Email::normalize(e))
+                    .await?
+            }
+            (None, Some(p)) => self.inner.store.member_by_phone(p).await?,
+            (None, None) => None,
+        };
+        found
+            .filter(|m| !m.is_withdrawn())
+            .ok_or(CoreError::NotFound)
+    }
+
+    /// Creates a member: every rule of every field checked at once, uniqueness included.
+    pub async fn sign_up(
+        &self,
+        form: &SignUpForm,
+        ctx: &RequestCtx,
+    ) -> Result<MemberRow, CoreError> {
+        let (mut errors, valid) = form.validate();
+        let (email, phone) = form.uniqueness_keys();
+        if let Some(e) = &email
+            && self.inner.store.email_taken(e, None).await?
+        {
+            errors.add(Field::Email, Rule::Taken);
+        }
+        if let Some(p) = &phone
+            && self.inner.store.phone_taken(p, None).await?
+        {
+            errors.add(Field::PhoneNumber, Rule::Taken);
+        }
+        let valid = match valid {
+            Some(v) if errors.is_empty() => v,
+            _ => return Err(CoreError::Validation(errors)),
+        };
+        let password_hash = self.inner.hasher.hash(valid.password.expose()).await?;
+        let now = self.now().as_micros();
+        let mut tx = self.inner.store.begin().await?;
+        let new = NewMember {
+            id: None,
+            email: valid.email.into_inner(),
+            password_hash,
+            nickname: valid.nickname.into_inner(),
+            phone_number: valid.phone_number.map(|p| p.into_inner()),
+            profile_image_url: valid.profile_image_url.map(|u| u.into_inner()),
+            now,
+        };
+        let row = match tx.insert_member(&new).await {
+            Ok(row) => row,
+            Err(StoreError::Taken(field)) => {
+                // Lost a race with a concurrent sign-up.
+                let mut errors = Errors::new();
+                errors.add(taken_field(field), Rule::Taken);
+                return Err(CoreError::Validation(errors));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tx.finish(ctx.dry_run).await?;
+        Ok(row)
+    }
+
+    /// Applies a validated profile change for the acting member.
+    pub async fn update_profile(
+        &self,
+        who: &Principal,
+        changes: &ProfileChanges,
+        ctx: &RequestCtx,
+    ) -> Result<MemberRow, CoreError> {
+        if let Some(Some(phone)) = &changes.phone_number
+            && self
+                .inner
+                .store
+                .phone_taken(phone.as_str(), Some(who.member.id))
+                .await?
+        {
+            let mut errors = Errors::new();
+            errors.add(Field::PhoneNumber, Rule::Taken);
+            return Err(CoreError::Validation(errors));
+        }
+        let update = ProfileUpdate {
+            nickname: changes.nickname.as_ref().map(|n| n.as_str().to_owned()),
+            phone_number: changes
+                .phone_number
+                .as_ref()
+                .map(|p| p.as_ref().map(|p| p.as_str().to_owned())),
+            profile_image_url: changes
+                .profile_image_url
+                .as_ref()
+                .map(|u| u.as_ref().map(|u| u.as_str().to_owned())),
+        };
+        let mut tx = self.inner.store.begin().await?;
+        let current = match tx.member_by_id(who.member.id).await? {
+            Some(m) if !m.is_withdrawn() => m,
+            _ => return Err(CoreError::Unauthorized),
+        };
+        let row = match tx
+            .update_profile(&current, &update, self.now().as_micros())
+            .await
+        {
+            Ok(row) => row,
+            Err(StoreError::Taken(field)) => {
+                let mut errors = Errors::new();
+                errors.add(taken_field(field), Rule::Taken);
+                return Err(CoreError::Validation(errors));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tx.finish(ctx.dry_run).await?;
+        Ok(row)
+    }
+
+    /// Withdraws the acting member: every session ended, personal data scrubbed.
+    pub async fn withdraw(&self, who: &Principal, ctx: &RequestCtx) -> Result<(), CoreError> {
+        let now = self.now().as_micros();
+        let mut tx = self.inner.store.begin().await?;
+        tx.withdraw(who.member.id, now).await?;
+        tx.end_member_sessions(who.member.id, None, "withdrawn", now)
+            .await?;
+        tx.finish(ctx.dry_run).await?;
+        Ok(())
+    }
+}

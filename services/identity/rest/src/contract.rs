@@ -1,0 +1,275 @@
+//! The legacy member API: every request under `/api/v1` (and any unknown path) comes
+//! here, is routed as Rails routes it, parsed with Rails' parameter rules and answered
+//! with the contract's bodies and Rails' headers.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, Method, Response};
+use identity_core::{CoreError, Principal, RequestCtx, member_view};
+use member_contract::auth::bearer_token;
+use member_contract::errors::Flavor;
+use member_contract::forms::{self, CredentialsForm, PasswordChangeForm, ProfileForm, SignUpForm};
+use member_contract::headers::{self as rails, RequestFacts};
+use member_contract::render::{session_json, users_json};
+use member_contract::{ContractError, Endpoint, Params, parse_body, parse_query, route};
+
+use crate::AppState;
+use crate::respond::{self, Answer};
+
+/// Maps a domain failure to the legacy's answer.
+fn contract_error(e: CoreError) -> ContractError {
+    match e {
+        CoreError::Validation(errors) => ContractError::Validation(errors),
+        CoreError::InvalidCredentials => ContractError::InvalidCredentials,
+        CoreError::InvalidRefreshToken => ContractError::InvalidRefreshToken,
+        CoreError::Unauthorized => ContractError::Unauthorized,
+        CoreError::NotFound => ContractError::NotFound,
+        CoreError::Throttled { retry_after_secs } => {
+            ContractError::TooManyAttempts { retry_after_secs }
+        }
+        CoreError::Busy => ContractError::Unavailable {
+            retry_after_secs: 1,
+        },
+        CoreError::Unavailable => ContractError::Unavailable {
+            retry_after_secs: 5,
+        },
+    }
+}
+
+/// The client address for throttling.
+fn client_address(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+) -> Option<String> {
+    if state.trust_forwarded_for {
+        let last = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .rfind(|s| !s.is_empty());
+        if let Some(ip) = last {
+            return Some(ip.to_owned());
+        }
+    }
+    peer.map(|p| p.ip().to_string())
+}
+
+pub async fn handle(State(state): State<AppState>, request: Request) -> Response<Body> {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
+    let Ok(body) = axum::body::to_bytes(body, state.max_body_bytes).await else {
+        state
+            .metrics
+            .observe_http("body too large", 413, started.elapsed());
+        return Response::builder()
+            .status(413)
+            .body(Body::empty())
+            .unwrap_or_default();
+    };
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let request_id = header("x-request-id")
+        .and_then(|v| rails::sanitize_request_id(&v))
+        .unwrap_or_else(|| {
+            let mut bytes = [0u8; 16];
+            let _ = getrandom::fill(&mut bytes);
+            rails::new_request_id(bytes)
+        });
+    let path = uri.path();
+    let endpoint = route(method.as_str(), path);
+    let last_segment = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    let mut facts = RequestFacts {
+        is_get: method == Method::GET || method == Method::HEAD,
+        accept: header("accept"),
+        has_format: endpoint.is_some() && last_segment.contains('.'),
+        if_none_match: header("if-none-match"),
+        request_id,
+    };
+    let ctx = RequestCtx {
+        dry_run: header("x-shadow").is_some_and(|v| v.eq_ignore_ascii_case("dry-run")),
+        client: client_address(&state, &headers, peer),
+    };
+    let label = endpoint.as_ref().map_or("no route", Endpoint::label);
+    let answer = match endpoint {
+        None => Err(ContractError::RouteNotFound),
+        Some(ep) => match read_params(method.as_str(), &headers, uri.query(), &body) {
+            Ok(mut params) => {
+                facts.has_format |= params.get("format").is_some();
+                dispatch(
+                    &state,
+                    ep,
+                    &mut params,
+                    header("authorization").as_deref(),
+                    &ctx,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        },
+    };
+    let runtime = rails::runtime(started.elapsed());
+    let (rendered, retry_after) = match answer {
+        Ok(a) => (
+            rails::render_controller(a.status, a.body, &facts, &runtime),
+            a.retry_after_secs,
+        ),
+        Err(e) => {
+            let a = e.answer(Flavor::Identity);
+            if a.exception {
+                (
+                    rails::render_exception(a.status, &facts, facts.has_format, &runtime),
+                    None,
+                )
+            } else {
+                (
+                    rails::render_controller(a.status, a.body, &facts, &runtime),
+                    a.retry_after_secs,
+                )
+            }
+        }
+    };
+    state
+        .metrics
+        .observe_http(label, rendered.status, started.elapsed());
+    tracing::info!(
+        request_id = %facts.request_id,
+        endpoint = label,
+        status = rendered.status,
+        dry_run = ctx.dry_run,
+        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    let is_head = method == Method::HEAD;
+    respond::to_http(rendered, retry_after, is_head)
+}
+
+fn read_params(
+    method: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<Params, ContractError> {
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok());
+    let mut params = parse_body(method, content_type, body)?;
+    if let Some(q) = query {
+        params.merge_query(parse_query(q)?);
+    }
+    if params.contains_nul() {
+        return Err(ContractError::LegacyCrash(
+            "parameters must not contain NUL characters",
+        ));
+    }
+    Ok(params)
+}
+
+async fn authorize(
+    state: &AppState,
+    authorization: Option<&str>,
+) -> Result<Principal, ContractError> {
+    let token = bearer_token(authorization).ok_or(ContractError::Unauthorized)?;
+    state
+        .identity
+        .authorize(&token)
+        .await
+        .map_err(contract_error)
+}
+
+async fn dispatch(
+    state: &AppState,
+    endpoint: Endpoint<'_>,
+    params: &mut Params,
+    authorization: Option<&str>,
+    ctx: &RequestCtx,
+) -> Result<Answer, ContractError> {
+    let id = &state.identity;
+    match endpoint {
+        Endpoint::SignUp => {
+            let form = SignUpForm::from_params(params)?;
+            let member = id.sign_up(&form, ctx).await.map_err(contract_error)?;
+            Ok(Answer::json(201, &member_view(&member).private_json()))
+        }
+        Endpoint::BatchLookup => {
+            let ids = forms::batch_ids(params)?;
+            let members = id.batch_get_members(&ids).await.map_err(contract_error)?;
+            let views: Vec<_> = members.iter().map(member_view).collect();
+            Ok(Answer::json(200, &users_json(&views)))
+        }
+        Endpoint::ShowMember(raw) => {
+            let member_id: i64 = raw.parse().map_err(|_| ContractError::NotFound)?;
+            let member = id.get_member(member_id).await.map_err(contract_error)?;
+            Ok(Answer::json(200, &member_view(&member).public_json()))
+        }
+        Endpoint::ShowMe => {
+            let who = authorize(state, authorization).await?;
+            Ok(Answer::json(200, &member_view(&who.member).private_json()))
+        }
+        Endpoint::UpdateMe => {
+            let who = authorize(state, authorization).await?;
+            let form = ProfileForm::from_params(params)?;
+            let changes = form.validate()?;
+            let member = id
+                .update_profile(&who, &changes, ctx)
+                .await
+                .map_err(contract_error)?;
+            Ok(Answer::json(200, &member_view(&member).private_json()))
+        }
+        Endpoint::Withdraw => {
+            let who = authorize(state, authorization).await?;
+            id.withdraw(&who, ctx).await.map_err(contract_error)?;
+            Ok(Answer::empty(204))
+        }
+        Endpoint::ChangePassword => {
+            let who = authorize(state, authorization).await?;
+            let form = PasswordChangeForm::from_params(params)?;
+            id.change_password(&who, &form, ctx)
+                .await
+                .map_err(contract_error)?;
+            Ok(Answer::empty(204))
+        }
+        Endpoint::LogIn => {
+            let form = CredentialsForm::from_params(params);
+            let s = id.authenticate(&form, ctx).await.map_err(contract_error)?;
+            let body = session_json(
+                &s.access_token,
+                &s.refresh_token,
+                s.access_expires_at,
+                &member_view(&s.member),
+            );
+            Ok(Answer::json(201, &body))
+        }
+        Endpoint::Refresh => {
+            let token = forms::refresh_token_param(params).unwrap_or_default();
+            let s = id.refresh(&token, ctx).await.map_err(contract_error)?;
+            let body = session_json(
+                &s.access_token,
+                &s.refresh_token,
+                s.access_expires_at,
+                &member_view(&s.member),
+            );
+            Ok(Answer::json(201, &body))
+        }
+        Endpoint::LogOut => {
+            if let Some(token) = bearer_token(authorization) {
+                id.revoke_by_access_token(&token, ctx)
+                    .await
+                    .map_err(contract_error)?;
+            }
+            Ok(Answer::empty(204))
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Configuration from flags and environment variables (a variable stands in for its
+//! flag), validated as a whole before any port is bound.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use secrecy::{ExposeSecret, SecretString};
+
+/// The identity service.
+#[derive(Debug, Parser)]
+#[command(
+    name = "identity",
+    version,
+    about = "Identity service: gRPC for microservices, the legacy member REST API for app clients"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the REST and gRPC APIs.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Database URL: `postgres://...` or `sqlite://FILE`; default: SQLite under --data-dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<SecretString>,
+    /// Directory for the embedded database and the development signing key.
+    #[arg(long, env = "IDENTITY_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// REST listen address (port 0 picks a free port).
+    #[arg(long, env = "IDENTITY_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// gRPC listen address.
+    #[arg(long, env = "IDENTITY_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+    /// PKCS#8 PEM file of the Ed25519 signing key; without it a development key is made
+    /// once and kept in --data-dir.
+    #[arg(long, env = "IDENTITY_JWT_SIGNING_KEY")]
+    pub jwt_signing_key: Option<PathBuf>,
+    /// More verification keys (PEM files, comma-separated): previous signing keys.
+    #[arg(long, env = "IDENTITY_JWT_VERIFICATION_KEYS", value_delimiter = ',')]
+    pub jwt_verification_keys: Vec<PathBuf>,
+    /// `iss` of access tokens.
+    #[arg(long, env = "IDENTITY_JWT_ISSUER", default_value = "urn:identity")]
+    pub jwt_issuer: String,
+    /// `aud` of access tokens.
+    #[arg(long, env = "IDENTITY_JWT_AUDIENCE", default_value = "member-api")]
+    pub jwt_audience: String,
+    /// argon2id memory in KiB (OWASP: 19456).
+    #[arg(long, env = "IDENTITY_ARGON2_MEMORY_KIB", default_value_t = 19456)]
+    pub argon2_memory_kib: u32,
+    /// argon2id iterations (OWASP: 2).
+    #[arg(long, env = "IDENTITY_ARGON2_ITERATIONS", default_value_t = 2)]
+    pub argon2_iterations: u32,
+    /// argon2id parallelism (OWASP: 1).
+    #[arg(long, env = "IDENTITY_ARGON2_PARALLELISM", default_value_t = 1)]
+    pub argon2_parallelism: u32,
+    /// Password hashes running at once (default: the number of CPUs).
+    #[arg(long, env = "IDENTITY_HASH_CONCURRENCY")]
+    pub hash_concurrency: Option<usize>,
+    /// How long a log-in waits for a hashing slot before 503 / RESOURCE_EXHAUSTED.
+    #[arg(long, env = "IDENTITY_HASH_QUEUE_WAIT_MS", default_value_t = 2000)]
+    pub hash_queue_wait_ms: u64,
+    /// Seconds after a rotation during which a reused refresh token is only refused.
+    #[arg(long, env = "IDENTITY_REFRESH_REUSE_GRACE_SECS", default_value_t = 10)]
+    pub refresh_reuse_grace_secs: i64,
+    /// Failed log-ins per hour on one account (across clients that never logged in to it).
+    #[arg(long, env = "IDENTITY_THROTTLE_PER_ACCOUNT", default_value_t = 100)]
+    pub throttle_per_account: i64,
+    /// Failed log-ins per hour on one account from one client.
+    #[arg(
+        long,
+        env = "IDENTITY_THROTTLE_PER_ACCOUNT_CLIENT",
+        default_value_t = 10
+    )]
+    pub throttle_per_account_client: i64,
+    /// Failed log-ins per hour from one client across accounts.
+    #[arg(long, env = "IDENTITY_THROTTLE_PER_CLIENT", default_value_t = 300)]
+    pub throttle_per_client: i64,
+    /// Read the client address from the last X-Forwarded-For entry (behind a proxy).
+    #[arg(long, env = "IDENTITY_TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+    /// Largest REST request body in bytes.
+    #[arg(long, env = "IDENTITY_MAX_BODY_BYTES", default_value_t = 65536)]
+    pub max_body_bytes: usize,
+    /// Database connections.
+    #[arg(long, env = "IDENTITY_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+    /// Seconds to drain in-flight requests after SIGTERM (keep it below the pod's
+    /// terminationGracePeriodSeconds).
+    #[arg(long, env = "IDENTITY_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+    /// Log format: `json` or `text`.
+    #[arg(long, env = "IDENTITY_LOG_FORMAT", default_value = "json")]
+    pub log_format: String,
+}
+
+/// A setting that cannot be used: names it, never its value when secret.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {setting}: {reason}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub reason: String,
+}
+
+fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+impl ServeArgs {
+    /// The database URL in force.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose_secret().to_owned(),
+            None => identity_store::sqlite_url_in(&self.data_dir),
+        }
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// Checks what flag parsing cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.database_url();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "--database-url (DATABASE_URL)",
+                "must start with sqlite: or postgres://",
+            ));
+        }
+        if self.argon2_memory_kib < 8 * self.argon2_parallelism.max(1) {
+            return Err(invalid(
+                "--argon2-memory-kib",
+                "must be at least 8 KiB per lane",
+            ));
+        }
+        if self.argon2_iterations == 0 {
+            return Err(invalid("--argon2-iterations", "must be at least 1"));
+        }
+        if self.argon2_parallelism == 0 {
+            return Err(invalid("--argon2-parallelism", "must be at least 1"));
+        }
+        if self.hash_concurrency == Some(0) {
+            return Err(invalid("--hash-concurrency", "must be at least 1"));
+        }
+        if self.refresh_reuse_grace_secs < 0 {
+            return Err(invalid(
+                "--refresh-reuse-grace-secs",
+                "must not be negative",
+            ));
+        }
+        for (name, v) in [
+            ("--throttle-per-account", self.throttle_per_account),
+            (
+                "--throttle-per-account-client",
+                self.throttle_per_account_client,
+            ),
+            ("--throttle-per-client", self.throttle_per_client),
+        ] {
+            if v < 1 {
+                return Err(invalid(name, "must be at least 1"));
+            }
+        }
+        if self.jwt_issuer.trim().is_empty() {
+            return Err(invalid("--jwt-issuer", "must not be empty"));
+        }
+        if self.jwt_audience.trim().is_empty() {
+            return Err(invalid("--jwt-audience", "must not be empty"));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(invalid("--max-body-bytes", "must be at least 1024"));
+        }
+        if self.db_max_connections == 0 {
+            return Err(invalid("--db-max-connections", "must be at least 1"));
+        }
+        if self.log_format != "json" && self.log_format != "text" {
+            return Err(invalid("--log-format", "must be json or text"));
+        }
+        if self.http_addr == self.grpc_addr && self.http_addr.port() != 0 {
+            return Err(invalid("--grpc-addr", "must differ from --http-addr"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,211 @@
+//! The identity service's process: configuration, start-up (`Application::build` binds
+//! the listeners and exposes their addresses), serving REST and gRPC, and graceful
+//! shutdown on SIGTERM and SIGINT.
+
+pub mod config;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use identity_core::{CoreConfig, Identity, SystemClock, ThrottleConfig};
+use identity_passwords::{Hasher, PasswordConfig};
+use identity_rest::{AppState, Metrics, RestLimits};
+use identity_store::{Store, StoreConfig};
+use identity_tokens::{KeySet, SigningKeyFile, TokenConfig, Tokens};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::ServeArgs;
+
+/// A built service: listeners bound, ready to serve.
+pub struct Application {
+    http: TcpListener,
+    grpc: TcpListener,
+    state: AppState,
+    identity: Identity,
+    grace: Duration,
+}
+
+impl Application {
+    /// Connects to the database (migrating it), loads keys, binds both listeners.
+    pub async fn build(args: &ServeArgs) -> anyhow::Result<Self> {
+        let store_config = StoreConfig {
+            max_connections: args.db_max_connections,
+            ..StoreConfig::default()
+        };
+        let store = Store::connect(&args.database_url(), &store_config)
+            .await
+            .context("cannot open the database (--database-url)")?;
+        let signing = match &args.jwt_signing_key {
+            Some(path) => SigningKeyFile::Path(path.clone()),
+            None => SigningKeyFile::DevelopmentIn(args.data_dir.clone()),
+        };
+        let keys =
+            KeySet::load(&signing, &args.jwt_verification_keys).context("--jwt-signing-key")?;
+        let tokens = Tokens::new(
+            keys,
+            TokenConfig {
+                issuer: args.jwt_issuer.clone(),
+                audience: args.jwt_audience.clone(),
+                access_ttl_secs: 3600,
+            },
+        );
+        let mut password_config = PasswordConfig {
+            memory_kib: args.argon2_memory_kib,
+            iterations: args.argon2_iterations,
+            parallelism: args.argon2_parallelism,
+            queue_wait: Duration::from_millis(args.hash_queue_wait_ms),
+            ..PasswordConfig::default()
+        };
+        if let Some(n) = args.hash_concurrency {
+            password_config.max_concurrent = n;
+        }
+        let hasher = Hasher::new(&password_config).context("--argon2-* settings")?;
+        let core_config = CoreConfig {
+            refresh_reuse_grace_secs: args.refresh_reuse_grace_secs,
+            throttle: ThrottleConfig {
+                per_account: args.throttle_per_account,
+                per_account_client: args.throttle_per_account_client,
+                per_client: args.throttle_per_client,
+                ..ThrottleConfig::default()
+            },
+            ..CoreConfig::default()
+        };
+        let identity = Identity::new(store, hasher, tokens, Arc::new(SystemClock), core_config);
+        let http = TcpListener::bind(args.http_addr)
+            .await
+            .with_context(|| format!("--http-addr {}", args.http_addr))?;
+        let grpc = TcpListener::bind(args.grpc_addr)
+            .await
+            .with_context(|| format!("--grpc-addr {}", args.grpc_addr))?;
+        let state = AppState {
+            identity: identity.clone(),
+            metrics: Arc::new(Metrics::new()),
+            trust_forwarded_for: args.trust_forwarded_for,
+            max_body_bytes: args.max_body_bytes,
+        };
+        Ok(Self {
+            http,
+            grpc,
+            state,
+            identity,
+            grace: args.shutdown_grace(),
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and drains in-flight
+    /// requests for at most the grace period.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let metrics = Arc::clone(&self.state.metrics);
+        let observer: identity_grpc::Observer = Arc::new(move |method, code, elapsed| {
+            metrics.observe_grpc(method, &format!("{code:?}"), elapsed)
+        });
+        let grpc_service = identity_grpc::GrpcService::new(
+            self.identity.clone(),
+            observer,
+            self.state.trust_forwarded_for,
+        );
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<identity_proto::identity::v1::identity_service_server::IdentityServiceServer<identity_grpc::GrpcService>>()
+            .await;
+        let (reflection_v1, reflection_v1alpha) =
+            identity_grpc::reflection_services().context("gRPC reflection")?;
+
+        let router = identity_rest::router(self.state.clone(), &RestLimits::default())
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let mut http_stop = stop_rx.clone();
+        let http = tokio::spawn(async move {
+            axum::serve(self.http, router)
+                .with_graceful_shutdown(async move {
+                    let _ = http_stop.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        let mut grpc_stop = stop_rx.clone();
+        let grpc_listener = self.grpc;
+        let grpc = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(health_service)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha)
+                .add_service(identity_grpc::identity_service(grpc_service))
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(grpc_listener),
+                    async move {
+                        let _ = grpc_stop.wait_for(|s| *s).await;
+                    },
+                )
+                .await
+        });
+        tracing::info!("serving");
+        shutdown.await;
+        tracing::info!(
+            grace_secs = self.grace.as_secs(),
+            "shutting down: draining in-flight requests"
+        );
+        health_reporter
+            .set_not_serving::<identity_proto::identity::v1::identity_service_server::IdentityServiceServer<identity_grpc::GrpcService>>()
+            .await;
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(self.grace, async {
+            let _ = http.await;
+            let _ = grpc.await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("grace period over: closing remaining connections");
+        }
+        self.identity.store().close().await;
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// `identity serve`.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let app = Application::build(&args).await?;
+    tracing::info!(http = %app.http_addr(), grpc = %app.grpc_addr(), "listening");
+    app.run_until(shutdown_signal()).await
+}

@@ -1,0 +1,371 @@
+//! Every method of `identity.v1` over a real HTTP/2 connection, with its errors, plus
+//! health and reflection.
+
+use identity_proto::identity::v1 as pb;
+use identity_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+use crate::on_both_databases;
+use crate::support::{Db, TestApp, spawn};
+
+async fn client(app: &TestApp) -> IdentityServiceClient<Channel> {
+    IdentityServiceClient::connect(format!("http://{}", app.grpc))
+        .await
+        .expect("gRPC connects")
+}
+
+fn bearer<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req
+}
+
+fn violations(status: &tonic::Status) -> Vec<(String, String)> {
+    status
+        .get_details_bad_request()
+        .map(|b| {
+            b.field_violations
+                .iter()
+                .map(|v| (v.field.clone(), v.description.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn sign_up(email: &str) -> pb::SignUpRequest {
+    pb::SignUpRequest {
+        email: email.into(),
+        password: "password123".into(),
+        nickname: "grpc".into(),
+        ..Default::default()
+    }
+}
+
+on_both_databases!(every_method, |db: Db| async move {
+    let app = spawn(db).await;
+    let mut c = client(&app).await;
+
+    // SignUp, with the contract's rules and messages.
+    let m = c
+        .sign_up(sign_up(" G@Example.com"))
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    assert_eq!(m.email, "g@example.com");
+    assert_eq!(m.create_time, m.update_time);
+    let bad = c
+        .sign_up(pb::SignUpRequest {
+            email: "nope".into(),
+            password: "x".into(),
+            nickname: "".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert_eq!(
+        violations(&bad),
+        vec![
+            ("email".into(), "is invalid".into()),
+            (
+                "password".into(),
+                "is too short (minimum is 8 characters)".into()
+            ),
+            ("nickname".into(), "can't be blank".into())
+        ]
+    );
+    let taken = c.sign_up(sign_up("g@example.com")).await.unwrap_err();
+    assert_eq!(taken.code(), Code::AlreadyExists);
+    assert_eq!(
+        violations(&taken),
+        vec![("email".into(), "has already been taken".into())]
+    );
+
+    // Reads.
+    let got = c
+        .get_member(pb::GetMemberRequest { id: m.id })
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    assert_eq!(got.nickname, "grpc");
+    assert_eq!(
+        c.get_member(pb::GetMemberRequest { id: 0 })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    let batch = c
+        .batch_get_members(pb::BatchGetMembersRequest {
+            ids: vec![424242, m.id, m.id],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.members.len(), 1);
+    assert_eq!(batch.missing_ids, vec![424242]);
+    let too_many = c
+        .batch_get_members(pb::BatchGetMembersRequest {
+            ids: (1..=1001).collect(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(too_many.code(), Code::InvalidArgument);
+    let found = c
+        .lookup_member(pb::LookupMemberRequest {
+            key: Some(pb::lookup_member_request::Key::Email(
+                "G@EXAMPLE.COM".into(),
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found.member.unwrap().id, m.id);
+
+    // Authenticate and introspection.
+    let wrong = c
+        .authenticate(pb::AuthenticateRequest {
+            email: "g@example.com".into(),
+            password: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    let s = c
+        .authenticate(pb::AuthenticateRequest {
+            email: "g@example.com".into(),
+            password: "password123".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    let v = c
+        .verify_access_token(pb::VerifyAccessTokenRequest {
+            access_token: s.access_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.active);
+    assert_eq!(
+        (v.member_id, v.session_id.as_str()),
+        (m.id, s.session_id.as_str())
+    );
+    let garbage = c
+        .verify_access_token(pb::VerifyAccessTokenRequest {
+            access_token: "garbage".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!garbage.active);
+
+    // Acting for the member.
+    assert_eq!(
+        c.update_profile(pb::UpdateProfileRequest {
+            nickname: Some("x2".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err()
+        .code(),
+        Code::Unauthenticated
+    );
+    let updated = c
+        .update_profile(bearer(
+            pb::UpdateProfileRequest {
+                phone_number: Some("+821099998888".into()),
+                ..Default::default()
+            },
+            &s.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    assert_eq!(updated.phone_number.as_deref(), Some("+821099998888"));
+    let invalid = c
+        .update_profile(bearer(
+            pb::UpdateProfileRequest {
+                phone_number: Some(String::new()),
+                ..Default::default()
+            },
+            &s.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        violations(&invalid),
+        vec![("phone_number".into(), "is invalid".into())]
+    );
+    let cleared = c
+        .update_profile(bearer(
+            pb::UpdateProfileRequest {
+                clear_phone_number: true,
+                ..Default::default()
+            },
+            &s.access_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    assert_eq!(cleared.phone_number, None);
+
+    // RefreshSession rotates; the old access token goes inactive.
+    let r = c
+        .refresh_session(pb::RefreshSessionRequest {
+            refresh_token: s.refresh_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(r.session_id, s.session_id);
+    assert!(
+        !c.verify_access_token(pb::VerifyAccessTokenRequest {
+            access_token: s.access_token.clone()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .active
+    );
+    assert_eq!(
+        c.refresh_session(pb::RefreshSessionRequest {
+            refresh_token: s.refresh_token.clone()
+        })
+        .await
+        .unwrap_err()
+        .code(),
+        Code::Unauthenticated
+    );
+
+    // ChangePassword: a wrong current password is a field violation.
+    let cp = c
+        .change_password(bearer(
+            pb::ChangePasswordRequest {
+                current_password: "nope".into(),
+                new_password: "password456".into(),
+            },
+            &r.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        violations(&cp),
+        vec![("current_password".into(), "is invalid".into())]
+    );
+    c.change_password(bearer(
+        pb::ChangePasswordRequest {
+            current_password: "password123".into(),
+            new_password: "password456".into(),
+        },
+        &r.access_token,
+    ))
+    .await
+    .unwrap();
+
+    // RevokeSession by refresh token ends it.
+    c.revoke_session(pb::RevokeSessionRequest {
+        token: Some(pb::revoke_session_request::Token::RefreshToken(
+            r.refresh_token.clone(),
+        )),
+    })
+    .await
+    .unwrap();
+    assert!(
+        !c.verify_access_token(pb::VerifyAccessTokenRequest {
+            access_token: r.access_token.clone()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .active
+    );
+
+    // WithdrawMember: the member is gone everywhere.
+    let s2 = c
+        .authenticate(pb::AuthenticateRequest {
+            email: "g@example.com".into(),
+            password: "password456".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    c.withdraw_member(bearer(pb::WithdrawMemberRequest {}, &s2.access_token))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get_member(pb::GetMemberRequest { id: m.id })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert!(
+        !c.verify_access_token(pb::VerifyAccessTokenRequest {
+            access_token: s2.access_token
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .active
+    );
+    let again = c
+        .sign_up(sign_up("g@example.com"))
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    assert!(again.id > m.id);
+});
+
+on_both_databases!(health_and_reflection, |db: Db| async move {
+    let app = spawn(db).await;
+    let channel = Channel::from_shared(format!("http://{}", app.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "identity.v1.IdentityService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let overall = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        overall,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+});

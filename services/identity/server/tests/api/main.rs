@@ -1,0 +1,8 @@
+//! Integration tests of the identity service over real sockets, each on SQLite and on
+//! PostgreSQL. One test binary (each file under `tests/` is another binary to link).
+
+mod support;
+
+mod grpc;
+mod process;
+mod rest;

@@ -1,0 +1,228 @@
+//! The identity service's own database: members, sessions, refresh tokens and log-in
+//! throttle counters, on SQLite (the embedded default, a file under the data directory)
+//! or PostgreSQL (when the URL is `postgres://`), through one set of queries.
+//!
+//! Reads go straight to the pool; every flow that writes runs in one [`Tx`], which the
+//! caller commits, or rolls back for a dry run.
+
+mod members;
+mod migrate;
+mod rows;
+mod sessions;
+mod throttle;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Executor};
+
+pub use members::{NewMember, ProfileUpdate};
+pub use rows::{MemberRow, RefreshRow, SessionRow};
+
+/// Which database engine is behind the URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique column already holds the value: `email` or `phone_number`.
+    #[error("{0} is already taken")]
+    Taken(&'static str),
+    /// The database cannot be reached or refused the operation (logged, never shown).
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A URL or path that cannot be used.
+    #[error("database configuration: {0}")]
+    Config(String),
+}
+
+impl StoreError {
+    fn from_write(err: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &err {
+            let text = format!("{} {}", db.message(), db.constraint().unwrap_or(""));
+            if db.is_unique_violation() || text.contains("UNIQUE") {
+                if text.contains("email") {
+                    return StoreError::Taken("email");
+                }
+                if text.contains("phone_number") {
+                    return StoreError::Taken("phone_number");
+                }
+            }
+        }
+        StoreError::Database(err)
+    }
+}
+
+/// Pool sizes and timeouts.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Connections in the pool.
+    pub max_connections: u32,
+    /// How long a request waits for a connection before failing.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The identity database.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// The database URL for the embedded default: a SQLite file under `data_dir`.
+pub fn sqlite_url_in(data_dir: &Path) -> String {
+    format!(
+        "sqlite://{}?mode=rwc",
+        data_dir.join("identity.sqlite3").display()
+    )
+}
+
+impl Store {
+    /// Connects, creating a SQLite file (and its directory) if needed, and applies the
+    /// migrations that the database does not have yet.
+    pub async fn connect(url: &str, config: &StoreConfig) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StoreError::Config(
+                "the URL must start with sqlite: or postgres://".into(),
+            ));
+        };
+        if backend == Backend::Sqlite
+            && let Some(parent) =
+                sqlite_path(url).and_then(|p| Path::new(p).parent().map(Path::to_path_buf))
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(&parent).map_err(|e| {
+                StoreError::Config(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let options =
+            AnyConnectOptions::from_str(url).map_err(|e| StoreError::Config(e.to_string()))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the one writer; a writer waits for
+                        // the lock instead of failing at once.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        let store = Self { pool, backend };
+        migrate::run(&store.pool, backend).await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Whether the database answers (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Starts a writing transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so that two writers queue instead of deadlocking.
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(Tx { tx })
+    }
+
+    /// Closes the pool (graceful shutdown).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+/// One writing transaction.
+pub struct Tx {
+    tx: sqlx::Transaction<'static, Any>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Undoes everything (dry runs, and failures after a write).
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+
+    /// Commits, or rolls back when `dry_run`.
+    pub async fn finish(self, dry_run: bool) -> Result<(), StoreError> {
+        if dry_run {
+            self.rollback().await
+        } else {
+            self.commit().await
+        }
+    }
+
+    pub(crate) fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_paths() {
+        assert_eq!(
+            sqlite_path("sqlite:///tmp/a.db?mode=rwc"),
+            Some("/tmp/a.db")
+        );
+        assert_eq!(
+            sqlite_path("sqlite://data/x.sqlite3"),
+            Some("data/x.sqlite3")
+        );
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+    }
+}

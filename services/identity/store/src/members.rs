@@ -1,0 +1,246 @@
+//! Member queries: look-ups, sign-up, profile changes, password hashes and withdrawal.
+
+use sqlx::AssertSqlSafe;
+
+use crate::rows::{MemberRow, member_columns};
+use crate::{Store, StoreError, Tx};
+
+/// A member to create; `id` is set when it comes from elsewhere (the legacy's sequence).
+#[derive(Debug, Clone)]
+pub struct NewMember {
+    pub id: Option<i64>,
+    pub email: String,
+    pub password_hash: String,
+    pub nickname: String,
+    pub phone_number: Option<String>,
+    pub profile_image_url: Option<String>,
+    pub now: i64,
+}
+
+/// A profile change: `None` leaves a field; `Some(None)` clears an optional one.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileUpdate {
+    pub nickname: Option<String>,
+    pub phone_number: Option<Option<String>>,
+    pub profile_image_url: Option<Option<String>>,
+}
+
+/// How a withdrawn member's digest reads: no hash format matches it.
+pub const UNUSABLE_PASSWORD_HASH: &str = "!withdrawn";
+
+impl Store {
+    pub async fn member_by_id(&self, id: i64) -> Result<Option<MemberRow>, StoreError> {
+        let row = sqlx::query(MEMBER_BY_ID)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(MemberRow::from_row).transpose()?)
+    }
+
+    /// By normalised email, withdrawn members included (their email is scrubbed anyway).
+    pub async fn member_by_email(&self, email: &str) -> Result<Option<MemberRow>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            member_columns!(),
+            " FROM members m WHERE m.email = $1"
+        );
+        let row = sqlx::query(sql)
+            .bind(email)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(MemberRow::from_row).transpose()?)
+    }
+
+    pub async fn member_by_phone(&self, phone: &str) -> Result<Option<MemberRow>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            member_columns!(),
+            " FROM members m WHERE m.phone_number = $1"
+        );
+        let row = sqlx::query(sql)
+            .bind(phone)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(MemberRow::from_row).transpose()?)
+    }
+
+    /// The active members among `ids`, ordered by id, each once.
+    pub async fn active_members_by_ids(&self, ids: &[i64]) -> Result<Vec<MemberRow>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut unique: Vec<i64> = ids.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        let mut out = Vec::with_capacity(unique.len());
+        // Bounded parameter lists: SQLite's default limit is far above, PostgreSQL's too.
+        for chunk in unique.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT {} FROM members m WHERE m.deleted_at IS NULL AND m.id IN ({}) ORDER BY m.id",
+                member_columns!(),
+                placeholders.join(",")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(self.pool()).await? {
+                out.push(MemberRow::from_row(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether another member holds this email (`except` excludes a member's own row).
+    pub async fn email_taken(&self, email: &str, except: Option<i64>) -> Result<bool, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM members WHERE email = $1 AND id <> $2")
+                .bind(email)
+                .bind(except.unwrap_or(0))
+                .fetch_one(self.pool())
+                .await?;
+        Ok(n > 0)
+    }
+
+    pub async fn phone_taken(&self, phone: &str, except: Option<i64>) -> Result<bool, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM members WHERE phone_number = $1 AND id <> $2")
+                .bind(phone)
+                .bind(except.unwrap_or(0))
+                .fetch_one(self.pool())
+                .await?;
+        Ok(n > 0)
+    }
+}
+
+const MEMBER_BY_ID: &str = concat!(
+    "SELECT ",
+    member_columns!(),
+    " FROM members m WHERE m.id = $1"
+);
+
+impl Tx {
+    pub async fn member_by_id(&mut self, id: i64) -> Result<Option<MemberRow>, StoreError> {
+        let row = sqlx::query(MEMBER_BY_ID)
+            .bind(id)
+            .fetch_optional(self.conn())
+            .await?;
+        Ok(row.as_ref().map(MemberRow::from_row).transpose()?)
+    }
+
+    /// Inserts a member; a taken email or phone number is `StoreError::Taken`.
+    pub async fn insert_member(&mut self, m: &NewMember) -> Result<MemberRow, StoreError> {
+        let id: i64 = match m.id {
+            Some(id) => sqlx::query_scalar(
+                "INSERT INTO members (id, email, password_hash, nickname, phone_number, profile_image_url, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING id",
+            )
+            .bind(id),
+            None => sqlx::query_scalar(
+                "INSERT INTO members (email, password_hash, nickname, phone_number, profile_image_url, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
+            ),
+        }
+        .bind(&m.email)
+        .bind(&m.password_hash)
+        .bind(&m.nickname)
+        .bind(&m.phone_number)
+        .bind(&m.profile_image_url)
+        .bind(m.now)
+        .fetch_one(self.conn())
+        .await
+        .map_err(StoreError::from_write)?;
+        Ok(MemberRow {
+            id,
+            email: m.email.clone(),
+            password_hash: m.password_hash.clone(),
+            nickname: m.nickname.clone(),
+            phone_number: m.phone_number.clone(),
+            profile_image_url: m.profile_image_url.clone(),
+            created_at: m.now,
+            updated_at: m.now,
+            deleted_at: None,
+        })
+    }
+
+    /// Applies a profile change to an active member. `updated_at` moves only when a
+    /// value actually changes, as ActiveRecord does. Returns the row as it now is.
+    pub async fn update_profile(
+        &mut self,
+        current: &MemberRow,
+        update: &ProfileUpdate,
+        now: i64,
+    ) -> Result<MemberRow, StoreError> {
+        let mut next = current.clone();
+        if let Some(n) = &update.nickname {
+            next.nickname = n.clone();
+        }
+        if let Some(p) = &update.phone_number {
+            next.phone_number = p.clone();
+        }
+        if let Some(u) = &update.profile_image_url {
+            next.profile_image_url = u.clone();
+        }
+        if next == *current {
+            return Ok(next);
+        }
+        next.updated_at = now.max(current.updated_at);
+        sqlx::query(
+            "UPDATE members SET nickname = $1, phone_number = $2, profile_image_url = $3, updated_at = $4 \
+             WHERE id = $5 AND deleted_at IS NULL",
+        )
+        .bind(&next.nickname)
+        .bind(&next.phone_number)
+        .bind(&next.profile_image_url)
+        .bind(next.updated_at)
+        .bind(next.id)
+        .execute(self.conn())
+        .await
+        .map_err(StoreError::from_write)?;
+        Ok(next)
+    }
+
+    /// Stores a new password hash. `touch` moves `updated_at` (a password change does;
+    /// a transparent re-hash at log-in does not).
+    pub async fn set_password_hash(
+        &mut self,
+        id: i64,
+        hash: &str,
+        touch: Option<i64>,
+    ) -> Result<(), StoreError> {
+        match touch {
+            Some(now) => {
+                sqlx::query("UPDATE members SET password_hash = $1, updated_at = $2 WHERE id = $3 AND deleted_at IS NULL")
+                    .bind(hash)
+                    .bind(now)
+                    .bind(id)
+                    .execute(self.conn())
+                    .await?
+            }
+            None => {
+                sqlx::query("UPDATE members SET password_hash = $1 WHERE id = $2 AND deleted_at IS NULL")
+                    .bind(hash)
+                    .bind(id)
+                    .execute(self.conn())
+                    .await?
+            }
+        };
+        Ok(())
+    }
+
+    /// Withdrawal: the row stays (the id is never reused), scrubbed of personal data.
+    pub async fn withdraw(&mut self, id: i64, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE members SET email = $1, nickname = '(deleted)', phone_number = NULL, profile_image_url = NULL, \
+             password_hash = $2, deleted_at = $3, updated_at = $3 WHERE id = $4 AND deleted_at IS NULL",
+        )
+        .bind(format!("deleted-{id}@invalid"))
+        .bind(UNUSABLE_PASSWORD_HASH)
+        .bind(now)
+        .bind(id)
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,69 @@
+//! Schema migrations: numbered SQL files, one per engine, applied in order inside a
+//! transaction each and recorded in `identity_schema_migrations`. On PostgreSQL an
+//! advisory lock keeps replicas that start together from applying one twice.
+
+use sqlx::{AnyPool, AssertSqlSafe, Executor};
+
+use crate::{Backend, StoreError};
+
+struct Migration {
+    version: i64,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sqlite: include_str!("../migrations/sqlite/0001_members_and_sessions.sql"),
+    postgres: include_str!("../migrations/postgres/0001_members_and_sessions.sql"),
+}];
+
+/// Arbitrary constant naming our advisory lock.
+const LOCK_KEY: i64 = 0x1d_e471_7a11;
+
+pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await?;
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(LOCK_KEY)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let result = apply(&mut conn, backend).await;
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(LOCK_KEY)
+            .execute(&mut *conn)
+            .await?;
+    }
+    result
+}
+
+async fn apply(conn: &mut sqlx::AnyConnection, backend: Backend) -> Result<(), StoreError> {
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS identity_schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .await?;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM identity_schema_migrations")
+        .fetch_all(&mut *conn)
+        .await?;
+    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        let sql = match backend {
+            Backend::Sqlite => m.sqlite,
+            Backend::Postgres => m.postgres,
+        };
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        sqlx::query("INSERT INTO identity_schema_migrations (version, applied_at) VALUES ($1, $2)")
+            .bind(m.version)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(version = m.version, "applied migration");
+    }
+    Ok(())
+}

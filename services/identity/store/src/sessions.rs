@@ -1,0 +1,179 @@
+//! Session queries: a session per log-in, the current access token's `jti`, refresh
+//! tokens by hash with their rotation time, and ending sessions.
+
+use sqlx::Row;
+
+use crate::rows::{MemberRow, RefreshRow, SessionRow, member_columns, session_columns};
+use crate::{Store, StoreError, Tx};
+
+const SESSION_WITH_MEMBER: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    ", ",
+    member_columns!(),
+    " FROM sessions s JOIN members m ON m.id = s.member_id WHERE s.id = $1"
+);
+
+const REFRESH_WITH_SESSION: &str = concat!(
+    "SELECT r.token_hash, r.rotated_at, ",
+    session_columns!(),
+    " FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.token_hash = $1"
+);
+
+impl Store {
+    /// A session and its member, whatever their state (the caller decides).
+    pub async fn session_with_member(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<(SessionRow, MemberRow)>, StoreError> {
+        let row = sqlx::query(SESSION_WITH_MEMBER)
+            .bind(session_id)
+            .fetch_optional(self.pool())
+            .await?;
+        match row {
+            Some(r) => Ok(Some((SessionRow::from_row(&r)?, MemberRow::from_row(&r)?))),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Tx {
+    pub async fn session_with_member(
+        &mut self,
+        session_id: &str,
+    ) -> Result<Option<(SessionRow, MemberRow)>, StoreError> {
+        let row = sqlx::query(SESSION_WITH_MEMBER)
+            .bind(session_id)
+            .fetch_optional(self.conn())
+            .await?;
+        match row {
+            Some(r) => Ok(Some((SessionRow::from_row(&r)?, MemberRow::from_row(&r)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// A refresh token by its hash, with its session.
+    pub async fn refresh_token(
+        &mut self,
+        token_hash: &str,
+    ) -> Result<Option<RefreshRow>, StoreError> {
+        let row = sqlx::query(REFRESH_WITH_SESSION)
+            .bind(token_hash)
+            .fetch_optional(self.conn())
+            .await?;
+        match row {
+            Some(r) => Ok(Some(RefreshRow {
+                token_hash: r.try_get("token_hash")?,
+                rotated_at: r.try_get("rotated_at")?,
+                session: SessionRow::from_row(&r)?,
+            })),
+            None => Ok(None),
+        }
+    }
+
+    /// A new session with its first refresh token.
+    pub async fn insert_session(
+        &mut self,
+        s: &SessionRow,
+        refresh_hash: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (id, member_id, access_jti, created_at, access_expires_at, refresh_expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&s.id)
+        .bind(s.member_id)
+        .bind(&s.access_jti)
+        .bind(s.created_at)
+        .bind(s.access_expires_at)
+        .bind(s.refresh_expires_at)
+        .execute(self.conn())
+        .await?;
+        self.insert_refresh(refresh_hash, &s.id, s.created_at).await
+    }
+
+    async fn insert_refresh(
+        &mut self,
+        hash: &str,
+        session_id: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, issued_at) VALUES ($1, $2, $3)",
+        )
+        .bind(hash)
+        .bind(session_id)
+        .bind(now)
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// Rotates a refresh token: marks the old one used (only if it still is unused, so
+    /// that of two racing refreshes one wins), records the new one and the new access
+    /// token's `jti`. Returns false when the old token was rotated meanwhile.
+    pub async fn rotate_refresh(
+        &mut self,
+        old_hash: &str,
+        new_hash: &str,
+        session_id: &str,
+        new_jti: &str,
+        access_expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE refresh_tokens SET rotated_at = $1 WHERE token_hash = $2 AND rotated_at IS NULL")
+            .bind(now)
+            .bind(old_hash)
+            .execute(self.conn())
+            .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE sessions SET access_jti = $1, access_expires_at = $2 WHERE id = $3 AND ended_at IS NULL")
+            .bind(new_jti)
+            .bind(access_expires_at)
+            .bind(session_id)
+            .execute(self.conn())
+            .await?;
+        self.insert_refresh(new_hash, session_id, now).await?;
+        Ok(true)
+    }
+
+    /// Ends one session (idempotent).
+    pub async fn end_session(
+        &mut self,
+        session_id: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sessions SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(session_id)
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// Ends every session of a member but `except`. Returns how many were ended.
+    pub async fn end_member_sessions(
+        &mut self,
+        member_id: i64,
+        except: Option<&str>,
+        reason: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET ended_at = $1, end_reason = $2 WHERE member_id = $3 AND id <> $4 AND ended_at IS NULL",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(member_id)
+        .bind(except.unwrap_or(""))
+        .execute(self.conn())
+        .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,149 @@
+//! The legacy database exactly as ActiveRecord creates it (`users`, `sessions`, and
+//! Rails' own `schema_migrations` and `ar_internal_metadata`), on SQLite or PostgreSQL:
+//! the schema, its rows and the queries the legacy's controllers run. The legacy
+//! simulator serves from it; the identity service reads and writes it while migrating.
+//!
+//! Times: SQLite keeps them as text (`2026-11-26 07:17:26.992507`), PostgreSQL as
+//! `timestamp(6) without time zone`; both are read and written here as text in UTC.
+
+mod schema;
+mod sessions;
+mod users;
+
+use std::str::FromStr;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+pub use sessions::{LegacySession, TOKEN_LENGTH, random_token};
+pub use users::{LegacyUser, NewLegacyUser};
+
+/// SQLite or PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LegacyError {
+    /// A unique index refused the value: `email`, `phone_number`, `token`.
+    #[error("{0} is already taken")]
+    Taken(&'static str),
+    #[error("legacy database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("legacy database configuration: {0}")]
+    Config(String),
+    #[error("legacy database holds an unreadable value in {0}")]
+    Corrupt(&'static str),
+}
+
+impl LegacyError {
+    pub(crate) fn from_write(err: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &err {
+            let text = format!("{} {}", db.message(), db.constraint().unwrap_or(""));
+            if db.is_unique_violation() || text.contains("UNIQUE") {
+                for field in ["email", "phone_number", "refresh_token", "token"] {
+                    if text.contains(field) {
+                        return LegacyError::Taken(match field {
+                            "email" => "email",
+                            "phone_number" => "phone_number",
+                            "refresh_token" => "refresh_token",
+                            _ => "token",
+                        });
+                    }
+                }
+            }
+        }
+        LegacyError::Database(err)
+    }
+}
+
+/// A connection pool on the legacy database.
+#[derive(Clone)]
+pub struct LegacyDb {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl LegacyDb {
+    /// Connects (`sqlite://FILE?mode=rwc` or `postgres://...`; Rails' `sqlite3:FILE` is
+    /// accepted too).
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, LegacyError> {
+        sqlx::any::install_default_drivers();
+        let (url, backend) = if let Some(path) = url.strip_prefix("sqlite3:") {
+            (format!("sqlite://{path}?mode=rwc"), Backend::Sqlite)
+        } else if url.starts_with("sqlite:") {
+            (url.to_owned(), Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (url.to_owned(), Backend::Postgres)
+        } else {
+            return Err(LegacyError::Config(
+                "the URL must start with sqlite:, sqlite3: or postgres://".into(),
+            ));
+        };
+        let options =
+            AnyConnectOptions::from_str(&url).map_err(|e| LegacyError::Config(e.to_string()))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Creates the ActiveRecord schema if the database does not have it yet.
+    pub async fn ensure_schema(&self) -> Result<(), LegacyError> {
+        schema::ensure(&self.pool, self.backend).await
+    }
+
+    /// Starts a writing transaction (`BEGIN IMMEDIATE` on SQLite).
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, LegacyError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// SQL that reads a timestamp column as text.
+    pub(crate) fn ts(&self, column: &str) -> String {
+        match self.backend {
+            // The Any driver cannot decode SQLite's declared `datetime` type: read text.
+            Backend::Sqlite => format!("CAST({column} AS TEXT)"),
+            Backend::Postgres => format!("to_char({column}, 'YYYY-MM-DD HH24:MI:SS.US')"),
+        }
+    }
+
+    /// SQL for a timestamp parameter given as text.
+    pub(crate) fn ts_param(&self, n: usize) -> String {
+        match self.backend {
+            Backend::Sqlite => format!("${n}"),
+            Backend::Postgres => format!("CAST(${n} AS timestamp)"),
+        }
+    }
+}
+
+pub(crate) fn parse_ts(
+    text: &str,
+    column: &'static str,
+) -> Result<member_contract::Timestamp, LegacyError> {
+    member_contract::Timestamp::parse_db_text(text).ok_or(LegacyError::Corrupt(column))
+}

@@ -1,0 +1,258 @@
+//! The `users` table: look-ups and writes as the legacy's model makes them.
+
+use member_contract::Timestamp;
+use sqlx::any::AnyRow;
+use sqlx::{Any, AssertSqlSafe, Executor, Row};
+
+use crate::{LegacyDb, LegacyError, parse_ts};
+
+/// A row of `users`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyUser {
+    pub id: i64,
+    pub email: String,
+    pub password_digest: String,
+    pub nickname: String,
+    pub phone_number: Option<String>,
+    pub profile_image_url: Option<String>,
+    pub deleted_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A user to insert; `id` from the sequence unless given.
+#[derive(Debug, Clone)]
+pub struct NewLegacyUser {
+    pub id: Option<i64>,
+    pub email: String,
+    pub password_digest: String,
+    pub nickname: String,
+    pub phone_number: Option<String>,
+    pub profile_image_url: Option<String>,
+    pub now: Timestamp,
+}
+
+impl LegacyUser {
+    pub fn is_withdrawn(&self) -> bool {
+        self.deleted_at.is_some()
+    }
+
+    fn from_row(row: &AnyRow) -> Result<Self, LegacyError> {
+        let deleted: Option<String> = row.try_get("deleted_at")?;
+        Ok(Self {
+            id: row.try_get("id")?,
+            email: row.try_get("email")?,
+            password_digest: row.try_get("password_digest")?,
+            nickname: row.try_get("nickname")?,
+            phone_number: row.try_get("phone_number")?,
+            profile_image_url: row.try_get("profile_image_url")?,
+            deleted_at: deleted
+                .map(|d| parse_ts(&d, "users.deleted_at"))
+                .transpose()?,
+            created_at: parse_ts(&row.try_get::<String, _>("created_at")?, "users.created_at")?,
+            updated_at: parse_ts(&row.try_get::<String, _>("updated_at")?, "users.updated_at")?,
+        })
+    }
+}
+
+impl LegacyDb {
+    pub(crate) fn user_columns(&self) -> String {
+        format!(
+            "id, email, password_digest, nickname, phone_number, profile_image_url, {} AS deleted_at, \
+             {} AS created_at, {} AS updated_at",
+            self.ts("deleted_at"),
+            self.ts("created_at"),
+            self.ts("updated_at")
+        )
+    }
+
+    pub async fn user_by_id<'c, E: Executor<'c, Database = Any>>(
+        &self,
+        ex: E,
+        id: i64,
+    ) -> Result<Option<LegacyUser>, LegacyError> {
+        let sql = format!("SELECT {} FROM users WHERE id = $1", self.user_columns());
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(ex)
+            .await?;
+        row.as_ref().map(LegacyUser::from_row).transpose()
+    }
+
+    /// `User.active.find_by(email:)`.
+    pub async fn active_user_by_email<'c, E: Executor<'c, Database = Any>>(
+        &self,
+        ex: E,
+        email: &str,
+    ) -> Result<Option<LegacyUser>, LegacyError> {
+        let sql = format!(
+            "SELECT {} FROM users WHERE email = $1 AND deleted_at IS NULL",
+            self.user_columns()
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(email)
+            .fetch_optional(ex)
+            .await?;
+        row.as_ref().map(LegacyUser::from_row).transpose()
+    }
+
+    /// `User.active.where(id: ids).order(:id)`.
+    pub async fn active_users_by_ids<'c, E: Executor<'c, Database = Any>>(
+        &self,
+        ex: E,
+        ids: &[i64],
+    ) -> Result<Vec<LegacyUser>, LegacyError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT {} FROM users WHERE deleted_at IS NULL AND id IN ({}) ORDER BY id",
+            self.user_columns(),
+            placeholders.join(",")
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for id in ids {
+            q = q.bind(*id);
+        }
+        q.fetch_all(ex)
+            .await?
+            .iter()
+            .map(LegacyUser::from_row)
+            .collect()
+    }
+
+    /// Uniqueness as Rails checks it: `LOWER(email) = LOWER(?)`, other rows only.
+    pub async fn email_taken<'c, E: Executor<'c, Database = Any>>(
+        &self,
+        ex: E,
+        email: &str,
+        except: i64,
+    ) -> Result<bool, LegacyError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM users WHERE LOWER(email) = LOWER($1) AND id <> $2",
+        )
+        .bind(email)
+        .bind(except)
+        .fetch_one(ex)
+        .await?;
+        Ok(n > 0)
+    }
+
+    pub async fn phone_taken<'c, E: Executor<'c, Database = Any>>(
+        &self,
+        ex: E,
+        phone: &str,
+        except: i64,
+    ) -> Result<bool, LegacyError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE phone_number = $1 AND id <> $2")
+                .bind(phone)
+                .bind(except)
+                .fetch_one(ex)
+                .await?;
+        Ok(n > 0)
+    }
+
+    /// Inserts a user; returns its id.
+    pub async fn insert_user<'c, E: Executor<'c, Database = Any>>(
+        &self,
+        ex: E,
+        u: &NewLegacyUser,
+    ) -> Result<i64, LegacyError> {
+        let now = u.now.to_db_text();
+        let (cols, first) = if u.id.is_some() { ("id, ", 2) } else { ("", 1) };
+        let mut params: Vec<String> = (first..first + 5).map(|i| format!("${i}")).collect();
+        params.push(self.ts_param(first + 5));
+        params.push(self.ts_param(first + 6));
+        let id_param = if u.id.is_some() { "$1, " } else { "" };
+        let sql = format!(
+            "INSERT INTO users ({cols}email, password_digest, nickname, phone_number, profile_image_url, created_at, updated_at) \
+             VALUES ({id_param}{}) RETURNING id",
+            params.join(", ")
+        );
+        let mut q = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql));
+        if let Some(id) = u.id {
+            q = q.bind(id);
+        }
+        q.bind(&u.email)
+            .bind(&u.password_digest)
+            .bind(&u.nickname)
+            .bind(&u.phone_number)
+            .bind(&u.profile_image_url)
+            .bind(&now)
+            .bind(&now)
+            .fetch_one(ex)
+            .await
+            .map_err(LegacyError::from_write)
+    }
+
+    /// Writes the profile columns and `updated_at`.
+    pub async fn update_profile<'c, E: Executor<'c, Database = Any>>(
+        &self,
+        ex: E,
+        u: &LegacyUser,
+    ) -> Result<(), LegacyError> {
+        let sql = format!(
+            "UPDATE users SET nickname = $1, phone_number = $2, profile_image_url = $3, updated_at = {} WHERE id = $5",
+            self.ts_param(4)
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(&u.nickname)
+            .bind(&u.phone_number)
+            .bind(&u.profile_image_url)
+            .bind(u.updated_at.to_db_text())
+            .bind(u.id)
+            .execute(ex)
+            .await
+            .map_err(LegacyError::from_write)?;
+        Ok(())
+    }
+
+    pub async fn update_digest<'c, E: Executor<'c, Database = Any>>(
+        &self,
+        ex: E,
+        id: i64,
+        digest: &str,
+        now: Timestamp,
+    ) -> Result<(), LegacyError> {
+        let sql = format!(
+            "UPDATE users SET password_digest = $1, updated_at = {} WHERE id = $3",
+            self.ts_param(2)
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(digest)
+            .bind(now.to_db_text())
+            .bind(id)
+            .execute(ex)
+            .await?;
+        Ok(())
+    }
+
+    /// The scrub of a withdrawal (`User#withdraw!`); `digest` is a bcrypt digest of a
+    /// secret nobody knows.
+    pub async fn withdraw_user<'c, E: Executor<'c, Database = Any>>(
+        &self,
+        ex: E,
+        id: i64,
+        digest: &str,
+        now: Timestamp,
+    ) -> Result<(), LegacyError> {
+        let sql = format!(
+            "UPDATE users SET email = $1, nickname = '(deleted)', phone_number = NULL, profile_image_url = NULL, \
+             password_digest = $2, deleted_at = {}, updated_at = {} WHERE id = $5",
+            self.ts_param(3),
+            self.ts_param(4)
+        );
+        let now = now.to_db_text();
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(format!("deleted-{id}@invalid"))
+            .bind(digest)
+            .bind(&now)
+            .bind(&now)
+            .bind(id)
+            .execute(ex)
+            .await?;
+        Ok(())
+    }
+}

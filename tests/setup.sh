@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the tests need and the machine may lack: Debian's Rails packages (the
+# legacy oracle), Python is already there (the Python suites make their own venvs).
+# Idempotent; as root it installs with apt-get, otherwise it only checks.
+set -euo pipefail
+
+need=()
+for pkg in ruby-rails ruby-bcrypt ruby-sqlite3 ruby-pg puma; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing ${need[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "setup: missing Debian packages: ${need[*]} (run as root: apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+fi
+for bin in initdb postgres psql; do
+  if ! command -v "$bin" >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/"$bin" >/dev/null 2>&1; then
+    echo "setup: PostgreSQL's $bin is missing" >&2
+    exit 1
+  fi
+done

@@ -1,0 +1,157 @@
+//! A throwaway PostgreSQL cluster for tests. As root, `initdb` refuses to run, so the
+//! cluster then belongs to the `postgres` user (`su`). The server is a child of a shell
+//! that waits on its standard input: when the test process exits, the pipe closes and
+//! the shell stops the server, so no cluster outlives its tests.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+struct Cluster {
+    /// `postgres://postgres@127.0.0.1:PORT`, without a database name.
+    base_url: String,
+    _dir: tempfile::TempDir,
+    _server: Mutex<Child>,
+}
+
+static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or(54329, |a| a.port())
+}
+
+/// Runs a shell command line, as `postgres` when we are root.
+fn shell(line: &str) -> Command {
+    if is_root() {
+        let mut c = Command::new("su");
+        c.args(["postgres", "-s", "/bin/sh", "-c", line]);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.args(["-c", line]);
+        c
+    }
+}
+
+fn bin_dir() -> Option<PathBuf> {
+    if Command::new("initdb")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return None;
+    }
+    let base = Path::new("/usr/lib/postgresql");
+    let mut versions: Vec<PathBuf> = std::fs::read_dir(base)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+fn start() -> Result<Cluster, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("test-pg-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let data = dir.path().join("data");
+    let bin = bin_dir()
+        .map(|b| format!("{}/", b.display()))
+        .unwrap_or_default();
+    if is_root() {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status();
+        if !status.is_ok_and(|s| s.success()) {
+            return Err("cannot hand the cluster directory to the postgres user".into());
+        }
+    }
+    let init = shell(&format!(
+        "{bin}initdb -D '{}' -U postgres --auth=trust --no-sync -E UTF8 --locale=C.UTF-8 >/dev/null",
+        data.display()
+    ))
+    .status()
+    .map_err(|e| format!("initdb: {e}"))?;
+    if !init.success() {
+        return Err("initdb failed (is PostgreSQL installed?)".into());
+    }
+    let port = free_port();
+    let mut server = shell(&format!(
+        "{bin}postgres -D '{}' -p {port} -k '{}' -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+         -c full_page_writes=off -c max_connections=200 & pid=$!; echo started; cat >/dev/null; kill -INT $pid; wait $pid",
+        data.display(),
+        dir.path().display()
+    ))
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .map_err(|e| format!("postgres: {e}"))?;
+    if let Some(out) = server.stdout.take() {
+        let mut line = String::new();
+        let _ = BufReader::new(out).read_line(&mut line);
+    }
+    let base_url = format!("postgres://postgres@127.0.0.1:{port}");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            return Ok(Cluster {
+                base_url,
+                _dir: dir,
+                _server: Mutex::new(server),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Err("postgres did not start listening".into())
+}
+
+fn psql(url: &str, sql: &str) -> Result<(), String> {
+    let out = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .output()
+        .map_err(|e| format!("psql: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// A new, empty database on the test server; its URL.
+pub fn fresh_postgres_database() -> String {
+    let base = match std::env::var("TEST_POSTGRES_URL") {
+        Ok(url) => url.trim_end_matches("/postgres").to_owned(),
+        Err(_) => match CLUSTER.get_or_init(start) {
+            Ok(c) => c.base_url.clone(),
+            Err(e) => panic!("cannot start a test PostgreSQL: {e}"),
+        },
+    };
+    let mut suffix = [0u8; 6];
+    getrandom::fill(&mut suffix).expect("randomness");
+    let name: String = format!(
+        "t_{}",
+        suffix
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    psql(
+        &format!("{base}/postgres"),
+        &format!("CREATE DATABASE {name}"),
+    )
+    .expect("create test database");
+    format!("{base}/{name}")
+}
