@@ -146,14 +146,14 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
     state
         .metrics
         .observe_http(label, rendered.status, started.elapsed());
-    tracing::info!(
-        request_id = %facts.request_id,
-        endpoint = label,
-        status = rendered.status,
-        dry_run = ctx.dry_run,
-        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
+    // Every request is counted in the metrics; the log keeps server errors (and, at
+    // debug level, everything) so that the hot path does not write a line per request.
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if rendered.status >= 500 {
+        tracing::warn!(request_id = %facts.request_id, endpoint = label, status = rendered.status, dry_run = ctx.dry_run, elapsed_ms, "request failed");
+    } else {
+        tracing::debug!(request_id = %facts.request_id, endpoint = label, status = rendered.status, dry_run = ctx.dry_run, elapsed_ms, "request");
+    }
     let is_head = method == Method::HEAD;
     respond::to_http(rendered, retry_after, is_head)
 }

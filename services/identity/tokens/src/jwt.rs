@@ -5,6 +5,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::{Signature, Signer};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use crate::{KeySet, TokenError};
 
@@ -61,11 +63,21 @@ struct Header {
 pub struct Tokens {
     keys: KeySet,
     config: TokenConfig,
+    verified: Arc<RwLock<HashMap<Box<str>, AccessClaims>>>,
 }
+
+/// Tokens whose signature was checked, kept so that a client's next requests skip the
+/// signature check (the expiry is still checked every time; revocation is the
+/// session's business, not the token's). Cleared whole when full.
+const VERIFIED_CACHE_ENTRIES: usize = 20_000;
 
 impl Tokens {
     pub fn new(keys: KeySet, config: TokenConfig) -> Self {
-        Self { keys, config }
+        Self {
+            keys,
+            config,
+            verified: Arc::new(RwLock::new(HashMap::new())),
+        }
     }
 
     pub fn keys(&self) -> &KeySet {
@@ -105,6 +117,29 @@ impl Tokens {
 
     /// Checks the signature, the issuer, the audience and the expiry.
     pub fn verify(&self, token: &str, now_secs: i64) -> Result<AccessClaims, TokenError> {
+        let cached = self
+            .verified
+            .read()
+            .ok()
+            .and_then(|c| c.get(token).cloned());
+        if let Some(claims) = cached {
+            return if claims.exp <= now_secs {
+                Err(TokenError::Expired)
+            } else {
+                Ok(claims)
+            };
+        }
+        let claims = self.verify_uncached(token, now_secs)?;
+        if let Ok(mut cache) = self.verified.write() {
+            if cache.len() >= VERIFIED_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(token.into(), claims.clone());
+        }
+        Ok(claims)
+    }
+
+    fn verify_uncached(&self, token: &str, now_secs: i64) -> Result<AccessClaims, TokenError> {
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -166,6 +201,9 @@ mod tests {
             ("sid-1", "jti-1", 4_600)
         );
         assert!(matches!(t.verify(&jwt, 4_600), Err(TokenError::Expired)));
+        // A cached token is still checked for expiry.
+        assert!(t.verify(&jwt, 1_002).is_ok());
+        assert!(matches!(t.verify(&jwt, 9_999), Err(TokenError::Expired)));
     }
 
     #[test]

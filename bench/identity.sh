@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Identity service benchmarks, every figure beside its baseline from the same run:
+#   - log-ins per second through REST against the raw argon2id hash rate (same parameters);
+#   - authenticated GET /api/v1/users/me (wrk) against the legacy Rails app on this machine;
+#   - gRPC GetMember, BatchGetMembers of 100 and VerifyAccessToken.
+# Usage: bench/identity.sh [seconds per measurement, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-10}"
+work=$(mktemp -d /tmp/identity-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)" >&2; exit 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 1 150); do curl -s -o /dev/null "$1" && return 0; sleep 0.2; done; echo "no answer at $1" >&2; return 1; }
+token_for() { # base url, email
+  curl -s -o /dev/null -X POST "$1/api/v1/users" -H 'content-type: application/json' \
+    -d "{\"user\":{\"email\":\"$2\",\"password\":\"benchmark-pw\",\"nickname\":\"bench\"}}"
+  curl -s -X POST "$1/api/v1/sessions" -H 'content-type: application/json' \
+    -d "{\"email\":\"$2\",\"password\":\"benchmark-pw\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'
+}
+wrk_me() { # label, base url, token, connections
+  local threads=2; [ "$4" -lt 2 ] && threads=1
+  wrk -t"$threads" -c"$4" -d"${secs}s" --latency -H "Authorization: Bearer $3" "$2/api/v1/users/me" > "$work/wrk.txt"
+  local rps p50 p99
+  rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")
+  p50=$(awk '$1=="50%" {print $2}' "$work/wrk.txt")
+  p99=$(awk '$1=="99%" {print $2}' "$work/wrk.txt")
+  printf '%-40s %10s req/s  p50 %8s  p99 %8s  (%s connections)\n' "$1" "$rps" "$p50" "$p99" "$4"
+  echo "$rps" > "$work/$5.rps"
+}
+
+cargo build --release --locked -p identity -p member-load >/dev/null
+bin="${CARGO_TARGET_DIR:-target}/release"
+
+http=$(free_port); grpc=$(free_port)
+"$bin/identity" serve --data-dir "$work/identity" --http-addr "127.0.0.1:$http" --grpc-addr "127.0.0.1:$grpc" --log-format text >"$work/identity.log" 2>&1 &
+pids+=($!); wait_http "http://127.0.0.1:$http/healthz"
+
+echo "== passwords (argon2id m=19456 KiB, t=2, p=1)"
+"$bin/member-load" argon2 --seconds "$secs" | tee "$work/argon2.txt"
+"$bin/member-load" login --base-url "http://127.0.0.1:$http" --seconds "$secs" --concurrency 4 | tee "$work/login.txt"
+raw=$(awk '{print $3}' "$work/argon2.txt"); logins=$(awk '{print $3}' "$work/login.txt")
+python3 -c "print(f'log-in rate / raw hash rate: {float($logins)/float($raw):.2f}x (goal >= 0.9x)')"
+
+echo "== GET /api/v1/users/me"
+token=$(token_for "http://127.0.0.1:$http" "bench-me@example.com")
+wrk_me "identity (SQLite), 64 connections" "http://127.0.0.1:$http" "$token" 64 identity64
+wrk_me "identity (SQLite), 1 connection" "http://127.0.0.1:$http" "$token" 1 identity1
+if [ -f tests/legacy-rails/start.sh ] && command -v ruby >/dev/null; then
+  rails=$(free_port)
+  tests/legacy-rails/start.sh --port "$rails" --database-url "sqlite3:$work/rails.sqlite3" >"$work/rails.log" 2>&1 &
+  pids+=($!); wait_http "http://127.0.0.1:$rails/api/v1/users/0"
+  rtoken=$(token_for "http://127.0.0.1:$rails" "bench-me@example.com")
+  wrk_me "legacy Rails (SQLite), 1 connection" "http://127.0.0.1:$rails" "$rtoken" 1 rails1
+  wrk_me "legacy Rails (SQLite), 64 connections" "http://127.0.0.1:$rails" "$rtoken" 64 rails64
+  python3 -c "print(f'identity / Rails throughput: {float(open(\"$work/identity64.rps\").read())/float(open(\"$work/rails1.rps\").read()):.1f}x of Rails one-client (goal 30x), {float(open(\"$work/identity64.rps\").read())/float(open(\"$work/rails64.rps\").read()):.1f}x of Rails at 64 connections')"
+fi
+
+echo "== gRPC (32 concurrent calls on one HTTP/2 connection)"
+"$bin/member-load" grpc --addr "http://127.0.0.1:$grpc" --base-url "http://127.0.0.1:$http" --seconds "$((secs / 2 > 0 ? secs / 2 : 1))"
