@@ -1,10 +1,6 @@
-//! `legacy-sim`: a small Rust stand-in for the legacy Rails member API, on the legacy's
-//! own schema (SQLite or PostgreSQL), with bcrypt digests and base58 tokens. It serves
-//! the local demo and the fast tests where Ruby is absent; the real Rails app in
-//! `tests/legacy-rails` stays the oracle both are held to.
+//! `legacy-sim`: the legacy simulator's command line (see the library for what it is).
 
-mod handlers;
-mod seed;
+use legacy_sim::{handlers, seed};
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -97,19 +93,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("--database-url: cannot create {}", parent.display()))?;
     }
-    let db = legacy_db::LegacyDb::connect(&cli.database_url, 8)
+    let state = legacy_sim::connect(&cli.database_url, cli.bcrypt_cost)
         .await
         .context("--database-url")?;
-    db.ensure_schema()
-        .await
-        .context("creating the legacy schema")?;
-    let hasher = identity_passwords::Hasher::new(&identity_passwords::PasswordConfig::default())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let state = handlers::SimState {
-        db,
-        hasher,
-        bcrypt_cost: cli.bcrypt_cost,
-    };
     if cli.seed_members > 0 {
         seed::seed(&state, cli.seed_members)
             .await

@@ -1,0 +1,243 @@
+//! Aborts on each metric, and what keeps a route running: too little traffic, errors
+//! shared with the legacy, fast answers, noise, legacy crashes; resuming.
+
+use std::time::{Duration, Instant};
+
+use shadow_compare::{Category, Side};
+
+use super::*;
+use crate::{AbortReason, Decision, GuardConfig, RouteState, StateFigures};
+
+#[test]
+fn new_side_errors_abort_within_the_window() {
+    let g = guard(small());
+    let t0 = Instant::now();
+    traffic(&g, Side::Legacy, t0, 10, 100, 0, ms(5));
+    traffic(&g, Side::New, t0, 10, 100, 5, ms(5)); // 20% errors
+    let at = t0 + Duration::from_secs(10);
+    let Decision::Abort {
+        reason,
+        at: when,
+        newly,
+    } = g.evaluate(ROUTE, at)
+    else {
+        panic!("expected an abort");
+    };
+    assert!(newly);
+    assert_eq!(when, at);
+    assert_eq!(
+        reason,
+        AbortReason::ErrorRate {
+            new: 0.2,
+            legacy: 0.0,
+            threshold: 0.1
+        }
+    );
+    // It stays aborted, even once the errors have left the window.
+    let later = t0 + Duration::from_secs(600);
+    let again = g.evaluate(ROUTE, later);
+    assert_eq!(
+        again,
+        Decision::Abort {
+            reason: reason.clone(),
+            at,
+            newly: false
+        }
+    );
+    assert_eq!(g.state(ROUTE), RouteState::Aborted { reason, at });
+    let snapshot = g.route_snapshot(ROUTE, later).unwrap();
+    let StateFigures::Aborted {
+        secs_ago, message, ..
+    } = snapshot.state
+    else {
+        panic!()
+    };
+    assert_eq!(secs_ago, 590.0);
+    assert!(message.contains("20.00%"), "{message}");
+}
+
+#[test]
+fn nothing_aborts_before_min_requests() {
+    let g = guard(small());
+    let t0 = Instant::now();
+    traffic(&g, Side::New, t0, 5, 19, 1, ms(5)); // every request fails, but only 19
+    assert_eq!(
+        g.evaluate(ROUTE, t0 + Duration::from_secs(5)),
+        Decision::Healthy
+    );
+    g.record_request(ROUTE, Side::New, ms(5), true, t0 + Duration::from_secs(5));
+    assert!(g.evaluate(ROUTE, t0 + Duration::from_secs(5)).is_abort());
+}
+
+#[test]
+fn errors_shared_with_the_legacy_do_not_abort_unless_configured() {
+    let t0 = Instant::now();
+    for (relative, expect_abort) in [(true, false), (false, true)] {
+        let g = guard(GuardConfig {
+            error_rate_relative_to_legacy: relative,
+            ..small()
+        });
+        traffic(&g, Side::Legacy, t0, 10, 100, 3, ms(5)); // 34% errors
+        traffic(&g, Side::New, t0, 10, 100, 5, ms(5)); // 20% errors
+        assert_eq!(
+            g.evaluate(ROUTE, t0 + Duration::from_secs(10)).is_abort(),
+            expect_abort
+        );
+    }
+}
+
+#[test]
+fn resume_clears_the_abort_and_the_window() {
+    let g = guard(small());
+    let t0 = Instant::now();
+    traffic(&g, Side::New, t0, 10, 100, 2, ms(5));
+    let t1 = t0 + Duration::from_secs(10);
+    assert!(g.evaluate(ROUTE, t1).is_abort());
+    assert!(g.resume(ROUTE, t1));
+    assert!(!g.resume(ROUTE, t1), "already running");
+    assert_eq!(g.state(ROUTE), RouteState::Running);
+    assert_eq!(
+        g.evaluate(ROUTE, t1),
+        Decision::Healthy,
+        "old errors are forgotten"
+    );
+    assert_eq!(g.route_snapshot(ROUTE, t1).unwrap().new.requests, 0);
+    // A late event from before the resume does not count either.
+    g.record_request(ROUTE, Side::New, ms(5), true, t0 + Duration::from_secs(5));
+    assert_eq!(g.route_snapshot(ROUTE, t1).unwrap().new.requests, 0);
+    // New failures abort it again.
+    traffic(&g, Side::New, t1, 5, 50, 2, ms(5));
+    let Decision::Abort { newly, .. } = g.evaluate(ROUTE, t1 + Duration::from_secs(5)) else {
+        panic!("expected an abort");
+    };
+    assert!(newly);
+    assert!(!g.resume("never seen", t1));
+}
+
+#[test]
+fn slow_p99_relative_to_the_legacy_aborts() {
+    let g = guard(small());
+    let t0 = Instant::now();
+    traffic(&g, Side::Legacy, t0, 10, 200, 0, ms(40));
+    traffic(&g, Side::New, t0, 10, 196, 0, ms(40));
+    let now = t0 + Duration::from_secs(10);
+    assert_eq!(g.evaluate(ROUTE, now), Decision::Healthy);
+    for _ in 0..4 {
+        g.record_request(ROUTE, Side::New, ms(400), false, now); // 2% of requests: p99
+    }
+    let Decision::Abort {
+        reason:
+            AbortReason::LatencyP99 {
+                new_ms,
+                legacy_ms,
+                ratio,
+                threshold,
+            },
+        ..
+    } = g.evaluate(ROUTE, now)
+    else {
+        panic!("expected a latency abort");
+    };
+    assert!((new_ms - 400.0).abs() < 25.0, "{new_ms}");
+    assert!((legacy_ms - 40.0).abs() < 2.5, "{legacy_ms}");
+    assert!(ratio > 9.0 && ratio < 11.0, "{ratio}");
+    assert_eq!(threshold, 2.0);
+}
+
+#[test]
+fn fast_answers_never_abort_on_latency() {
+    let g = guard(small()); // floor 50 ms
+    let t0 = Instant::now();
+    traffic(&g, Side::Legacy, t0, 10, 100, 0, Duration::from_micros(500));
+    traffic(&g, Side::New, t0, 10, 100, 0, ms(20)); // 40x slower but 20 ms
+    assert_eq!(
+        g.evaluate(ROUTE, t0 + Duration::from_secs(10)),
+        Decision::Healthy
+    );
+    let s = g
+        .route_snapshot(ROUTE, t0 + Duration::from_secs(10))
+        .unwrap();
+    assert!((s.new.p50_ms.unwrap() - 20.0).abs() < 1.3);
+}
+
+#[test]
+fn noise_is_not_a_mismatch() {
+    let now = Instant::now() + Duration::from_secs(5);
+    let t0 = now - Duration::from_secs(5);
+    let g = guard(small());
+    comparisons(
+        &g,
+        t0,
+        &[
+            (Category::Noise, 60),
+            (Category::Match, 38),
+            (Category::Mismatch, 2),
+        ],
+    );
+    assert_eq!(g.evaluate(ROUTE, now), Decision::Healthy, "2% < 5%");
+    assert_eq!(g.route_snapshot(ROUTE, now).unwrap().mismatch_rate, 0.02);
+
+    let g = guard(small());
+    comparisons(
+        &g,
+        t0,
+        &[
+            (Category::Noise, 60),
+            (Category::Match, 34),
+            (Category::Mismatch, 6),
+        ],
+    );
+    let Decision::Abort { reason, .. } = g.evaluate(ROUTE, now) else {
+        panic!()
+    };
+    assert_eq!(
+        reason,
+        AbortReason::MismatchRate {
+            rate: 0.06,
+            threshold: 0.05
+        }
+    );
+}
+
+#[test]
+fn legacy_crashes_and_skips_are_not_compared_pairs() {
+    let now = Instant::now() + Duration::from_secs(5);
+    let t0 = now - Duration::from_secs(5);
+    let g = guard(small());
+    comparisons(
+        &g,
+        t0,
+        &[
+            (Category::LegacyServerErrorNewClientError, 100),
+            (Category::Skipped, 100),
+            (Category::Match, 19),
+            (Category::Mismatch, 1),
+        ],
+    );
+    let s = g.route_snapshot(ROUTE, now).unwrap();
+    assert_eq!(s.mismatch_rate, 0.05);
+    assert_eq!(
+        (s.comparisons.legacy_5xx_new_4xx, s.comparisons.skipped),
+        (100, 100)
+    );
+    assert!(
+        g.evaluate(ROUTE, now).is_abort(),
+        "20 compared pairs reach min_comparisons"
+    );
+
+    let g = guard(small());
+    comparisons(
+        &g,
+        t0,
+        &[
+            (Category::Match, 18),
+            (Category::Mismatch, 1),
+            (Category::Skipped, 50),
+        ],
+    );
+    assert_eq!(
+        g.evaluate(ROUTE, now),
+        Decision::Healthy,
+        "19 compared pairs are too few"
+    );
+}

@@ -1,0 +1,240 @@
+//! The admin API, on its own port. Unauthenticated: `/healthz`, `/readyz`, `/metrics`.
+//! Behind the config's `admin_token` (`Authorization: Bearer ...`): the status of every
+//! route, recent masked mismatch samples, runtime weight overrides, abort, resume and
+//! reload. Without a configured token those answer 403: the rollout cannot be changed
+//! anonymously.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use crate::Proxy;
+use crate::forward::{ProxyBody, full};
+
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
+    let mut r = Response::new(full(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    r.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+fn json_reply(status: StatusCode, value: &Value) -> Response<ProxyBody> {
+    reply(status, "application/json", value.to_string())
+}
+
+fn error(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    json_reply(status, &json!({ "error": message }))
+}
+
+pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    match (&method, path.as_str()) {
+        (&Method::GET, "/healthz") => return reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        (&Method::GET, "/readyz") => {
+            return if proxy.draining.load(Ordering::SeqCst) {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "draining\n".into(),
+                )
+            } else {
+                reply(StatusCode::OK, "text/plain", "ready\n".into())
+            };
+        }
+        (&Method::GET, "/metrics") => {
+            return reply(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                proxy.metrics.render(),
+            );
+        }
+        _ => {}
+    }
+    let snap = proxy.live.snapshot();
+    let Some(token) = snap.config.admin_token.as_ref() else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "admin API disabled: no admin_token in the proxy config",
+        );
+    };
+    let presented = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !token.verify(presented) {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "a valid admin bearer token is required",
+        );
+        r.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
+    let segments: Vec<String> = path
+        .trim_matches('/')
+        .split('/')
+        .map(str::to_owned)
+        .collect();
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["admin", "status"]) => json_reply(StatusCode::OK, &status(&proxy)),
+        (&Method::GET, ["admin", "samples"]) => {
+            let routes: Vec<String> = snap
+                .table
+                .routes()
+                .iter()
+                .map(|r| r.name().to_owned())
+                .collect();
+            let samples: Vec<Value> = routes
+                .iter()
+                .map(|r| json!({ "route": r, "samples": proxy.samples.recent(r) }))
+                .collect();
+            json_reply(StatusCode::OK, &json!({ "routes": samples }))
+        }
+        (&Method::POST, ["admin", "reload"]) => match proxy.reload() {
+            Ok(changed) => json_reply(StatusCode::OK, &json!({ "reloaded": changed })),
+            Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+        },
+        (_, ["admin", "routes", name, action]) => {
+            let name = (*name).to_owned();
+            if snap.table.get(&name).is_none() {
+                return error(StatusCode::NOT_FOUND, "no route of that name");
+            }
+            route_action(&proxy, &method, &name, action, req).await
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+    }
+}
+
+async fn route_action(
+    proxy: &Proxy,
+    method: &Method,
+    name: &str,
+    action: &str,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let result = match (method, action) {
+        (&Method::PUT, "weight") => {
+            let body = match Limited::new(req.into_body(), 4096).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return error(StatusCode::BAD_REQUEST, "body too large or unreadable"),
+            };
+            let Ok(value) = serde_json::from_slice::<Value>(&body) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "the body must be JSON: {\"percent\": 0-100}",
+                );
+            };
+            let Some(percent) = value
+                .get("percent")
+                .and_then(Value::as_f64)
+                .filter(|p| (0.0..=100.0).contains(p))
+            else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "percent must be a number from 0 to 100",
+                );
+            };
+            let basis_points = (percent * 100.0).round() as u32;
+            tracing::warn!(
+                route = name,
+                basis_points,
+                "weight override set through the admin API"
+            );
+            proxy
+                .live
+                .update_overrides(|o| o.set_rule(name, basis_points).map_err(|e| e.to_string()))
+        }
+        (&Method::DELETE, "weight") => {
+            tracing::warn!(
+                route = name,
+                "weight override cleared through the admin API"
+            );
+            proxy.live.update_overrides(|o| {
+                o.clear_rule(name);
+                Ok(())
+            })
+        }
+        (&Method::POST, "abort") => {
+            tracing::warn!(
+                route = name,
+                "route aborted through the admin API: new share 0"
+            );
+            proxy
+                .live
+                .update_overrides(|o| o.set_rule(name, 0).map_err(|e| e.to_string()))
+        }
+        (&Method::POST, "resume") => {
+            proxy.guard.resume(name, Instant::now());
+            tracing::warn!(
+                route = name,
+                "route resumed through the admin API: the manifest's weight applies"
+            );
+            proxy.live.update_overrides(|o| {
+                o.clear_rule(name);
+                Ok(())
+            })
+        }
+        _ => return error(StatusCode::NOT_FOUND, "no such route action"),
+    };
+    proxy.publish_route_gauges();
+    match result {
+        Ok(()) => json_reply(StatusCode::OK, &route_status(proxy, name)),
+        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+    }
+}
+
+fn route_status(proxy: &Proxy, name: &str) -> Value {
+    let snap = proxy.live.snapshot();
+    let Some(route) = snap.table.get(name) else {
+        return Value::Null;
+    };
+    let now = Instant::now();
+    let figures = proxy.guard.route_snapshot(name, now);
+    json!({
+        "name": name,
+        "new_share_percent": f64::from(route.new_share_basis_points()) / 100.0,
+        "manifest_share_percent": f64::from(route.manifest_basis_points()) / 100.0,
+        "overridden": route.is_overridden(),
+        "shadow_percent": {
+            "of_legacy_requests": route.shadow_percent(proxy_routing::Side::Legacy),
+            "of_new_requests": route.shadow_percent(proxy_routing::Side::New),
+        },
+        "state": proxy.guard.state(name).name(),
+        "figures": figures,
+        "noise": proxy.noise.report(name),
+    })
+}
+
+fn status(proxy: &Proxy) -> Value {
+    let snap = proxy.live.snapshot();
+    let routes: Vec<Value> = snap
+        .table
+        .routes()
+        .iter()
+        .map(|r| route_status(proxy, r.name()))
+        .collect();
+    json!({
+        "virtual_service": snap.table.virtual_service(),
+        "draining": proxy.draining.load(Ordering::SeqCst),
+        "routes": routes,
+    })
+}

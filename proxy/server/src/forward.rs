@@ -1,0 +1,183 @@
+//! Forwarding one request to one upstream: a pooled HTTP/1.1 client per proxy (keep-alive
+//! connections per upstream authority), hop-by-hop headers removed, `X-Forwarded-For`,
+//! `X-Forwarded-Proto` and `X-Request-Id` set, a per-try timeout, and the error tagged
+//! with where it came from and whether a retry is safe (pingora's
+//! `Error { etype, esource, retry }`).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// The body type the proxy sends and receives.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// Where a forwarding error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The upstream could not be reached or failed mid-way.
+    Upstream,
+    /// The upstream did not answer in time.
+    Timeout,
+    /// A bug or a resource problem in the proxy.
+    Internal,
+}
+
+/// A forwarding failure: its source and whether sending again is safe (the request
+/// never reached the upstream).
+#[derive(Debug, thiserror::Error)]
+#[error("{source_kind:?} error (retry safe: {retry_safe}): {reason}")]
+pub struct ForwardError {
+    pub source_kind: ErrorSource,
+    pub retry_safe: bool,
+    pub reason: String,
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` (kept if a
+/// trusted hop in front already set it).
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &str) {
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
+        _ => client.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert(
+            "x-forwarded-proto",
+            HeaderValue::from_static(if proto == "https" { "https" } else { "http" }),
+        );
+    }
+}
+
+/// The pooled client used for every upstream.
+#[derive(Clone)]
+pub struct Upstreams {
+    client: Client<HttpConnector, ProxyBody>,
+}
+
+impl Upstreams {
+    pub fn new(connect_timeout: Duration, idle_per_host: usize) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(idle_per_host)
+            .build(connector);
+        Self { client }
+    }
+
+    /// Sends `req` (whose URI holds the path and query) to `address` (`host:port`),
+    /// within `timeout`.
+    pub async fn send(
+        &self,
+        address: &str,
+        mut req: Request<ProxyBody>,
+        timeout: Duration,
+    ) -> Result<Response<hyper::body::Incoming>, ForwardError> {
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        *req.uri_mut() = Uri::builder()
+            .scheme("http")
+            .authority(address)
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| ForwardError {
+                source_kind: ErrorSource::Internal,
+                retry_safe: false,
+                reason: e.to_string(),
+            })?;
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Err(_) => Err(ForwardError {
+                source_kind: ErrorSource::Timeout,
+                retry_safe: false,
+                reason: "upstream timed out".into(),
+            }),
+            Ok(Err(e)) => Err(ForwardError {
+                source_kind: ErrorSource::Upstream,
+                retry_safe: e.is_connect(),
+                reason: format!("upstream: {e}"),
+            }),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+}
+
+/// A buffered body as a `ProxyBody`.
+pub fn full(bytes: Bytes) -> ProxyBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("close, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("authorization", HeaderValue::from_static("Bearer x"));
+        strip_hop_by_hop(&mut h);
+        assert!(
+            h.get("x-secret-hop").is_none()
+                && h.get("connection").is_none()
+                && h.get("keep-alive").is_none()
+        );
+        assert!(h.get("authorization").is_some());
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, "10.0.0.1".parse().unwrap(), "http");
+        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+    }
+}

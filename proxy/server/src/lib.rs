@@ -1,0 +1,238 @@
+//! The migration proxy: sends each user of the member API to the legacy or to the new
+//! identity service by a sticky weight read from an Istio VirtualService, replays
+//! requests to the other side and compares the answers, and guards the rollout by itself.
+//!
+//! `Proxy::build` loads and validates both files and binds both listeners (port 0
+//! allowed); `Proxy::run_until` serves until shutdown, then drains.
+
+mod admin;
+mod body;
+pub mod forward;
+mod handler;
+mod metrics;
+mod serve;
+mod shadow;
+mod state;
+mod tee;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use proxy_routing::{ProxyConfig, Side};
+use rollout_guard::{Guard, GuardConfig};
+use shadow_compare::{Comparator, CompareConfig, NoiseModel, Samples};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use metrics::Metrics;
+pub use state::{Live, LoadError};
+
+/// What the command line gives.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub virtual_service: PathBuf,
+    pub config: PathBuf,
+    pub listen: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    /// How often the files are checked for changes.
+    pub reload_interval: Duration,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    pub drain: Duration,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+
+/// The running proxy's shared state.
+pub struct Proxy {
+    live: Live,
+    upstreams: forward::Upstreams,
+    metrics: Metrics,
+    guard: Guard,
+    comparator: RwLock<Arc<Comparator>>,
+    noise: NoiseModel,
+    samples: Samples,
+    shadow_permits: Arc<Semaphore>,
+    draining: AtomicBool,
+}
+
+pub fn side_label(side: Side) -> &'static str {
+    side.as_str()
+}
+
+/// The guard's and the comparator's name for a side.
+pub fn guard_side(side: Side) -> shadow_compare::Side {
+    match side {
+        Side::Legacy => shadow_compare::Side::Legacy,
+        Side::New => shadow_compare::Side::New,
+    }
+}
+
+fn compare_config(config: &ProxyConfig) -> CompareConfig {
+    let c = &config.comparison;
+    let mut out = CompareConfig {
+        ignore: c.ignore.iter().map(|p| p.as_str().to_owned()).collect(),
+        headers: c.headers.iter().map(|h| h.as_str().to_owned()).collect(),
+        max_body_bytes: c.max_body_bytes,
+        ..CompareConfig::default()
+    };
+    out.noise.learn = c.learn_noise;
+    out.noise.relative = c.noise_relative.clamp(f64::MIN_POSITIVE, 1.0);
+    out.noise.absolute = c.noise_absolute.max(1.0) as u64;
+    out
+}
+
+fn guard_config(config: &ProxyConfig) -> GuardConfig {
+    let g = &config.guard;
+    GuardConfig {
+        window_secs: g.window_secs.clamp(1, u64::from(u32::MAX)) as u32,
+        min_requests: g.min_requests,
+        min_comparisons: g.min_requests,
+        max_error_rate: g.max_error_rate,
+        max_mismatch_rate: g.max_mismatch_rate,
+        max_p99_ratio: g.max_p99_ratio,
+        ..GuardConfig::default()
+    }
+}
+
+/// A built proxy with its listeners bound.
+pub struct Bound {
+    pub proxy: Arc<Proxy>,
+    listener: TcpListener,
+    admin: TcpListener,
+    settings: Settings,
+}
+
+impl Proxy {
+    /// Loads and validates the files, binds both listeners.
+    pub async fn build(settings: Settings) -> anyhow::Result<Bound> {
+        let live = Live::load(&settings.virtual_service, &settings.config)?;
+        let snap = live.snapshot();
+        let comparator =
+            Comparator::new(compare_config(&snap.config)).context("comparison settings")?;
+        let noise = comparator.noise_model();
+        let guard = Guard::new(guard_config(&snap.config)).context("guard settings")?;
+        let upstreams = forward::Upstreams::new(snap.config.timeouts.connect, 64);
+        let listen = settings
+            .listen
+            .or(snap.config.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default address"));
+        let admin_addr = settings
+            .admin
+            .or(snap.config.admin_listen)
+            .unwrap_or_else(|| DEFAULT_ADMIN.parse().expect("default address"));
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("--listen {listen}"))?;
+        let admin = TcpListener::bind(admin_addr)
+            .await
+            .with_context(|| format!("--admin {admin_addr}"))?;
+        let proxy = Arc::new(Proxy {
+            live,
+            upstreams,
+            metrics: Metrics::new(),
+            guard,
+            comparator: RwLock::new(Arc::new(comparator)),
+            noise,
+            samples: Samples::new(50, 256),
+            shadow_permits: Arc::new(Semaphore::new(256)),
+            draining: AtomicBool::new(false),
+        });
+        proxy.publish_route_gauges();
+        Ok(Bound {
+            proxy,
+            listener,
+            admin,
+            settings,
+        })
+    }
+
+    pub(crate) fn comparator(&self) -> Arc<Comparator> {
+        match self.comparator.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    /// Re-reads the files when they changed; keeps the previous table on error.
+    pub fn reload(&self) -> Result<bool, LoadError> {
+        let result = self.live.reload_if_changed();
+        match &result {
+            Ok(true) => {
+                let snap = self.live.snapshot();
+                match Comparator::new(compare_config(&snap.config)) {
+                    Ok(c) => match self.comparator.write() {
+                        Ok(mut g) => *g = Arc::new(c),
+                        Err(p) => *p.into_inner() = Arc::new(c),
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %e, "comparison settings refused; the previous ones stay")
+                    }
+                }
+                self.metrics
+                    .reloads
+                    .get_or_create(&metrics::ReloadLabels { result: "applied" })
+                    .inc();
+                tracing::info!(routes = snap.table.routes().len(), "routing reloaded");
+                self.publish_route_gauges();
+            }
+            Ok(false) => {}
+            Err(e) => {
+                self.metrics
+                    .reloads
+                    .get_or_create(&metrics::ReloadLabels { result: "rejected" })
+                    .inc();
+                tracing::error!(error = %e, "reload refused; the previous routing stays in force");
+            }
+        }
+        result
+    }
+
+    /// Sets the gauges of every route's share and guard state.
+    pub(crate) fn publish_route_gauges(&self) {
+        let snap = self.live.snapshot();
+        for route in snap.table.routes() {
+            let label = metrics::RouteLabel {
+                route: route.name().to_owned(),
+            };
+            self.metrics
+                .new_share
+                .get_or_create(&label)
+                .set(i64::from(route.new_share_basis_points()));
+            let aborted = self.guard.state(route.name()).is_aborted();
+            self.metrics
+                .guard_aborted
+                .get_or_create(&label)
+                .set(i64::from(aborted));
+        }
+    }
+}
+
+impl Bound {
+    pub fn addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().expect("bound listener")
+    }
+
+    /// Serves until `shutdown` resolves, then drains.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        serve::run(
+            self.proxy,
+            self.listener,
+            self.admin,
+            self.settings,
+            shutdown,
+        )
+        .await
+    }
+}

@@ -1,0 +1,128 @@
+//! `migration-proxy`: the member API's migration sidecar.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use migration_proxy::{Proxy, Settings};
+
+/// Sends each user to the legacy or the new service by the weights of an Istio
+/// VirtualService, replays traffic to the other side and compares the answers.
+#[derive(Debug, Parser)]
+#[command(name = "migration-proxy", version)]
+struct Cli {
+    /// The VirtualService manifest (YAML), hot-reloaded.
+    #[arg(long, env = "PROXY_VIRTUAL_SERVICE")]
+    virtual_service: PathBuf,
+    /// The proxy config (YAML): upstream addresses, comparison, guard, admin token.
+    #[arg(long, env = "PROXY_CONFIG")]
+    config: PathBuf,
+    /// Listen address for client traffic (default 127.0.0.1:8000, or `listen` in the config).
+    #[arg(long, env = "PROXY_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Admin API address (default 127.0.0.1:9901, or `admin_listen` in the config).
+    #[arg(long, env = "PROXY_ADMIN")]
+    admin: Option<std::net::SocketAddr>,
+    /// Seconds between checks of the files for changes.
+    #[arg(long, env = "PROXY_RELOAD_INTERVAL_MS", default_value_t = 1000)]
+    reload_interval_ms: u64,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    #[arg(long, env = "PROXY_DRAIN_SECS", default_value_t = 20)]
+    drain_secs: u64,
+    /// Log format: json or text.
+    #[arg(long, env = "PROXY_LOG_FORMAT", default_value = "json")]
+    log_format: String,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!(
+                "{}",
+                e.to_string().lines().next().unwrap_or("invalid arguments")
+            );
+            return ExitCode::from(64);
+        }
+    };
+    if cli.log_format != "json" && cli.log_format != "text" {
+        eprintln!("error: invalid setting --log-format: must be json or text");
+        return ExitCode::from(64);
+    }
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if cli.log_format == "json" {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+    let settings = Settings {
+        virtual_service: cli.virtual_service,
+        config: cli.config,
+        listen: cli.listen,
+        admin: cli.admin,
+        reload_interval: Duration::from_millis(cli.reload_interval_ms.max(50)),
+        drain: Duration::from_secs(cli.drain_secs),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let bound = match Proxy::build(settings).await {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(64);
+            }
+        };
+        tracing::info!(listen = %bound.addr(), admin = %bound.admin_addr(), "migration proxy listening");
+        match bound.run_until(shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,169 @@
+//! The proxy's Prometheus metrics: requests, latency and errors per route and side,
+//! comparisons by result, the new side's share per route, guard aborts and reloads.
+//! Labels are route names, sides and categories only: never paths with ids, tokens or
+//! personal data.
+
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub side: &'static str,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SideLabels {
+    pub route: String,
+    pub side: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub route: String,
+    pub side: &'static str,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComparisonLabels {
+    pub route: String,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AbortLabels {
+    pub route: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: &'static str,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Histograms<SideLabels>,
+    pub errors: Family<ErrorLabels, Counter>,
+    pub shadow_requests: Family<SideLabels, Counter>,
+    pub comparisons: Family<ComparisonLabels, Counter>,
+    pub new_share: Family<RouteLabel, Gauge<i64, AtomicI64>>,
+    pub guard_aborted: Family<RouteLabel, Gauge<i64, AtomicI64>>,
+    pub guard_aborts: Family<AbortLabels, Counter>,
+    pub fallbacks: Family<RouteLabel, Counter>,
+    pub reloads: Family<ReloadLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("proxy");
+        let m = Self {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency),
+            errors: Family::default(),
+            shadow_requests: Family::default(),
+            comparisons: Family::default(),
+            new_share: Family::default(),
+            guard_aborted: Family::default(),
+            guard_aborts: Family::default(),
+            fallbacks: Family::default(),
+            reloads: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Client requests by route, serving side and status code",
+            m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Upstream latency by route and side (primary and shadow)",
+            m.latency.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Upstream failures by route, side and kind",
+            m.errors.clone(),
+        );
+        registry.register(
+            "shadow_requests",
+            "Replayed requests by route and the side they went to",
+            m.shadow_requests.clone(),
+        );
+        registry.register(
+            "comparisons",
+            "Shadow comparisons by route and result",
+            m.comparisons.clone(),
+        );
+        registry.register(
+            "new_share_basis_points",
+            "The new side's share per route (0-10000) in force",
+            m.new_share.clone(),
+        );
+        registry.register(
+            "guard_aborted",
+            "1 while the guard holds a route aborted",
+            m.guard_aborted.clone(),
+        );
+        registry.register(
+            "guard_aborts",
+            "Guard aborts by route and reason",
+            m.guard_aborts.clone(),
+        );
+        registry.register(
+            "fallbacks",
+            "Safe requests the new side failed, answered by the legacy instead",
+            m.fallbacks.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Reloads of the VirtualService and config by result",
+            m.reloads.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    pub fn observe(&self, route: &str, side: &'static str, elapsed: Duration) {
+        self.latency
+            .get_or_create(&SideLabels {
+                route: route.to_owned(),
+                side,
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

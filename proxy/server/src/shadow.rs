@@ -1,0 +1,270 @@
+//! The replay of a request to the other side, off the client's path: safe requests as
+//! they are, writes only to the new side and marked `x-shadow: dry-run` (the legacy
+//! cannot roll a write back, so writes served by the new side are not replayed). The
+//! answers are compared (always legacy against new), noise is learned from a second
+//! legacy answer to safe requests, and the outcome feeds the metrics, the samples and
+//! the guard.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+use http_body_util::BodyExt;
+use proxy_routing::{Route, Side};
+use shadow_compare::{Exchange, Outcome, RequestMeta};
+use tokio::sync::oneshot;
+
+use crate::forward;
+use crate::handler::{Inbound, build_request, is_safe};
+use crate::tee::Captured;
+use crate::{Proxy, guard_side, side_label};
+
+/// Everything the shadow task needs, moved off the request.
+pub struct ShadowJob {
+    pub route: Route,
+    pub primary_side: Side,
+    pub shadow_side: Side,
+    pub primary_status: u16,
+    pub primary_headers: HeaderMap,
+    pub captured: oneshot::Receiver<Captured>,
+    pub inbound: Inbound,
+    pub body: Bytes,
+}
+
+fn exchange(status: u16, headers: &HeaderMap, body: Vec<u8>, truncated: bool) -> Exchange {
+    Exchange {
+        status,
+        headers: headers
+            .iter()
+            .filter_map(|(k, v)| {
+                v.to_str()
+                    .ok()
+                    .map(|v| (k.as_str().to_owned(), v.to_owned()))
+            })
+            .collect(),
+        body: Bytes::from(body),
+        truncated,
+    }
+}
+
+impl Proxy {
+    /// The side a request served by `primary` is replayed to, if it is drawn for a
+    /// replay at the rule's mirror percentage and may be replayed at all.
+    pub fn shadow_target(&self, route: &Route, primary: Side, method: &Method) -> Option<Side> {
+        let shadow = route.shadow(primary)?;
+        if !is_safe(method) && shadow.side != Side::New {
+            return None;
+        }
+        let mut draw = [0u8; 4];
+        getrandom::fill(&mut draw).ok()?;
+        shadow
+            .percentage
+            .includes(u32::from_le_bytes(draw) % 1_000_000)
+            .then_some(shadow.side)
+    }
+
+    /// Applies the guard's decision for `route`: an abort sets the new share to 0.
+    pub fn evaluate_guard(&self, route: &str) {
+        let decision = self.guard.evaluate(route, Instant::now());
+        if let rollout_guard::Decision::Abort {
+            reason,
+            newly: true,
+            ..
+        } = decision
+        {
+            tracing::error!(route, reason = %reason, "rollout guard aborted the route: new share set to 0");
+            self.metrics
+                .guard_aborts
+                .get_or_create(&crate::metrics::AbortLabels {
+                    route: route.to_owned(),
+                    reason: reason.metric(),
+                })
+                .inc();
+            if let Err(e) = self
+                .live
+                .update_overrides(|o| o.set_rule(route, 0).map_err(|e| e.to_string()))
+            {
+                tracing::error!(route, error = %e, "could not apply the abort");
+            }
+            self.publish_route_gauges();
+        }
+    }
+}
+
+pub fn spawn_shadow(proxy: Arc<Proxy>, job: ShadowJob) {
+    // Bounded: when too many replays are in flight, this one is skipped and counted.
+    let Ok(permit) = Arc::clone(&proxy.shadow_permits).try_acquire_owned() else {
+        proxy
+            .metrics
+            .comparisons
+            .get_or_create(&crate::metrics::ComparisonLabels {
+                route: job.route.name().to_owned(),
+                result: "skipped_overload",
+            })
+            .inc();
+        return;
+    };
+    tokio::spawn(async move {
+        run(&proxy, job).await;
+        drop(permit);
+    });
+}
+
+async fn fetch(
+    proxy: &Proxy,
+    job: &ShadowJob,
+    side: Side,
+    mark: Option<&'static str>,
+) -> Option<(Exchange, std::time::Duration, bool)> {
+    let snap = proxy.live.snapshot();
+    let address = job
+        .route
+        .upstream(side)
+        .and_then(|u| snap.config.upstream(&u.host))
+        .map(|u| u.address.to_string())?;
+    let req = build_request(&job.inbound, forward::full(job.body.clone()), mark);
+    let limit = snap.config.comparison.max_body_bytes;
+    let started = Instant::now();
+    let resp = proxy
+        .upstreams
+        .send(&address, req, job.route.timeout())
+        .await;
+    let elapsed = started.elapsed();
+    match resp {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let (parts, body) = resp.into_parts();
+            let mut buf = Vec::new();
+            let mut truncated = false;
+            let mut body = body;
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else {
+                    return Some((Exchange::new(502), elapsed, true));
+                };
+                if let Some(d) = frame.data_ref() {
+                    let room = limit.saturating_sub(buf.len());
+                    truncated |= d.len() > room;
+                    buf.extend_from_slice(&d[..d.len().min(room)]);
+                }
+            }
+            Some((
+                exchange(status, &parts.headers, buf, truncated),
+                elapsed,
+                status >= 500,
+            ))
+        }
+        Err(_) => None,
+    }
+}
+
+async fn run(proxy: &Proxy, mut job: ShadowJob) {
+    let route = job.route.name().to_owned();
+    let safe = is_safe(&job.inbound.method);
+    let mark = if safe { None } else { Some("dry-run") };
+    proxy
+        .metrics
+        .shadow_requests
+        .get_or_create(&crate::metrics::SideLabels {
+            route: route.clone(),
+            side: side_label(job.shadow_side),
+        })
+        .inc();
+    let shadow = fetch(proxy, &job, job.shadow_side, mark).await;
+    let now = Instant::now();
+    let Some((shadow_exchange, elapsed, failed)) = shadow else {
+        proxy.guard.record_request(
+            &route,
+            guard_side(job.shadow_side),
+            std::time::Duration::ZERO,
+            true,
+            now,
+        );
+        count(
+            proxy,
+            &route,
+            &Outcome::Skipped(shadow_compare::SkipReason::ShadowFailed),
+        );
+        proxy.evaluate_guard(&route);
+        return;
+    };
+    proxy
+        .metrics
+        .observe(&route, side_label(job.shadow_side), elapsed);
+    proxy
+        .guard
+        .record_request(&route, guard_side(job.shadow_side), elapsed, failed, now);
+    let Ok(captured) = (&mut job.captured).await else {
+        return;
+    };
+    if captured.incomplete {
+        count(
+            proxy,
+            &route,
+            &Outcome::Skipped(shadow_compare::SkipReason::ShadowFailed),
+        );
+        return;
+    }
+    let primary = exchange(
+        job.primary_status,
+        &job.primary_headers,
+        captured.bytes,
+        captured.truncated,
+    );
+    let path = job
+        .inbound
+        .path_and_query
+        .split('?')
+        .next()
+        .unwrap_or("/")
+        .to_owned();
+    let request_headers: Vec<(String, String)> = job
+        .inbound
+        .headers
+        .iter()
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_owned(), v.to_owned()))
+        })
+        .collect();
+    let meta =
+        RequestMeta::new(&route, job.inbound.method.as_str(), &path).with_headers(&request_headers);
+    let comparator = proxy.comparator();
+    let outcome = comparator.compare(
+        &meta,
+        guard_side(job.primary_side),
+        &primary,
+        &shadow_exchange,
+        &proxy.noise,
+    );
+    if let Some(sample) = outcome.sample() {
+        tracing::info!(request_id = %job.inbound.request_id, route, fields = ?outcome.mismatch_fields(), "shadow mismatch");
+        proxy.samples.push(sample.clone());
+    }
+    count(proxy, &route, &outcome);
+    proxy.guard.record_outcome(&route, &outcome, Instant::now());
+    proxy.evaluate_guard(&route);
+    // Noise: a second legacy answer to the same safe request (Diffy's method).
+    if safe && comparator.config().noise.learn {
+        let legacy_first = if job.primary_side == Side::Legacy {
+            primary
+        } else {
+            shadow_exchange
+        };
+        if let Some((second, _, _)) = fetch(proxy, &job, Side::Legacy, None).await {
+            proxy.noise.learn(&route, &legacy_first, &second);
+        }
+    }
+}
+
+fn count(proxy: &Proxy, route: &str, outcome: &Outcome) {
+    proxy
+        .metrics
+        .comparisons
+        .get_or_create(&crate::metrics::ComparisonLabels {
+            route: route.to_owned(),
+            result: outcome.category().name(),
+        })
+        .inc();
+}

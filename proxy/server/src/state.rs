@@ -1,0 +1,213 @@
+//! The proxy's live configuration: the route table built from the VirtualService and
+//! the proxy config, with the runtime overrides (admin weight changes and guard aborts)
+//! laid over it. A reload builds a complete new table and swaps it in one step; a file
+//! that fails to parse or validate leaves the previous table in force. In-flight
+//! requests keep the table they started with.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use proxy_routing::{Overrides, ProxyConfig, RouteTable, VirtualService};
+
+/// One consistent view: both files' contents, as applied.
+pub struct Snapshot {
+    pub config: ProxyConfig,
+    pub table: RouteTable,
+    /// The table before overrides (what the manifest says).
+    pub manifest: RouteTable,
+}
+
+/// Where the files are, and what was last seen of them.
+struct Files {
+    virtual_service: PathBuf,
+    config: PathBuf,
+    seen: Option<(Option<SystemTime>, Option<SystemTime>, u64)>,
+}
+
+pub struct Live {
+    current: RwLock<Arc<Snapshot>>,
+    overrides: Mutex<Overrides>,
+    files: Mutex<Files>,
+}
+
+/// Why a load failed; the message names the file and the problem.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {reason}")]
+pub struct LoadError {
+    pub file: String,
+    pub reason: String,
+}
+
+fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|e| LoadError {
+        file: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn fingerprint(a: &str, b: &str) -> u64 {
+    // FNV-1a over both files: cheap change detection for the poll loop.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in a.bytes().chain([0u8]).chain(b.bytes()) {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn build(
+    vs_path: &Path,
+    vs_text: &str,
+    cfg_path: &Path,
+    cfg_text: &str,
+    overrides: &Overrides,
+) -> Result<Snapshot, LoadError> {
+    let config = ProxyConfig::from_yaml(cfg_text).map_err(|e| LoadError {
+        file: cfg_path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let vs = VirtualService::parse(vs_text, config.virtual_service.as_deref()).map_err(|e| {
+        LoadError {
+            file: vs_path.display().to_string(),
+            reason: e.to_string(),
+        }
+    })?;
+    let manifest = RouteTable::build(&vs, &config).map_err(|e| LoadError {
+        file: vs_path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let table = manifest.with_overrides(overrides).map_err(|e| LoadError {
+        file: "runtime overrides".into(),
+        reason: e.to_string(),
+    })?;
+    Ok(Snapshot {
+        config,
+        table,
+        manifest,
+    })
+}
+
+impl Live {
+    /// Loads both files; any error is fatal at start-up.
+    pub fn load(virtual_service: &Path, config: &Path) -> Result<Self, LoadError> {
+        let (vs_text, cfg_text) = (read(virtual_service)?, read(config)?);
+        let snapshot = build(
+            virtual_service,
+            &vs_text,
+            config,
+            &cfg_text,
+            &Overrides::new(),
+        )?;
+        let seen = Some((
+            mtime(virtual_service),
+            mtime(config),
+            fingerprint(&vs_text, &cfg_text),
+        ));
+        Ok(Self {
+            current: RwLock::new(Arc::new(snapshot)),
+            overrides: Mutex::new(Overrides::new()),
+            files: Mutex::new(Files {
+                virtual_service: virtual_service.into(),
+                config: config.into(),
+                seen,
+            }),
+        })
+    }
+
+    /// The view in force now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        match self.current.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    fn install(&self, snapshot: Snapshot) {
+        let next = Arc::new(snapshot);
+        match self.current.write() {
+            Ok(mut g) => *g = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+    }
+
+    /// Re-reads the files if they changed. `Ok(true)` when a new table is in force,
+    /// `Ok(false)` when nothing changed, `Err` when a changed file was refused (the
+    /// previous table stays).
+    pub fn reload_if_changed(&self) -> Result<bool, LoadError> {
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let (vs_m, cfg_m) = (mtime(&files.virtual_service), mtime(&files.config));
+        if let Some((a, b, _)) = files.seen
+            && a == vs_m
+            && b == cfg_m
+        {
+            return Ok(false);
+        }
+        let (vs_text, cfg_text) = (read(&files.virtual_service)?, read(&files.config)?);
+        let print = fingerprint(&vs_text, &cfg_text);
+        if files.seen.is_some_and(|(_, _, f)| f == print) {
+            files.seen = Some((vs_m, cfg_m, print));
+            return Ok(false);
+        }
+        // Remember the attempt so that a refused file is reported once, not every poll.
+        files.seen = Some((vs_m, cfg_m, print));
+        let mut overrides = self.overrides.lock().unwrap_or_else(|p| p.into_inner());
+        let dropped = {
+            let probe = build(
+                &files.virtual_service,
+                &vs_text,
+                &files.config,
+                &cfg_text,
+                &Overrides::new(),
+            )?;
+            overrides.retain_known(&probe.manifest)
+        };
+        for name in dropped {
+            tracing::warn!(route = %name, "override dropped: the route is gone from the VirtualService");
+        }
+        let snapshot = build(
+            &files.virtual_service,
+            &vs_text,
+            &files.config,
+            &cfg_text,
+            &overrides,
+        )?;
+        self.install(snapshot);
+        Ok(true)
+    }
+
+    /// Applies a change to the overrides and rebuilds the table from the current files'
+    /// view (no re-read).
+    pub fn update_overrides<T>(
+        &self,
+        change: impl FnOnce(&mut Overrides) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let mut overrides = self.overrides.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = overrides.clone();
+        let out = change(&mut next)?;
+        let current = self.snapshot();
+        let table = current
+            .manifest
+            .with_overrides(&next)
+            .map_err(|e| e.to_string())?;
+        *overrides = next;
+        self.install(Snapshot {
+            config: current.config.clone(),
+            table,
+            manifest: current.manifest.clone(),
+        });
+        Ok(out)
+    }
+
+    /// The overrides in force.
+    pub fn overrides(&self) -> Overrides {
+        self.overrides
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+fn mtime(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}

@@ -1,0 +1,78 @@
+//! Hot reload: no request fails while the VirtualService changes under load, and a bad
+//! manifest is refused with the previous table left in force.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::support::{eventually, stack, virtual_service, write_virtual_service};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_load_lose_no_request() {
+    let s = Arc::new(stack(100, 0, 0.0).await);
+    s.seed_sides().await;
+    let failures = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut load = Vec::new();
+    for worker in 0..4 {
+        let (s, failures, done) = (Arc::clone(&s), Arc::clone(&failures), Arc::clone(&done));
+        load.push(tokio::spawn(async move {
+            for i in 0..100 {
+                let (status, _) = s.get_as(&format!("w{worker}-{i}"), "/api/v1/users/1").await;
+                if status != 200 {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    for i in 0..10 {
+        let (l, n) = if i % 2 == 0 { (50, 50) } else { (90, 10) };
+        write_virtual_service(&s.vs_path, &virtual_service(l, n, 0.0));
+        tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    }
+    for t in load {
+        t.await.unwrap();
+    }
+    assert_eq!(done.load(Ordering::SeqCst), 400);
+    assert_eq!(failures.load(Ordering::SeqCst), 0);
+    assert!(eventually(|| async { s.route("reads").await["new_share_percent"] == 10.0 }).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_manifests_are_refused_and_the_previous_table_stays() {
+    let s = stack(80, 20, 0.0).await;
+    for bad in [
+        virtual_service(0, 0, 0.0),
+        virtual_service(80, 20, 0.0).replace("weight: 20", "weight: -5"),
+        virtual_service(80, 20, 0.0).replace("host: identity.test}", "host: unknown.test}"),
+        "spec: [this is: not a virtualservice".to_owned(),
+    ] {
+        let before = s.metrics().await.matches("result=\"rejected\"").count();
+        write_virtual_service(&s.vs_path, &bad);
+        assert!(
+            eventually(|| async {
+                let m = s.metrics().await;
+                m.contains(r#"proxy_reloads_total{result="rejected"}"#)
+                    && m.matches("result=\"rejected\"").count() >= before
+            })
+            .await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        assert_eq!(
+            s.route("reads").await["new_share_percent"],
+            20.0,
+            "the previous table stays in force"
+        );
+    }
+    let m = s.metrics().await;
+    let rejected: u64 = m
+        .lines()
+        .find(|l| l.starts_with(r#"proxy_reloads_total{result="rejected"}"#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(rejected, 4, "{m}");
+    // A good manifest applies again.
+    write_virtual_service(&s.vs_path, &virtual_service(40, 60, 0.0));
+    assert!(eventually(|| async { s.route("reads").await["new_share_percent"] == 60.0 }).await);
+}
