@@ -79,6 +79,78 @@ impl LegacyDb {
         row.as_ref().map(LegacyUser::from_row).transpose()
     }
 
+    /// Users with `id > after`, in id order, at most `limit` (withdrawn ones included).
+    pub async fn users_after<'c, E: Executor<'c, Database = Any>>(
+        &self,
+        ex: E,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<LegacyUser>, LegacyError> {
+        let sql = format!(
+            "SELECT {} FROM users WHERE id > $1 ORDER BY id LIMIT $2",
+            self.user_columns()
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(after)
+            .bind(limit)
+            .fetch_all(ex)
+            .await?;
+        rows.iter().map(LegacyUser::from_row).collect()
+    }
+
+    /// Users changed at or after `since` (by `updated_at`), ordered by (`updated_at`,
+    /// `id`) after the position `after` (exclusive), at most `limit`.
+    pub async fn users_changed_since<'c, E: Executor<'c, Database = Any>>(
+        &self,
+        ex: E,
+        since: Timestamp,
+        after: Option<(Timestamp, i64)>,
+        limit: i64,
+    ) -> Result<Vec<LegacyUser>, LegacyError> {
+        let (from_ts, from_id) = after.unwrap_or((since, 0));
+        let sql = format!(
+            "SELECT {} FROM users WHERE updated_at >= {} AND (updated_at > {} OR (updated_at = {} AND id > $3)) \
+             ORDER BY updated_at, id LIMIT $4",
+            self.user_columns(),
+            self.ts_param(1),
+            self.ts_param(2),
+            self.ts_param(2),
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(since.to_db_text())
+            .bind(from_ts.to_db_text())
+            .bind(from_id)
+            .bind(limit)
+            .fetch_all(ex)
+            .await?;
+        rows.iter().map(LegacyUser::from_row).collect()
+    }
+
+    /// The number of users and the highest id.
+    pub async fn user_stats<'c, E: Executor<'c, Database = Any>>(
+        &self,
+        ex: E,
+    ) -> Result<(i64, i64), LegacyError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n, COALESCE(MAX(id), 0) AS max_id FROM users")
+            .fetch_one(ex)
+            .await?;
+        Ok((row.try_get("n")?, row.try_get("max_id")?))
+    }
+
+    /// The number of users with `id <= upto` (a resumed backfill's starting count).
+    pub async fn count_users_upto<'c, E: Executor<'c, Database = Any>>(
+        &self,
+        ex: E,
+        upto: i64,
+    ) -> Result<i64, LegacyError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE id <= $1")
+                .bind(upto)
+                .fetch_one(ex)
+                .await?,
+        )
+    }
+
     /// `User.active.find_by(email:)`.
     pub async fn active_user_by_email<'c, E: Executor<'c, Database = Any>>(
         &self,

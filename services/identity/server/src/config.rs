@@ -23,7 +23,65 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the REST and gRPC APIs.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Move the members from the legacy database: backfill, verify, cutover.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    #[command(subcommand)]
+    pub step: MigrateStep,
+    /// The identity database (as for `serve`).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<SecretString>,
+    /// Directory of the embedded database.
+    #[arg(
+        long,
+        env = "IDENTITY_DATA_DIR",
+        default_value = "./data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// The legacy database (ActiveRecord schema): `postgres://...` or `sqlite://FILE`.
+    #[arg(
+        long,
+        env = "LEGACY_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub legacy_database_url: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum MigrateStep {
+    /// Copy every legacy member (idempotent, resumable).
+    Backfill,
+    /// Compare every member field by field; exit 1 on any deviation.
+    Verify,
+    /// End the migration (refused unless verify is clean).
+    Cutover,
+}
+
+impl MigrateArgs {
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose_secret().to_owned(),
+            None => identity_store::sqlite_url_in(&self.data_dir),
+        }
+    }
+
+    pub fn legacy_database_url(&self) -> Result<String, ConfigError> {
+        self.legacy_database_url
+            .as_ref()
+            .map(|u| u.expose_secret().to_owned())
+            .ok_or_else(|| {
+                invalid(
+                    "--legacy-database-url (LEGACY_DATABASE_URL)",
+                    "is required for migrate",
+                )
+            })
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -100,6 +158,17 @@ pub struct ServeArgs {
     /// Log format: `json` or `text`.
     #[arg(long, env = "IDENTITY_LOG_FORMAT", default_value = "json")]
     pub log_format: String,
+    /// The legacy database while migrating (sync of legacy changes into this service);
+    /// unset, or after cutover, the service stands alone.
+    #[arg(long, env = "LEGACY_DATABASE_URL", hide_env_values = true)]
+    pub legacy_database_url: Option<SecretString>,
+    /// Milliseconds between two polls of the legacy's changes.
+    #[arg(long, env = "IDENTITY_SYNC_INTERVAL_MS", default_value_t = 500)]
+    pub sync_interval_ms: u64,
+    /// Seconds each poll looks back before the last change seen (longer than the
+    /// legacy's longest write transaction).
+    #[arg(long, env = "IDENTITY_SYNC_LOOKBACK_SECS", default_value_t = 30)]
+    pub sync_lookback_secs: u64,
 }
 
 /// A setting that cannot be used: names it, never its value when secret.
@@ -189,6 +258,22 @@ impl ServeArgs {
         }
         if self.log_format != "json" && self.log_format != "text" {
             return Err(invalid("--log-format", "must be json or text"));
+        }
+        if let Some(legacy) = &self.legacy_database_url {
+            let l = legacy.expose_secret();
+            if !(l.starts_with("sqlite:")
+                || l.starts_with("sqlite3:")
+                || l.starts_with("postgres://")
+                || l.starts_with("postgresql://"))
+            {
+                return Err(invalid(
+                    "--legacy-database-url (LEGACY_DATABASE_URL)",
+                    "must start with sqlite: or postgres://",
+                ));
+            }
+        }
+        if self.sync_interval_ms == 0 {
+            return Err(invalid("--sync-interval-ms", "must be at least 1"));
         }
         if self.http_addr == self.grpc_addr && self.http_addr.port() != 0 {
             return Err(invalid("--grpc-addr", "must differ from --http-addr"));

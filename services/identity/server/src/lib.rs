@@ -3,6 +3,7 @@
 //! shutdown on SIGTERM and SIGINT.
 
 pub mod config;
+pub mod migrate;
 pub mod telemetry;
 
 use std::future::Future;
@@ -28,6 +29,8 @@ pub struct Application {
     state: AppState,
     identity: Identity,
     grace: Duration,
+    /// The sync of legacy changes, while migrating.
+    syncer: Option<(identity_migration::Syncer, Duration)>,
 }
 
 impl Application {
@@ -88,12 +91,35 @@ impl Application {
             trust_forwarded_for: args.trust_forwarded_for,
             max_body_bytes: args.max_body_bytes,
         };
+        let syncer = match &args.legacy_database_url {
+            Some(url) => {
+                use secrecy::ExposeSecret;
+                let legacy = legacy_db::LegacyDb::connect(url.expose_secret(), 4)
+                    .await
+                    .context("cannot open the legacy database (--legacy-database-url)")?;
+                if identity_migration::is_cut_over(identity.store()).await? {
+                    tracing::info!(
+                        "the migration was cut over: the legacy database is not synced any more"
+                    );
+                    None
+                } else {
+                    let syncer = identity_migration::Syncer::new(
+                        identity.store().clone(),
+                        legacy,
+                        Duration::from_secs(args.sync_lookback_secs),
+                    );
+                    Some((syncer, Duration::from_millis(args.sync_interval_ms)))
+                }
+            }
+            None => None,
+        };
         Ok(Self {
             http,
             grpc,
             state,
             identity,
             grace: args.shutdown_grace(),
+            syncer,
         })
     }
 
@@ -158,6 +184,20 @@ impl Application {
                 )
                 .await
         });
+        let sync = self.syncer.map(|(syncer, interval)| {
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                tracing::info!(
+                    interval_ms = interval.as_millis() as u64,
+                    "syncing legacy changes"
+                );
+                syncer
+                    .run(interval, async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+            })
+        });
         tracing::info!("serving");
         shutdown.await;
         tracing::info!(
@@ -175,6 +215,9 @@ impl Application {
         .await;
         if drained.is_err() {
             tracing::warn!("grace period over: closing remaining connections");
+        }
+        if let Some(sync) = sync {
+            let _ = sync.await;
         }
         self.identity.store().close().await;
         Ok(())

@@ -5,6 +5,7 @@
 //! Reads go straight to the pool; every flow that writes runs in one [`Tx`], which the
 //! caller commits, or rolls back for a dry run.
 
+mod import;
 mod members;
 mod migrate;
 mod rows;

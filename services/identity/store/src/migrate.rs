@@ -12,11 +12,18 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sqlite: include_str!("../migrations/sqlite/0001_members_and_sessions.sql"),
-    postgres: include_str!("../migrations/postgres/0001_members_and_sessions.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sqlite: include_str!("../migrations/sqlite/0001_members_and_sessions.sql"),
+        postgres: include_str!("../migrations/postgres/0001_members_and_sessions.sql"),
+    },
+    Migration {
+        version: 2,
+        sqlite: include_str!("../migrations/sqlite/0002_migration_state.sql"),
+        postgres: include_str!("../migrations/postgres/0002_migration_state.sql"),
+    },
+];
 
 /// Arbitrary constant naming our advisory lock.
 const LOCK_KEY: i64 = 0x1d_e471_7a11;

@@ -64,7 +64,9 @@ pub async fn spawn_with(db: Db, extra: &[&str]) -> TestApp {
         "2",
     ];
     argv.extend_from_slice(extra);
-    let Command::Serve(args) = Cli::try_parse_from(argv).expect("valid test flags").command;
+    let Command::Serve(args) = Cli::try_parse_from(argv).expect("valid test flags").command else {
+        panic!("serve flags expected")
+    };
     args.validate().expect("valid test configuration");
     let app = Application::build(&args).await.expect("service starts");
     let (http, grpc) = (app.http_addr(), app.grpc_addr());

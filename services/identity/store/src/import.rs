@@ -1,0 +1,204 @@
+//! Writing members that come from the legacy database (backfill and continuous sync):
+//! upserts by id in batches, the migration's key-value state, keeping the id sequence
+//! above the imported ids, and reading members in id order for verification.
+
+use sqlx::AssertSqlSafe;
+
+use crate::rows::{MemberRow, member_columns};
+use crate::{Backend, Store, StoreError, Tx};
+
+/// Columns per member row in an upsert.
+const COLUMNS: usize = 9;
+
+impl Store {
+    /// A value of the migration's state.
+    pub async fn migration_value(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM migration_state WHERE key = $1")
+                .bind(key)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
+    /// The legacy digests recorded for members with ids in `from..=to`.
+    pub async fn legacy_digests_between(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        Ok(sqlx::query_as("SELECT member_id, digest FROM legacy_digests WHERE member_id BETWEEN $1 AND $2 ORDER BY member_id")
+            .bind(from)
+            .bind(to)
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    /// Members with `id > after`, in id order, at most `limit` (withdrawn ones included).
+    pub async fn members_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<MemberRow>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            member_columns!(),
+            " FROM members m WHERE m.id > $1 ORDER BY m.id LIMIT $2"
+        );
+        let rows = sqlx::query(sql)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| MemberRow::from_row(r).map_err(StoreError::from))
+            .collect()
+    }
+
+    /// The highest member id, 0 when there is none.
+    pub async fn max_member_id(&self) -> Result<i64, StoreError> {
+        let n: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM members")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(n.unwrap_or(0))
+    }
+
+    /// Makes the next allocated member id greater than `id` (after ids came from the
+    /// legacy's sequence).
+    pub async fn bump_member_sequence(&self, id: i64) -> Result<(), StoreError> {
+        match self.backend() {
+            Backend::Postgres => {
+                let sql = format!(
+                    "ALTER TABLE members ALTER COLUMN id RESTART WITH {}",
+                    id.max(0) + 1
+                );
+                sqlx::query(AssertSqlSafe(sql)).execute(self.pool()).await?;
+            }
+            Backend::Sqlite => {
+                // AUTOINCREMENT keeps the highest id ever inserted in sqlite_sequence.
+                sqlx::query("UPDATE sqlite_sequence SET seq = MAX(seq, $1) WHERE name = 'members'")
+                    .bind(id)
+                    .execute(self.pool())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Tx {
+    pub async fn set_migration_value(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO migration_state (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// Inserts or replaces members by id, the legacy's values winning. A batch that
+    /// collides on email or phone (a value that moved between rows) is retried row by
+    /// row, freeing the value first.
+    pub async fn upsert_members(&mut self, rows: &[MemberRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(500) {
+            let placeholders: Vec<String> = (0..chunk.len())
+                .map(|r| {
+                    let p: Vec<String> = (1..=COLUMNS)
+                        .map(|c| format!("${}", r * COLUMNS + c))
+                        .collect();
+                    format!("({})", p.join(", "))
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO members (id, email, password_hash, nickname, phone_number, profile_image_url, created_at, updated_at, deleted_at) \
+                 VALUES {} ON CONFLICT (id) DO UPDATE SET email = excluded.email, password_hash = excluded.password_hash, \
+                 nickname = excluded.nickname, phone_number = excluded.phone_number, profile_image_url = excluded.profile_image_url, \
+                 created_at = excluded.created_at, updated_at = excluded.updated_at, deleted_at = excluded.deleted_at",
+                placeholders.join(", ")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for m in chunk {
+                q = q
+                    .bind(m.id)
+                    .bind(&m.email)
+                    .bind(&m.password_hash)
+                    .bind(&m.nickname)
+                    .bind(&m.phone_number)
+                    .bind(&m.profile_image_url)
+                    .bind(m.created_at)
+                    .bind(m.updated_at)
+                    .bind(m.deleted_at);
+            }
+            q.execute(self.conn())
+                .await
+                .map_err(StoreError::from_write)?;
+            let placeholders: Vec<String> = (0..chunk.len())
+                .map(|r| format!("(${}, ${})", 2 * r + 1, 2 * r + 2))
+                .collect();
+            let sql = format!(
+                "INSERT INTO legacy_digests (member_id, digest) VALUES {} \
+                 ON CONFLICT (member_id) DO UPDATE SET digest = excluded.digest",
+                placeholders.join(", ")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for m in chunk {
+                q = q.bind(m.id).bind(&m.password_hash);
+            }
+            q.execute(self.conn()).await?;
+        }
+        Ok(())
+    }
+
+    /// The legacy digest last imported for a member.
+    pub async fn legacy_digest(&mut self, id: i64) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT digest FROM legacy_digests WHERE member_id = $1")
+                .bind(id)
+                .fetch_optional(self.conn())
+                .await?,
+        )
+    }
+
+    /// Records the legacy digest of a member (write-through of a password change).
+    pub async fn set_legacy_digest(&mut self, id: i64, digest: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO legacy_digests (member_id, digest) VALUES ($1, $2) ON CONFLICT (member_id) DO UPDATE SET digest = $2",
+        )
+        .bind(id)
+        .bind(digest)
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// One member from the legacy, freeing its email and phone number from any other row
+    /// first (the legacy is the system of record: a value it moved moves here too).
+    /// `legacy_digest` is recorded as the legacy's digest; `m.password_hash` is what the
+    /// identity service keeps (the same digest, or its own re-hash of the same password).
+    pub async fn replace_member(
+        &mut self,
+        m: &MemberRow,
+        legacy_digest: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE members SET email = 'moved-' || id || '@invalid' WHERE email = $1 AND id <> $2",
+        )
+        .bind(&m.email)
+        .bind(m.id)
+        .execute(self.conn())
+        .await?;
+        if let Some(phone) = &m.phone_number {
+            sqlx::query(
+                "UPDATE members SET phone_number = NULL WHERE phone_number = $1 AND id <> $2",
+            )
+            .bind(phone)
+            .bind(m.id)
+            .execute(self.conn())
+            .await?;
+        }
+        self.upsert_members(std::slice::from_ref(m)).await?;
+        self.set_legacy_digest(m.id, legacy_digest).await
+    }
+}
