@@ -136,7 +136,10 @@ pub async fn stack(legacy_weight: u32, new_weight: u32, mirror_percent: f64) -> 
         "--trust-forwarded-for",
     ];
     let identity::config::Command::Serve(args) =
-        identity::config::Cli::try_parse_from(argv).unwrap().command;
+        identity::config::Cli::try_parse_from(argv).unwrap().command
+    else {
+        panic!("serve flags expected")
+    };
     let app = identity::Application::build(&args).await.unwrap();
     let identity = app.http_addr();
     let (tx, rx) = oneshot::channel::<()>();
