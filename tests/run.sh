@@ -4,7 +4,8 @@
 #      cluster started here from the machine's binaries);
 #   2. the parity suite against the real Rails app, the Rust legacy simulator and the
 #      identity service (on SQLite and on PostgreSQL), transcripts compared;
-#   3. the Python gRPC client and schemathesis against the identity service.
+#   3. the Python gRPC client and schemathesis against the identity service;
+#   4. a short fuzzing run of the proxy's manifest and config parsers.
 # Every process it starts is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +52,9 @@ echo "PostgreSQL on port $pg_port"
 
 section "cargo test"
 cargo test --workspace --locked
+
+section "fuzzing the VirtualService and proxy config parsers (20 s)"
+cargo run --locked -q -p proxy-routing --example fuzz_parse -- --seconds 20
 
 section "parity suite"
 cargo build --locked -p identity -p legacy-sim -p parity

@@ -24,7 +24,9 @@ use http::HeaderName;
 use json_diff::PathPattern;
 use serde::Deserialize;
 
-pub use upstream::{AdminToken, Upstream, UpstreamAddress};
+pub use upstream::{
+    AddressError, AdminToken, MIN_ADMIN_TOKEN_LEN, TokenTooShort, Upstream, UpstreamAddress,
+};
 
 use crate::duration;
 use crate::split::StickyKeySource;
@@ -98,12 +100,13 @@ pub struct Comparison {
     pub headers: Vec<HeaderName>,
     /// Bodies longer than this many bytes are not compared (counted as skipped).
     pub max_body_bytes: usize,
-    /// A field counts as a mismatch only when its difference rate between legacy and
-    /// new exceeds its noise rate (its difference rate between two answers of the same
-    /// side) by more than this fraction of the noise rate: 0 to 1.
+    /// Learned noise (Diffy's method, see `shadow-compare`): a field is noise on a route
+    /// when, of the pairs of legacy answers to the same safe request in which it
+    /// appears, at least this share differed there: above 0, at most 1.
     pub noise_relative: f64,
-    /// ... and by more than this absolute fraction of comparisons: 0 to 1.
-    pub noise_absolute: f64,
+    /// ... and at least this many such pairs differed (one racing update must not make a
+    /// field noise): at least 1.
+    pub noise_absolute: u64,
     /// Whether the proxy measures noise by asking the serving side a second time
     /// (safe requests only); without it only `ignore` keeps noise out.
     pub learn_noise: bool,
@@ -116,7 +119,7 @@ impl Default for Comparison {
             headers: vec![http::header::CONTENT_TYPE],
             max_body_bytes: 1024 * 1024,
             noise_relative: 0.2,
-            noise_absolute: 0.01,
+            noise_absolute: 5,
             learn_noise: true,
         }
     }
@@ -224,7 +227,12 @@ impl ProxyConfig {
         }
         let comparison = &self.comparison;
         fraction("comparison.noise_relative", comparison.noise_relative)?;
-        fraction("comparison.noise_absolute", comparison.noise_absolute)?;
+        if comparison.noise_relative <= 0.0 {
+            return invalid("comparison.noise_relative", "must be more than 0");
+        }
+        if comparison.noise_absolute == 0 {
+            return invalid("comparison.noise_absolute", "must be at least 1");
+        }
         if comparison.max_body_bytes == 0 {
             return invalid("comparison.max_body_bytes", "must be more than 0");
         }

@@ -188,7 +188,11 @@ fn default_chain(headers: &HeaderMap, client: IpAddr) -> StickyKey {
             Some(subject) => StickyKey::of(KeyKind::JwtSubject, subject.as_bytes()),
             None => StickyKey::of(KeyKind::BearerToken, token.as_bytes()),
         },
-        None => StickyKey::of(KeyKind::ClientAddress, client.to_string().as_bytes()),
+        // IPv4-mapped IPv6 (a dual-stack listener) as plain IPv4, so both listeners agree.
+        None => StickyKey::of(
+            KeyKind::ClientAddress,
+            client.to_canonical().to_string().as_bytes(),
+        ),
     }
 }
 

@@ -41,6 +41,14 @@ fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     r
 }
 
+/// The original client address, as the edge proxy recorded it.
+fn original_client(headers: &http::HeaderMap) -> Option<std::net::IpAddr> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    header("x-envoy-external-address")
+        .or_else(|| header("x-forwarded-for").and_then(|v| v.split(',').next()))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn request_id(headers: &http::HeaderMap) -> String {
     headers
         .get("x-request-id")
@@ -94,7 +102,12 @@ impl Proxy {
             tracing::info!(request_id, method = %parts.method, "no route matches");
             return plain(StatusCode::NOT_FOUND, "no route\n");
         };
-        let key = StickyKey::from_request(&snap.config.sticky_key, &headers, client.ip());
+        // Behind the mesh the peer is the local sidecar: the client is the one the edge
+        // recorded. (The split is not a security boundary; a forged header only moves
+        // its sender.)
+        let client_ip = original_client(&headers).unwrap_or(client.ip());
+        let key = StickyKey::from_request(&snap.config.sticky_key, &headers, client_ip);
+        route.headers().request().apply(&mut headers);
         let side = route.side_for(key.bucket());
         forward::add_forwarded(&mut headers, client.ip(), "http");
         let limit = snap.config.comparison.max_body_bytes;
@@ -175,8 +188,8 @@ impl Proxy {
         Response::from_parts(resp_parts, tee.boxed())
     }
 
-    /// The client's answer: the upstream's, hop-by-hop headers removed, or a gateway
-    /// error when the upstream failed.
+    /// The client's answer: the upstream's, hop-by-hop headers removed and the rule's
+    /// response header changes applied, or a gateway error when the upstream failed.
     fn respond(
         &self,
         route: &Route,
@@ -188,6 +201,7 @@ impl Proxy {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 forward::strip_hop_by_hop(&mut parts.headers);
+                route.headers().response().apply(&mut parts.headers);
                 Response::from_parts(parts, body.boxed())
             }
             Err(e) => {

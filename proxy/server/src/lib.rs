@@ -81,8 +81,8 @@ fn compare_config(config: &ProxyConfig) -> CompareConfig {
         ..CompareConfig::default()
     };
     out.noise.learn = c.learn_noise;
-    out.noise.relative = c.noise_relative.clamp(f64::MIN_POSITIVE, 1.0);
-    out.noise.absolute = c.noise_absolute.max(1.0) as u64;
+    out.noise.relative = c.noise_relative;
+    out.noise.absolute = c.noise_absolute;
     out
 }
 

@@ -191,6 +191,38 @@ impl LegacyDb {
             .rows_affected())
     }
 
+    /// Whether the session row still exists (not logged out, rotated or ended there).
+    pub async fn session_exists<'c, E: Executor<'c, Database = Any>>(
+        &self,
+        ex: E,
+        id: i64,
+        now: Timestamp,
+    ) -> Result<bool, LegacyError> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM sessions WHERE id = $1 AND expires_at > {}",
+            self.ts_param(2)
+        );
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(id)
+            .bind(now.to_db_text())
+            .fetch_one(ex)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Deletes the sessions of a refresh token.
+    pub async fn delete_sessions_by_refresh_token<'c, E: Executor<'c, Database = Any>>(
+        &self,
+        ex: E,
+        refresh_token: &str,
+    ) -> Result<u64, LegacyError> {
+        Ok(sqlx::query("DELETE FROM sessions WHERE refresh_token = $1")
+            .bind(refresh_token)
+            .execute(ex)
+            .await?
+            .rows_affected())
+    }
+
     /// Every session of a user but `except`.
     pub async fn delete_user_sessions<'c, E: Executor<'c, Database = Any>>(
         &self,

@@ -120,8 +120,8 @@ fn ranges_are_checked_with_the_setting_named() {
             "comparison.noise_relative must be between 0 and 1, got 1.5",
         ),
         (
-            "comparison: {noise_absolute: -0.1}",
-            "comparison.noise_absolute must be between 0 and 1, got -0.1",
+            "comparison: {noise_absolute: 0}",
+            "comparison.noise_absolute must be at least 1",
         ),
         (
             "comparison: {max_body_bytes: 0}",

@@ -53,6 +53,12 @@ fn the_default_chain_is_jwt_sub_then_token_then_address() {
         1962,
         "pinned in hash.rs as well"
     );
+    let mapped: IpAddr = "::ffff:203.0.113.7".parse().unwrap();
+    let dual_stack = StickyKey::from_request(&StickyKeySource::JwtSub, &HeaderMap::new(), mapped);
+    assert_eq!(
+        dual_stack, anonymous,
+        "an IPv4-mapped address is the IPv4 address"
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@
 
 mod clock;
 mod error;
+mod legacy;
 mod members;
 mod sessions;
 mod throttle;
@@ -18,6 +19,7 @@ use identity_tokens::Tokens;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::CoreError;
 pub use identity_store::MemberRow;
+pub use legacy::LegacyLink;
 pub use members::{MAX_BATCH_IDS, member_view};
 pub use sessions::{Introspection, IssuedSession, Principal};
 pub use throttle::ThrottleConfig;
@@ -64,6 +66,8 @@ struct Inner {
     tokens: Tokens,
     clock: Arc<dyn Clock>,
     config: CoreConfig,
+    /// The legacy database while migrating (write-through, legacy sessions).
+    legacy: std::sync::RwLock<Option<LegacyLink>>,
 }
 
 impl Identity {
@@ -81,7 +85,15 @@ impl Identity {
                 tokens,
                 clock,
                 config,
+                legacy: std::sync::RwLock::new(None),
             }),
+        }
+    }
+
+    /// Starts writing through to the legacy database (while migrating).
+    pub fn attach_legacy(&self, link: LegacyLink) {
+        if let Ok(mut g) = self.inner.legacy.write() {
+            *g = Some(link);
         }
     }
 

@@ -89,10 +89,47 @@ impl Identity {
             _ => return Err(CoreError::Validation(errors)),
         };
         let password_hash = self.inner.hasher.hash(valid.password.expose()).await?;
+        let legacy_digest = match self.legacy() {
+            Some(link) => Some(
+                self.inner
+                    .hasher
+                    .legacy_bcrypt(valid.password.expose(), link.bcrypt_cost)
+                    .await?,
+            ),
+            None => None,
+        };
         let now = self.now().as_micros();
+        // While migrating, the id comes from the legacy's sequence: the row is written
+        // there first, in its format.
+        let mut legacy = self.begin_legacy().await?;
+        let legacy_id = match (legacy.as_mut(), &legacy_digest) {
+            (Some((link, ltx)), Some(digest)) => Some(
+                link.db
+                    .insert_user(
+                        &mut **ltx,
+                        &legacy_db::NewLegacyUser {
+                            id: None,
+                            email: valid.email.as_str().to_owned(),
+                            password_digest: digest.clone(),
+                            nickname: valid.nickname.as_str().to_owned(),
+                            phone_number: valid
+                                .phone_number
+                                .as_ref()
+                                .map(|p| p.as_str().to_owned()),
+                            profile_image_url: valid
+                                .profile_image_url
+                                .as_ref()
+                                .map(|u| u.as_str().to_owned()),
+                            now: Timestamp::from_micros(now),
+                        },
+                    )
+                    .await?,
+            ),
+            _ => None,
+        };
         let mut tx = self.inner.store.begin().await?;
         let new = NewMember {
-            id: None,
+            id: legacy_id,
             email: valid.email.into_inner(),
             password_hash,
             nickname: valid.nickname.into_inner(),
@@ -110,7 +147,10 @@ impl Identity {
             }
             Err(e) => return Err(e.into()),
         };
-        tx.finish(ctx.dry_run).await?;
+        if let Some(digest) = &legacy_digest {
+            tx.set_legacy_digest(row.id, digest).await?;
+        }
+        self.finish_both(legacy, tx, ctx.dry_run).await?;
         Ok(row)
     }
 
@@ -143,6 +183,7 @@ impl Identity {
                 .as_ref()
                 .map(|u| u.as_ref().map(|u| u.as_str().to_owned())),
         };
+        let mut legacy = self.begin_legacy().await?;
         let mut tx = self.inner.store.begin().await?;
         let current = match tx.member_by_id(who.member.id).await? {
             Some(m) if !m.is_withdrawn() => m,
@@ -160,18 +201,46 @@ impl Identity {
             }
             Err(e) => return Err(e.into()),
         };
-        tx.finish(ctx.dry_run).await?;
+        if let Some((link, ltx)) = legacy.as_mut()
+            && row != current
+        {
+            link.db
+                .update_profile(&mut **ltx, &crate::legacy::as_legacy_user(&row))
+                .await?;
+        }
+        self.finish_both(legacy, tx, ctx.dry_run).await?;
         Ok(row)
     }
 
     /// Withdraws the acting member: every session ended, personal data scrubbed.
     pub async fn withdraw(&self, who: &Principal, ctx: &RequestCtx) -> Result<(), CoreError> {
+        let digest = match self.legacy() {
+            Some(link) => Some(self.unusable_legacy_digest(&link).await?),
+            None => None,
+        };
         let now = self.now().as_micros();
+        let mut legacy = self.begin_legacy().await?;
+        if let (Some((link, ltx)), Some(digest)) = (legacy.as_mut(), &digest) {
+            link.db
+                .delete_user_sessions(&mut **ltx, who.member.id, None)
+                .await?;
+            link.db
+                .withdraw_user(
+                    &mut **ltx,
+                    who.member.id,
+                    digest,
+                    Timestamp::from_micros(now),
+                )
+                .await?;
+        }
         let mut tx = self.inner.store.begin().await?;
         tx.withdraw(who.member.id, now).await?;
         tx.end_member_sessions(who.member.id, None, "withdrawn", now)
             .await?;
-        tx.finish(ctx.dry_run).await?;
+        if let Some(digest) = &digest {
+            tx.set_legacy_digest(who.member.id, digest).await?;
+        }
+        self.finish_both(legacy, tx, ctx.dry_run).await?;
         Ok(())
     }
 }

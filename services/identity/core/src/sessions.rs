@@ -1,12 +1,16 @@
 //! Session flows: log-in, refresh rotation with reuse detection, log-out, the access
-//! check of every authenticated request, introspection and the password change.
+//! check of every authenticated request, introspection and the password change. While
+//! migrating, every session also lives in the legacy's `sessions` table, and the
+//! legacy's own tokens are accepted here.
 
 use identity_passwords::Verdict;
 use identity_store::{MemberRow, SessionRow};
 use identity_tokens::{hash_refresh_token, random_token};
+use legacy_db::LegacySession;
 use member_contract::forms::{CredentialsForm, PasswordChangeForm};
 use member_contract::{Errors, Field, Rule, Timestamp};
 
+use crate::legacy::{LegacyLink, LegacyTx};
 use crate::{CoreError, Identity, RequestCtx};
 
 /// The acting member of an authenticated request and the session it came with.
@@ -37,21 +41,59 @@ pub struct Introspection {
 
 const MICROS: i64 = 1_000_000;
 
-fn token() -> Result<String, CoreError> {
-    random_token(32).map_err(|e| {
+fn random(n: usize) -> Result<String, CoreError> {
+    random_token(n).map_err(|e| {
         tracing::error!(error = %e, "no randomness");
         CoreError::Unavailable
     })
 }
 
-fn short_id() -> Result<String, CoreError> {
-    random_token(16).map_err(|e| {
-        tracing::error!(error = %e, "no randomness");
-        CoreError::Unavailable
-    })
+/// Legacy tokens are 24 base58 characters; ours are JWTs (with dots) or 43 base64url.
+fn is_jwt(token: &str) -> bool {
+    token.contains('.')
 }
 
 impl Identity {
+    /// An active member by normalised email; while migrating, a member signed up on the
+    /// legacy moments ago (not synced yet) is imported on the spot.
+    async fn member_for_log_in(&self, email: &str) -> Result<Option<MemberRow>, CoreError> {
+        if email.is_empty() {
+            return Ok(None);
+        }
+        if let Some(m) = self.inner.store.member_by_email(email).await? {
+            return Ok((!m.is_withdrawn()).then_some(m));
+        }
+        let Some(link) = self.legacy() else {
+            return Ok(None);
+        };
+        let Some(user) = link.db.active_user_by_email(link.db.pool(), email).await? else {
+            return Ok(None);
+        };
+        self.import_legacy_user(&user).await.map(Some)
+    }
+
+    /// Copies one legacy member (the sync would within moments).
+    async fn import_legacy_user(
+        &self,
+        user: &legacy_db::LegacyUser,
+    ) -> Result<MemberRow, CoreError> {
+        let row = MemberRow {
+            id: user.id,
+            email: user.email.clone(),
+            password_hash: user.password_digest.clone(),
+            nickname: user.nickname.clone(),
+            phone_number: user.phone_number.clone(),
+            profile_image_url: user.profile_image_url.clone(),
+            created_at: user.created_at.as_micros(),
+            updated_at: user.updated_at.as_micros(),
+            deleted_at: user.deleted_at.map(|t| t.as_micros()),
+        };
+        let mut tx = self.inner.store.begin().await?;
+        tx.replace_member(&row, &user.password_digest).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
     /// Email and password to a new session. Unknown email, wrong password and withdrawn
     /// member get the same answer after the same work.
     pub async fn authenticate(
@@ -60,11 +102,7 @@ impl Identity {
         ctx: &RequestCtx,
     ) -> Result<IssuedSession, CoreError> {
         let email = form.email.clone().unwrap_or_default();
-        let member = match form.email.as_deref() {
-            Some(e) if !e.is_empty() => self.inner.store.member_by_email(e).await?,
-            _ => None,
-        }
-        .filter(|m| !m.is_withdrawn());
+        let member = self.member_for_log_in(&email).await?;
         let keys = self.throttle_keys(&email, ctx.client.as_deref());
         self.check_throttle(&keys, member.as_ref().map(|m| m.id), ctx.client.as_deref())
             .await?;
@@ -86,6 +124,7 @@ impl Identity {
             None
         };
         let now = self.now();
+        let mut legacy = self.begin_legacy().await?;
         let mut tx = self.inner.store.begin().await?;
         // The member may have been withdrawn while the password was being checked.
         let member = match tx.member_by_id(member.id).await? {
@@ -99,37 +138,62 @@ impl Identity {
             tx.remember_client(member.id, &throttle_client_key(client), now.as_micros())
                 .await?;
         }
-        let issued = self.new_session(&mut tx, member, now).await?;
-        tx.finish(ctx.dry_run).await?;
+        let issued = self
+            .new_session(&mut tx, legacy.as_mut(), member, now)
+            .await?;
+        self.finish_both(legacy, tx, ctx.dry_run).await?;
         Ok(issued)
     }
 
+    /// A new session, also written to the legacy's `sessions` table while migrating
+    /// (so that the legacy accepts its tokens).
     async fn new_session(
         &self,
         tx: &mut identity_store::Tx,
+        legacy: Option<&mut (LegacyLink, LegacyTx)>,
         member: MemberRow,
         now: Timestamp,
     ) -> Result<IssuedSession, CoreError> {
-        let session_id = short_id()?;
-        let jti = short_id()?;
-        let refresh_token = token()?;
+        let session_id = random(16)?;
+        let jti = random(16)?;
+        let refresh_token = random(32)?;
         let access_expires_at = now.plus_secs(self.inner.tokens.config().access_ttl_secs);
         let refresh_expires_at = now.plus_secs(self.inner.config.refresh_ttl_secs);
-        let row = SessionRow {
-            id: session_id.clone(),
-            member_id: member.id,
-            access_jti: jti.clone(),
-            created_at: now.as_micros(),
-            access_expires_at: access_expires_at.as_micros(),
-            refresh_expires_at: refresh_expires_at.as_micros(),
-            ended_at: None,
-        };
-        tx.insert_session(&row, &hash_refresh_token(&refresh_token))
-            .await?;
         let access_token = self
             .inner
             .tokens
             .issue(member.id, &session_id, &jti, now.as_secs());
+        let legacy_session_id = match legacy {
+            Some((link, ltx)) => Some(
+                link.db
+                    .insert_session(
+                        &mut **ltx,
+                        &LegacySession {
+                            id: 0,
+                            user_id: member.id,
+                            token: access_token.clone(),
+                            refresh_token: refresh_token.clone(),
+                            expires_at: access_expires_at,
+                            refresh_expires_at,
+                            created_at: now,
+                        },
+                    )
+                    .await?,
+            ),
+            None => None,
+        };
+        let row = SessionRow {
+            id: session_id.clone(),
+            member_id: member.id,
+            access_jti: jti,
+            created_at: now.as_micros(),
+            access_expires_at: access_expires_at.as_micros(),
+            refresh_expires_at: refresh_expires_at.as_micros(),
+            ended_at: None,
+            legacy_session_id,
+        };
+        tx.insert_session(&row, &hash_refresh_token(&refresh_token))
+            .await?;
         Ok(IssuedSession {
             access_token,
             refresh_token,
@@ -152,9 +216,13 @@ impl Identity {
         }
         let now = self.now();
         let hash = hash_refresh_token(refresh_token);
+        let mut legacy = self.begin_legacy().await?;
         let mut tx = self.inner.store.begin().await?;
         let Some(found) = tx.refresh_token(&hash).await? else {
-            return Err(CoreError::InvalidRefreshToken);
+            // A legacy refresh token, while migrating: rotated into a session of ours.
+            return self
+                .refresh_legacy(refresh_token, legacy, tx, now, ctx)
+                .await;
         };
         let session = &found.session;
         if session.is_ended() || session.refresh_expires_at <= now.as_micros() {
@@ -165,7 +233,11 @@ impl Identity {
                 tracing::warn!(session = %session.id, "rotated refresh token reused: ending the session");
                 tx.end_session(&session.id, "refresh token reuse", now.as_micros())
                     .await?;
-                tx.finish(ctx.dry_run).await?;
+                if let (Some((link, ltx)), Some(lid)) = (legacy.as_mut(), session.legacy_session_id)
+                {
+                    link.db.delete_session(&mut **ltx, lid).await?;
+                }
+                self.finish_both(legacy, tx, ctx.dry_run).await?;
             }
             return Err(CoreError::InvalidRefreshToken);
         }
@@ -173,9 +245,22 @@ impl Identity {
             Some((_, m)) if !m.is_withdrawn() => m,
             _ => return Err(CoreError::InvalidRefreshToken),
         };
-        let new_token = token()?;
-        let jti = short_id()?;
+        // Ended on the legacy side (logged out or refreshed there): refused here too.
+        if let (Some((link, ltx)), Some(lid)) = (legacy.as_mut(), session.legacy_session_id)
+            && link.db.delete_session(&mut **ltx, lid).await? != 1
+        {
+            tx.end_session(&session.id, "ended on the legacy", now.as_micros())
+                .await?;
+            self.finish_both(legacy, tx, ctx.dry_run).await?;
+            return Err(CoreError::InvalidRefreshToken);
+        }
+        let new_token = random(32)?;
+        let jti = random(16)?;
         let access_expires_at = now.plus_secs(self.inner.tokens.config().access_ttl_secs);
+        let access_token = self
+            .inner
+            .tokens
+            .issue(member.id, &session.id, &jti, now.as_secs());
         let rotated = tx
             .rotate_refresh(
                 &hash,
@@ -189,24 +274,78 @@ impl Identity {
         if !rotated {
             return Err(CoreError::InvalidRefreshToken);
         }
-        tx.finish(ctx.dry_run).await?;
+        let refresh_expires_at = Timestamp::from_micros(session.refresh_expires_at);
+        if let Some((link, ltx)) = legacy.as_mut() {
+            let lid = link
+                .db
+                .insert_session(
+                    &mut **ltx,
+                    &LegacySession {
+                        id: 0,
+                        user_id: member.id,
+                        token: access_token.clone(),
+                        refresh_token: new_token.clone(),
+                        expires_at: access_expires_at,
+                        refresh_expires_at,
+                        created_at: now,
+                    },
+                )
+                .await?;
+            tx.set_legacy_session(&session.id, Some(lid)).await?;
+        }
+        self.finish_both(legacy, tx, ctx.dry_run).await?;
         Ok(IssuedSession {
-            access_token: self
-                .inner
-                .tokens
-                .issue(member.id, &session.id, &jti, now.as_secs()),
+            access_token,
             refresh_token: new_token,
             access_expires_at,
-            refresh_expires_at: Timestamp::from_micros(session.refresh_expires_at),
+            refresh_expires_at,
             session_id: session.id.clone(),
             member,
         })
     }
 
+    /// A legacy refresh token presented here: the legacy pair is destroyed (as the
+    /// legacy's rotation does) and a session of ours replaces it.
+    async fn refresh_legacy(
+        &self,
+        refresh_token: &str,
+        mut legacy: Option<(LegacyLink, LegacyTx)>,
+        mut tx: identity_store::Tx,
+        now: Timestamp,
+        ctx: &RequestCtx,
+    ) -> Result<IssuedSession, CoreError> {
+        let Some((link, ltx)) = legacy.as_mut() else {
+            return Err(CoreError::InvalidRefreshToken);
+        };
+        let Some(old) = link
+            .db
+            .refreshable_session(&mut **ltx, refresh_token, now)
+            .await?
+        else {
+            return Err(CoreError::InvalidRefreshToken);
+        };
+        if link.db.delete_session(&mut **ltx, old.id).await? != 1 {
+            return Err(CoreError::InvalidRefreshToken);
+        }
+        let member = match tx.member_by_id(old.user_id).await? {
+            Some(m) if !m.is_withdrawn() => m,
+            _ => return Err(CoreError::InvalidRefreshToken),
+        };
+        let issued = self
+            .new_session(&mut tx, legacy.as_mut(), member, now)
+            .await?;
+        self.finish_both(legacy, tx, ctx.dry_run).await?;
+        Ok(issued)
+    }
+
     /// The acting member of a bearer access token, if the token is valid and its
-    /// session current: an ended session's token is refused from that moment.
+    /// session current: an ended session's token is refused from that moment, whichever
+    /// side ended it.
     pub async fn authorize(&self, access_token: &str) -> Result<Principal, CoreError> {
         let now = self.now();
+        if !is_jwt(access_token) {
+            return self.authorize_legacy(access_token, now).await;
+        }
         let claims = self
             .inner
             .tokens
@@ -221,11 +360,49 @@ impl Identity {
             && session.access_expires_at > now.as_micros()
             && Some(member.id) == claims.member_id()
             && !member.is_withdrawn();
-        if current {
-            Ok(Principal { member, session })
-        } else {
-            Err(CoreError::Unauthorized)
+        if !current {
+            return Err(CoreError::Unauthorized);
         }
+        if let (Some(link), Some(lid)) = (self.legacy(), session.legacy_session_id)
+            && !link.db.session_exists(link.db.pool(), lid, now).await?
+        {
+            return Err(CoreError::Unauthorized);
+        }
+        Ok(Principal { member, session })
+    }
+
+    /// A legacy access token, while migrating: its live `sessions` row and member.
+    async fn authorize_legacy(&self, token: &str, now: Timestamp) -> Result<Principal, CoreError> {
+        let Some(ls) = self.legacy_session(token).await? else {
+            return Err(CoreError::Unauthorized);
+        };
+        let member = match self.inner.store.member_by_id(ls.user_id).await? {
+            Some(m) => m,
+            None => {
+                let Some(link) = self.legacy() else {
+                    return Err(CoreError::Unauthorized);
+                };
+                let Some(user) = link.db.user_by_id(link.db.pool(), ls.user_id).await? else {
+                    return Err(CoreError::Unauthorized);
+                };
+                self.import_legacy_user(&user).await?
+            }
+        };
+        if member.is_withdrawn() {
+            return Err(CoreError::Unauthorized);
+        }
+        let session = SessionRow {
+            id: format!("legacy:{}", ls.id),
+            member_id: ls.user_id,
+            access_jti: String::new(),
+            created_at: ls.created_at.as_micros(),
+            access_expires_at: ls.expires_at.as_micros(),
+            refresh_expires_at: ls.refresh_expires_at.as_micros(),
+            ended_at: None,
+            legacy_session_id: Some(ls.id),
+        };
+        let _ = now;
+        Ok(Principal { member, session })
     }
 
     /// Introspection: `None` for a token that is not active.
@@ -248,6 +425,16 @@ impl Identity {
         access_token: &str,
         ctx: &RequestCtx,
     ) -> Result<(), CoreError> {
+        let mut legacy = self.begin_legacy().await?;
+        if !is_jwt(access_token) {
+            if let Some((link, ltx)) = legacy.as_mut() {
+                link.db
+                    .delete_sessions_by_token(&mut **ltx, access_token)
+                    .await?;
+            }
+            let tx = self.inner.store.begin().await?;
+            return self.finish_both(legacy, tx, ctx.dry_run).await;
+        }
         let Ok(claims) = self.inner.tokens.verify(access_token, i64::MIN) else {
             return Ok(());
         };
@@ -257,9 +444,11 @@ impl Identity {
         {
             tx.end_session(&session.id, "logged out", self.now().as_micros())
                 .await?;
+            if let (Some((link, ltx)), Some(lid)) = (legacy.as_mut(), session.legacy_session_id) {
+                link.db.delete_session(&mut **ltx, lid).await?;
+            }
         }
-        tx.finish(ctx.dry_run).await?;
-        Ok(())
+        self.finish_both(legacy, tx, ctx.dry_run).await
     }
 
     /// Ends the session of a refresh token (unused or not). Unknown tokens are ignored.
@@ -268,13 +457,27 @@ impl Identity {
         refresh_token: &str,
         ctx: &RequestCtx,
     ) -> Result<(), CoreError> {
+        let mut legacy = self.begin_legacy().await?;
         let mut tx = self.inner.store.begin().await?;
-        if let Some(found) = tx.refresh_token(&hash_refresh_token(refresh_token)).await? {
-            tx.end_session(&found.session.id, "logged out", self.now().as_micros())
-                .await?;
+        match tx.refresh_token(&hash_refresh_token(refresh_token)).await? {
+            Some(found) => {
+                tx.end_session(&found.session.id, "logged out", self.now().as_micros())
+                    .await?;
+                if let (Some((link, ltx)), Some(lid)) =
+                    (legacy.as_mut(), found.session.legacy_session_id)
+                {
+                    link.db.delete_session(&mut **ltx, lid).await?;
+                }
+            }
+            None => {
+                if let Some((link, ltx)) = legacy.as_mut() {
+                    link.db
+                        .delete_sessions_by_refresh_token(&mut **ltx, refresh_token)
+                        .await?;
+                }
+            }
         }
-        tx.finish(ctx.dry_run).await?;
-        Ok(())
+        self.finish_both(legacy, tx, ctx.dry_run).await
     }
 
     /// Changes the acting member's password and ends every other session.
@@ -297,19 +500,46 @@ impl Identity {
         }
         // `has_secure_password` ignores an empty new password: the digest stays, the
         // request succeeds and the other sessions still end, as in the legacy.
-        let hash = match form.password.as_deref() {
-            Some("") => None,
-            _ => Some(
-                self.inner
-                    .hasher
-                    .hash(form.validate_new()?.expose())
-                    .await?,
-            ),
+        let (hash, legacy_digest) = match form.password.as_deref() {
+            Some("") => (None, None),
+            _ => {
+                let password = form.validate_new()?;
+                let hash = self.inner.hasher.hash(password.expose()).await?;
+                let digest = match self.legacy() {
+                    Some(link) => Some(
+                        self.inner
+                            .hasher
+                            .legacy_bcrypt(password.expose(), link.bcrypt_cost)
+                            .await?,
+                    ),
+                    None => None,
+                };
+                (Some(hash), digest)
+            }
         };
         let now = self.now().as_micros();
+        let mut legacy = self.begin_legacy().await?;
+        if let Some((link, ltx)) = legacy.as_mut() {
+            if let Some(digest) = &legacy_digest {
+                link.db
+                    .update_digest(
+                        &mut **ltx,
+                        who.member.id,
+                        digest,
+                        Timestamp::from_micros(now),
+                    )
+                    .await?;
+            }
+            link.db
+                .delete_user_sessions(&mut **ltx, who.member.id, who.session.legacy_session_id)
+                .await?;
+        }
         let mut tx = self.inner.store.begin().await?;
         if let Some(hash) = &hash {
             tx.set_password_hash(who.member.id, hash, Some(now)).await?;
+        }
+        if let Some(digest) = &legacy_digest {
+            tx.set_legacy_digest(who.member.id, digest).await?;
         }
         tx.end_member_sessions(
             who.member.id,
@@ -318,8 +548,7 @@ impl Identity {
             now,
         )
         .await?;
-        tx.finish(ctx.dry_run).await?;
-        Ok(())
+        self.finish_both(legacy, tx, ctx.dry_run).await
     }
 }
 

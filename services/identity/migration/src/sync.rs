@@ -99,10 +99,20 @@ impl Syncer {
         Ok(report)
     }
 
-    /// Polls every `interval` until `stop` resolves; failures are logged and retried.
-    pub async fn run(&self, interval: Duration, stop: impl std::future::Future<Output = ()>) {
+    /// Polls every `interval` until `stop` resolves or the cutover is recorded (then
+    /// `on_cutover` is called); failures are logged and retried.
+    pub async fn run(
+        &self,
+        interval: Duration,
+        stop: impl std::future::Future<Output = ()>,
+        on_cutover: impl FnOnce(),
+    ) {
         tokio::pin!(stop);
         loop {
+            if crate::is_cut_over(&self.store).await.unwrap_or(false) {
+                on_cutover();
+                return;
+            }
             match self.sync_once().await {
                 Ok(r) if r.applied > 0 => tracing::info!(
                     scanned = r.scanned,

@@ -162,6 +162,9 @@ pub struct ServeArgs {
     /// unset, or after cutover, the service stands alone.
     #[arg(long, env = "LEGACY_DATABASE_URL", hide_env_values = true)]
     pub legacy_database_url: Option<SecretString>,
+    /// bcrypt cost of the digests written through to the legacy (the legacy's own: 12).
+    #[arg(long, env = "LEGACY_BCRYPT_COST", default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=31))]
+    pub legacy_bcrypt_cost: u32,
     /// Milliseconds between two polls of the legacy's changes.
     #[arg(long, env = "IDENTITY_SYNC_INTERVAL_MS", default_value_t = 500)]
     pub sync_interval_ms: u64,

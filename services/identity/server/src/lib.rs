@@ -103,6 +103,10 @@ impl Application {
                     );
                     None
                 } else {
+                    identity.attach_legacy(identity_core::LegacyLink {
+                        db: legacy.clone(),
+                        bcrypt_cost: args.legacy_bcrypt_cost,
+                    });
                     let syncer = identity_migration::Syncer::new(
                         identity.store().clone(),
                         legacy,
@@ -186,14 +190,19 @@ impl Application {
         });
         let sync = self.syncer.map(|(syncer, interval)| {
             let mut stop = stop_rx.clone();
+            let identity = self.identity.clone();
             tokio::spawn(async move {
                 tracing::info!(
                     interval_ms = interval.as_millis() as u64,
-                    "syncing legacy changes"
+                    "migrating: syncing legacy changes, writing through"
                 );
+                let stopped = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
                 syncer
-                    .run(interval, async move {
-                        let _ = stop.wait_for(|s| *s).await;
+                    .run(interval, stopped, move || {
+                        tracing::info!("cutover: write-through and sync end");
+                        identity.detach_legacy();
                     })
                     .await;
             })

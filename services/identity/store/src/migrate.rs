@@ -23,6 +23,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_migration_state.sql"),
         postgres: include_str!("../migrations/postgres/0002_migration_state.sql"),
     },
+    Migration {
+        version: 3,
+        sqlite: include_str!("../migrations/sqlite/0003_legacy_sessions.sql"),
+        postgres: include_str!("../migrations/postgres/0003_legacy_sessions.sql"),
+    },
 ];
 
 /// Arbitrary constant naming our advisory lock.

@@ -57,12 +57,14 @@ pub struct SessionRow {
     /// Absolute: refresh rotation does not extend it.
     pub refresh_expires_at: i64,
     pub ended_at: Option<i64>,
+    /// Its row in the legacy's `sessions` table, while migrating.
+    pub legacy_session_id: Option<i64>,
 }
 
 /// The session columns, for `concat!` into static queries.
 macro_rules! session_columns {
     () => {
-        "s.id AS session_id, s.member_id, s.access_jti, s.created_at AS session_created_at, s.access_expires_at, s.refresh_expires_at, s.ended_at"
+        "s.id AS session_id, s.member_id, s.access_jti, s.created_at AS session_created_at, s.access_expires_at, s.refresh_expires_at, s.ended_at, s.legacy_session_id"
     };
 }
 pub(crate) use session_columns;
@@ -81,6 +83,7 @@ impl SessionRow {
             access_expires_at: row.try_get("access_expires_at")?,
             refresh_expires_at: row.try_get("refresh_expires_at")?,
             ended_at: row.try_get("ended_at")?,
+            legacy_session_id: row.try_get("legacy_session_id")?,
         })
     }
 }

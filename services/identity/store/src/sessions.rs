@@ -78,8 +78,8 @@ impl Tx {
         refresh_hash: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO sessions (id, member_id, access_jti, created_at, access_expires_at, refresh_expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO sessions (id, member_id, access_jti, created_at, access_expires_at, refresh_expires_at, legacy_session_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&s.id)
         .bind(s.member_id)
@@ -87,6 +87,7 @@ impl Tx {
         .bind(s.created_at)
         .bind(s.access_expires_at)
         .bind(s.refresh_expires_at)
+        .bind(s.legacy_session_id)
         .execute(self.conn())
         .await?;
         self.insert_refresh(refresh_hash, &s.id, s.created_at).await
@@ -137,6 +138,20 @@ impl Tx {
             .await?;
         self.insert_refresh(new_hash, session_id, now).await?;
         Ok(true)
+    }
+
+    /// Records the session's row in the legacy's `sessions` table.
+    pub async fn set_legacy_session(
+        &mut self,
+        session_id: &str,
+        legacy_session_id: Option<i64>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET legacy_session_id = $1 WHERE id = $2")
+            .bind(legacy_session_id)
+            .bind(session_id)
+            .execute(self.conn())
+            .await?;
+        Ok(())
     }
 
     /// Ends one session (idempotent).

@@ -4,5 +4,6 @@
 mod support;
 
 mod grpc;
+mod migration;
 mod process;
 mod rest;

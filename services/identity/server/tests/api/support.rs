@@ -37,6 +37,11 @@ pub async fn spawn(db: Db) -> TestApp {
 /// Starts the service with fast password hashing and the given extra flags.
 pub async fn spawn_with(db: Db, extra: &[&str]) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
+    spawn_in(db, dir, extra).await
+}
+
+/// Starts the service with its files in `dir`.
+pub async fn spawn_in(db: Db, dir: tempfile::TempDir, extra: &[&str]) -> TestApp {
     let database_url = match db {
         Db::Sqlite => format!(
             "sqlite://{}?mode=rwc",
