@@ -53,6 +53,10 @@ echo "PostgreSQL on port $pg_port"
 section "cargo test"
 cargo test --workspace --locked
 
+section "manifests: Kubernetes and Istio schemas, checkov, Dockerfiles against the binaries"
+cargo build --locked -q -p migration-proxy
+tests/manifests/run.sh
+
 section "fuzzing the VirtualService and proxy config parsers (20 s)"
 cargo run --locked -q -p proxy-routing --example fuzz_parse -- --seconds 20
 

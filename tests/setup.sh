@@ -18,6 +18,10 @@ if [ "${#need[@]}" -gt 0 ]; then
     exit 1
   fi
 fi
+if ! command -v kubectl >/dev/null 2>&1 && ! command -v kustomize >/dev/null 2>&1; then
+  echo "setup: kubectl (or kustomize) is missing: the manifest checks render overlays with it" >&2
+  exit 1
+fi
 for bin in initdb postgres psql; do
   if ! command -v "$bin" >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/"$bin" >/dev/null 2>&1; then
     echo "setup: PostgreSQL's $bin is missing" >&2

@@ -3,7 +3,7 @@
 //! cannot roll a write back, so writes served by the new side are not replayed). The
 //! answers are compared (always legacy against new), noise is learned from a second
 //! legacy answer to safe requests, and the outcome feeds the metrics, the samples and
-//! the guard.
+//! the guard (whose mismatch rate counts safe requests only: see `run`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +19,9 @@ use crate::forward;
 use crate::handler::{Inbound, build_request, is_safe};
 use crate::tee::Captured;
 use crate::{Proxy, guard_side, side_label};
+
+/// How long a differing read waits before both sides are asked again.
+const CONFIRM_DELAY: std::time::Duration = std::time::Duration::from_millis(400);
 
 /// Everything the shadow task needs, moved off the request.
 pub struct ShadowJob {
@@ -231,19 +234,59 @@ async fn run(proxy: &Proxy, mut job: ShadowJob) {
     let meta =
         RequestMeta::new(&route, job.inbound.method.as_str(), &path).with_headers(&request_headers);
     let comparator = proxy.comparator();
-    let outcome = comparator.compare(
+    let mut outcome = comparator.compare(
         &meta,
         guard_side(job.primary_side),
         &primary,
         &shadow_exchange,
         &proxy.noise,
     );
+    // A read that differs may have raced a write the other side has not seen yet (the
+    // sync's lag while migrating): ask both sides again a moment later, and count a
+    // mismatch only if it persists.
+    if safe && matches!(outcome, Outcome::Mismatch { .. }) {
+        tokio::time::sleep(CONFIRM_DELAY).await;
+        let again = (
+            fetch(proxy, &job, Side::Legacy, None).await,
+            fetch(proxy, &job, Side::New, None).await,
+        );
+        if let (Some((legacy_again, _, _)), Some((new_again, _, _))) = again {
+            let second = comparator.compare(
+                &meta,
+                shadow_compare::Side::Legacy,
+                &legacy_again,
+                &new_again,
+                &proxy.noise,
+            );
+            if !matches!(second, Outcome::Mismatch { .. }) {
+                proxy
+                    .metrics
+                    .comparisons
+                    .get_or_create(&crate::metrics::ComparisonLabels {
+                        route: route.clone(),
+                        result: "transient",
+                    })
+                    .inc();
+                return;
+            }
+            outcome = second;
+        }
+    }
     if let Some(sample) = outcome.sample() {
         tracing::info!(request_id = %job.inbound.request_id, route, fields = ?outcome.mismatch_fields(), "shadow mismatch");
         proxy.samples.push(sample.clone());
     }
-    count(proxy, &route, &outcome);
-    proxy.guard.record_outcome(&route, &outcome, Instant::now());
+    if safe {
+        count(proxy, &route, &outcome);
+        proxy.guard.record_outcome(&route, &outcome, Instant::now());
+    } else {
+        // A write's replay runs after the primary changed the shared legacy data (the
+        // new side reads it while migrating), so its answer may rightly differ: a
+        // replayed sign-up finds its email taken, a replayed refresh its token rotated.
+        // Such comparisons are kept (metrics, samples) but do not count as mismatches;
+        // the new side's errors on writes still count.
+        count_write(proxy, &route, &outcome);
+    }
     proxy.evaluate_guard(&route);
     // Noise: a second legacy answer to the same safe request (Diffy's method).
     if safe && comparator.config().noise.learn {
@@ -256,6 +299,24 @@ async fn run(proxy: &Proxy, mut job: ShadowJob) {
             proxy.noise.learn(&route, &legacy_first, &second);
         }
     }
+}
+
+fn count_write(proxy: &Proxy, route: &str, outcome: &Outcome) {
+    let result = match outcome.category() {
+        shadow_compare::Category::Match => "write_match",
+        shadow_compare::Category::Noise => "write_noise",
+        shadow_compare::Category::Mismatch => "write_mismatch",
+        shadow_compare::Category::LegacyServerErrorNewClientError => "write_legacy_5xx_new_4xx",
+        shadow_compare::Category::Skipped => "write_skipped",
+    };
+    proxy
+        .metrics
+        .comparisons
+        .get_or_create(&crate::metrics::ComparisonLabels {
+            route: route.to_owned(),
+            result,
+        })
+        .inc();
 }
 
 fn count(proxy: &Proxy, route: &str, outcome: &Outcome) {

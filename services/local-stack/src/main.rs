@@ -1,0 +1,101 @@
+//! `local-stack`: the whole migration on embedded defaults. The legacy simulator seeded
+//! with members, the identity service migrating from it, the migration proxy in front
+//! at 1% with shadowing, and a steady stream of synthetic clients. Ctrl-C stops it all.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use local_stack::{Stack, StackOptions, Traffic};
+
+#[derive(Parser)]
+#[command(
+    name = "local-stack",
+    about = "The whole member migration, locally, on SQLite"
+)]
+struct Cli {
+    /// Where the databases and generated files go.
+    #[arg(long, default_value = "./data/local-stack")]
+    data_dir: PathBuf,
+    /// Members the legacy starts with.
+    #[arg(long, default_value_t = 1000)]
+    seed_members: u32,
+    /// The identity service's share of users at start, in percent.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=100))]
+    percent: u32,
+    /// Synthetic clients.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Pause between two requests of one client, in milliseconds.
+    #[arg(long, default_value_t = 300)]
+    pace_ms: u64,
+    /// bcrypt cost of the legacy's digests (the legacy uses 12).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31))]
+    bcrypt_cost: u32,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .try_init();
+    let cli = Cli::parse();
+    let options = StackOptions {
+        data_dir: cli.data_dir,
+        legacy_addr: "127.0.0.1:3000".parse()?,
+        identity_http: "127.0.0.1:8080".parse()?,
+        identity_grpc: "127.0.0.1:50051".parse()?,
+        proxy_addr: "127.0.0.1:8000".parse()?,
+        admin_addr: "127.0.0.1:9901".parse()?,
+        seed_members: cli.seed_members,
+        bcrypt_cost: cli.bcrypt_cost,
+        new_percent: cli.percent,
+        fast_hashing: false,
+    };
+    let stack = Stack::start(&options).await?;
+    println!("legacy simulator   http://{}", stack.legacy);
+    println!(
+        "identity service   http://{} (gRPC 127.0.0.1:50051)",
+        stack.identity
+    );
+    println!(
+        "migration proxy    http://{}  ({}% to identity, every legacy answer shadowed)",
+        stack.proxy, cli.percent
+    );
+    println!(
+        "admin API          http://{}/admin/status  (Authorization: Bearer {})",
+        stack.admin,
+        local_stack::stack::ADMIN_TOKEN
+    );
+    println!("metrics            http://{}/metrics", stack.admin);
+    println!(
+        "VirtualService     {} (edit it: the proxy reloads it)",
+        stack.virtual_service.display()
+    );
+    println!(
+        "{} synthetic clients are running; Ctrl-C stops everything.",
+        cli.clients
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let traffic = Traffic::start(
+        &format!("http://{}", stack.proxy),
+        cli.clients,
+        Duration::from_millis(cli.pace_ms),
+        stop_rx,
+    );
+    tokio::signal::ctrl_c().await?;
+    let _ = stop_tx.send(true);
+    let report = traffic.await?;
+    println!(
+        "\nclients: {} requests, {} writes, {} unexpected answers, {} forced log-outs, {} stale reads",
+        report.requests,
+        report.writes,
+        report.unexpected,
+        report.forced_logouts,
+        report.stale_reads
+    );
+    stack.stop().await;
+    Ok(())
+}

@@ -1,0 +1,267 @@
+//! Starting the three services in this process, on embedded SQLite files.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::sync::oneshot;
+
+/// Where and how the stack runs.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Directory of the SQLite files and the generated proxy files.
+    pub data_dir: PathBuf,
+    pub legacy_addr: SocketAddr,
+    pub identity_http: SocketAddr,
+    pub identity_grpc: SocketAddr,
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// Members the legacy starts with.
+    pub seed_members: u32,
+    /// bcrypt cost of the legacy's digests.
+    pub bcrypt_cost: u32,
+    /// The identity service's share of users at start, in percent.
+    pub new_percent: u32,
+    /// Fast password hashing for tests (argon2id with small memory).
+    pub fast_hashing: bool,
+}
+
+pub const ADMIN_TOKEN: &str = "local-admin-token-not-for-production";
+
+/// The running stack.
+pub struct Stack {
+    pub legacy: SocketAddr,
+    pub identity: SocketAddr,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub legacy_database_url: String,
+    pub identity_database_url: String,
+    pub virtual_service: PathBuf,
+    stops: Vec<oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The member API's VirtualService with the identity service at `percent`, shadowing
+/// every request the legacy serves.
+pub fn virtual_service(percent: u32) -> String {
+    let rule = |name: &str, matcher: &str| {
+        format!(
+            "  - name: {name}\n    match:\n{matcher}    route:\n    - destination: {{host: legacy-api.members.svc.cluster.local}}\n      weight: {}\n    - destination: {{host: identity.members.svc.cluster.local}}\n      weight: {percent}\n    mirror: {{host: identity.members.svc.cluster.local}}\n    mirrorPercentage: {{value: 100}}\n    timeout: 10s\n",
+            100 - percent
+        )
+    };
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: member-api\n  namespace: members\nspec:\n  hosts: [member-api.members.svc.cluster.local]\n  http:\n{}{}{}",
+        rule("sessions", "    - uri: {prefix: /api/v1/sessions}\n"),
+        rule(
+            "users-read",
+            "    - uri: {prefix: /api/v1/users}\n      method: {exact: GET}\n"
+        ),
+        rule("users-write", "    - uri: {prefix: /api/v1/users}\n"),
+    )
+}
+
+fn proxy_config(legacy: SocketAddr, identity: SocketAddr) -> String {
+    format!(
+        "upstreams:\n  legacy-api.members.svc.cluster.local: {{address: \"{legacy}\", role: legacy}}\n  identity.members.svc.cluster.local: {{address: \"{identity}\", role: new}}\nadmin_token: {ADMIN_TOKEN}\ncomparison:\n  learn_noise: true\nguard:\n  window_secs: 60\n  min_requests: 50\n  max_error_rate: 0.05\n  max_mismatch_rate: 0.05\n  max_p99_ratio: 20\n"
+    )
+}
+
+/// Replaces a file in one step (as a ConfigMap update does).
+pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(tmp, path)
+}
+
+impl Stack {
+    pub async fn start(o: &StackOptions) -> anyhow::Result<Stack> {
+        std::fs::create_dir_all(&o.data_dir)
+            .with_context(|| format!("cannot create {}", o.data_dir.display()))?;
+        let mut stops = Vec::new();
+        let mut tasks = Vec::new();
+
+        // The legacy, seeded.
+        let legacy_database_url = format!(
+            "sqlite://{}?mode=rwc",
+            o.data_dir.join("legacy.sqlite3").display()
+        );
+        let sim = legacy_sim::connect(&legacy_database_url, o.bcrypt_cost)
+            .await
+            .context("legacy database")?;
+        legacy_sim::seed::seed(&sim, o.seed_members).await?;
+        let listener = tokio::net::TcpListener::bind(o.legacy_addr)
+            .await
+            .context("legacy address")?;
+        let legacy = listener.local_addr()?;
+        let (tx, rx) = oneshot::channel::<()>();
+        stops.push(tx);
+        tasks.push(tokio::spawn(async move {
+            let _ = axum::serve(listener, legacy_sim::router(sim))
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        }));
+
+        // The identity service: back-filled, then migrating.
+        let identity_database_url = format!(
+            "sqlite://{}?mode=rwc",
+            o.data_dir.join("identity.sqlite3").display()
+        );
+        {
+            let store = identity_store::Store::connect(
+                &identity_database_url,
+                &identity_store::StoreConfig::default(),
+            )
+            .await?;
+            let legacy_db = legacy_db::LegacyDb::connect(&legacy_database_url, 2).await?;
+            let report = identity_migration::backfill(&store, &legacy_db, &mut ()).await?;
+            tracing::info!(copied = report.copied, "backfill done");
+        }
+        let data = o.data_dir.join("identity");
+        let (http, grpc, cost) = (
+            o.identity_http.to_string(),
+            o.identity_grpc.to_string(),
+            o.bcrypt_cost.to_string(),
+        );
+        let mut argv = vec![
+            "identity",
+            "serve",
+            "--database-url",
+            &identity_database_url,
+            "--data-dir",
+            data.to_str().unwrap_or("."),
+            "--http-addr",
+            &http,
+            "--grpc-addr",
+            &grpc,
+            "--legacy-database-url",
+            &legacy_database_url,
+            "--legacy-bcrypt-cost",
+            &cost,
+            "--sync-interval-ms",
+            "100",
+            "--trust-forwarded-for",
+        ];
+        if o.fast_hashing {
+            argv.extend_from_slice(&["--argon2-memory-kib", "1024", "--argon2-iterations", "1"]);
+        }
+        let identity::config::Command::Serve(args) =
+            identity::config::Cli::try_parse_from(argv)?.command
+        else {
+            anyhow::bail!("serve flags expected");
+        };
+        args.validate()?;
+        let app = identity::Application::build(&args).await?;
+        let identity = app.http_addr();
+        let (tx, rx) = oneshot::channel::<()>();
+        stops.push(tx);
+        tasks.push(tokio::spawn(async move {
+            let _ = app
+                .run_until(async {
+                    let _ = rx.await;
+                })
+                .await;
+        }));
+
+        // The proxy.
+        let virtual_service = o.data_dir.join("virtualservice.yaml");
+        let config = o.data_dir.join("proxy.yaml");
+        write_atomically(&virtual_service, &self::virtual_service(o.new_percent))?;
+        write_atomically(&config, &proxy_config(legacy, identity))?;
+        let bound = migration_proxy::Proxy::build(migration_proxy::Settings {
+            virtual_service: virtual_service.clone(),
+            config,
+            listen: Some(o.proxy_addr),
+            admin: Some(o.admin_addr),
+            reload_interval: Duration::from_millis(200),
+            drain: Duration::from_secs(5),
+        })
+        .await?;
+        let (proxy, admin) = (bound.addr(), bound.admin_addr());
+        let (tx, rx) = oneshot::channel::<()>();
+        stops.push(tx);
+        tasks.push(tokio::spawn(async move {
+            let _ = bound
+                .run_until(async {
+                    let _ = rx.await;
+                })
+                .await;
+        }));
+        Ok(Stack {
+            legacy,
+            identity,
+            proxy,
+            admin,
+            legacy_database_url,
+            identity_database_url,
+            virtual_service,
+            stops,
+            tasks,
+        })
+    }
+
+    /// Sets the identity service's share in the VirtualService file (as an SRE's commit
+    /// would) and waits until the proxy applied it.
+    pub async fn set_weight(&self, percent: u32) -> anyhow::Result<()> {
+        write_atomically(&self.virtual_service, &virtual_service(percent))?;
+        for _ in 0..100 {
+            if self
+                .shares()
+                .await?
+                .iter()
+                .all(|s| (*s - f64::from(percent)).abs() < 0.01)
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let status: serde_json::Value = reqwest::Client::new()
+            .get(format!("http://{}/admin/status", self.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await?
+            .json()
+            .await?;
+        anyhow::bail!("the proxy did not apply {percent}%: {status}")
+    }
+
+    /// The new side's share of every route, in percent.
+    pub async fn shares(&self) -> anyhow::Result<Vec<f64>> {
+        let status: serde_json::Value = reqwest::Client::new()
+            .get(format!("http://{}/admin/status", self.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(status["routes"].as_array().map_or(Vec::new(), |r| {
+            r.iter()
+                .filter_map(|r| r["new_share_percent"].as_f64())
+                .collect()
+        }))
+    }
+
+    /// An admin call (abort, resume, weight override).
+    pub async fn admin(&self, method: &str, path: &str) -> anyhow::Result<u16> {
+        let r = reqwest::Client::new()
+            .request(method.parse()?, format!("http://{}{path}", self.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await?;
+        Ok(r.status().as_u16())
+    }
+
+    /// Stops everything and waits for the drains.
+    pub async fn stop(mut self) {
+        for s in self.stops.drain(..).rev() {
+            let _ = s.send(());
+        }
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Synthetic app clients through the proxy: each signs up, logs in, and then reads and
+//! changes its profile, refreshes its tokens and logs out and in again, over and over.
+//! Every answer is checked against what the contract promises, so that a rollout can be
+//! judged: unexpected errors, forced log-outs (a token refused that the client did not
+//! end), stale reads (a profile read that misses the client's own last write).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+/// What the clients saw.
+#[derive(Debug, Clone, Default)]
+pub struct TrafficReport {
+    pub requests: u64,
+    pub by_status: BTreeMap<u16, u64>,
+    /// Answers the contract does not allow here (5xx, unexpected 4xx).
+    pub unexpected: u64,
+    /// Tokens refused that the client had not ended.
+    pub forced_logouts: u64,
+    /// Reads that missed the client's own last write (then seen on a later read).
+    pub stale_reads: u64,
+    pub writes: u64,
+    /// A few unexpected answers (method, path template, status): no personal data.
+    pub examples: Vec<String>,
+    /// Each client's member: (id, email, nickname last written).
+    pub members: Vec<(i64, String, String)>,
+}
+
+impl TrafficReport {
+    fn merge(&mut self, other: TrafficReport) {
+        self.requests += other.requests;
+        for (k, v) in other.by_status {
+            *self.by_status.entry(k).or_default() += v;
+        }
+        self.unexpected += other.unexpected;
+        self.forced_logouts += other.forced_logouts;
+        self.stale_reads += other.stale_reads;
+        self.writes += other.writes;
+        for e in other.examples {
+            if self.examples.len() < 20 {
+                self.examples.push(e);
+            }
+        }
+        self.members.extend(other.members);
+    }
+}
+
+/// Runs `clients` synthetic clients against `base` until `stop` turns true.
+pub struct Traffic;
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    report: TrafficReport,
+}
+
+impl Client {
+    async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        template: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        ok: &[u16],
+    ) -> (u16, Value) {
+        let mut req = self.http.request(
+            method.parse().unwrap_or(reqwest::Method::GET),
+            format!("{}{path}", self.base),
+        );
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let (status, value) = match req.send().await {
+            Ok(r) => {
+                let s = r.status().as_u16();
+                (s, r.json().await.unwrap_or(Value::Null))
+            }
+            Err(_) => (0, Value::Null),
+        };
+        self.report.requests += 1;
+        *self.report.by_status.entry(status).or_default() += 1;
+        if !ok.contains(&status) && status != 401 {
+            self.report.unexpected += 1;
+            if self.report.examples.len() < 5 {
+                self.report
+                    .examples
+                    .push(format!("{method} {template} -> {status}"));
+            }
+        }
+        (status, value)
+    }
+
+    async fn log_in(&mut self, email: &str) -> Option<(String, String)> {
+        let (s, v) = self
+            .call(
+                "POST",
+                "/api/v1/sessions",
+                "/api/v1/sessions",
+                None,
+                Some(json!({"email": email, "password": "password-traffic"})),
+                &[201],
+            )
+            .await;
+        (s == 201).then(|| {
+            (
+                v["token"].as_str().unwrap_or("").to_owned(),
+                v["refresh_token"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+    }
+}
+
+async fn one_client(
+    base: String,
+    n: usize,
+    run: String,
+    pace: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> TrafficReport {
+    let mut c = Client {
+        http: reqwest::Client::new(),
+        base,
+        report: TrafficReport::default(),
+    };
+    let email = format!("client-{run}-{n}@example.com");
+    let mut nickname = format!("c{n}");
+    let (s, v) = c
+        .call("POST", "/api/v1/users", "/api/v1/users", None, Some(json!({"user": {"email": email, "password": "password-traffic", "nickname": nickname}})), &[201])
+        .await;
+    if s != 201 {
+        return c.report;
+    }
+    c.report.writes += 1;
+    let id = v["id"].as_i64().unwrap_or(0);
+    let Some((mut token, mut refresh)) = c.log_in(&email).await else {
+        return c.report;
+    };
+    let mut k: u64 = 0;
+    while !*stop.borrow() {
+        k += 1;
+        let me = format!("/api/v1/users/{id}");
+        // A member mostly reads; now and then changes a profile field, refreshes the
+        // tokens, logs out and in again.
+        let step = k % 50;
+        if step == 25 {
+            let next = format!("c{n}-{k}");
+            let (s, _) = c
+                .call(
+                    "PATCH",
+                    "/api/v1/users/me",
+                    "/api/v1/users/me",
+                    Some(&token),
+                    Some(json!({"user": {"nickname": next}})),
+                    &[200],
+                )
+                .await;
+            if s == 200 {
+                nickname = next;
+                c.report.writes += 1;
+            } else if s == 401 {
+                c.report.forced_logouts += 1;
+                if let Some(t) = c.log_in(&email).await {
+                    (token, refresh) = t;
+                }
+            }
+        } else if step == 40 {
+            let (s, v) = c
+                .call(
+                    "POST",
+                    "/api/v1/sessions/refresh",
+                    "/api/v1/sessions/refresh",
+                    None,
+                    Some(json!({"refresh_token": refresh})),
+                    &[201],
+                )
+                .await;
+            if s == 201 {
+                token = v["token"].as_str().unwrap_or("").to_owned();
+                refresh = v["refresh_token"].as_str().unwrap_or("").to_owned();
+            } else if s == 401 {
+                c.report.forced_logouts += 1;
+                if let Some(t) = c.log_in(&email).await {
+                    (token, refresh) = t;
+                }
+            }
+        } else if step == 49 {
+            c.call(
+                "DELETE",
+                "/api/v1/sessions",
+                "/api/v1/sessions",
+                Some(&token),
+                None,
+                &[204],
+            )
+            .await;
+            if let Some(t) = c.log_in(&email).await {
+                (token, refresh) = t;
+            }
+        } else if step % 3 == 2 {
+            c.call("GET", &me, "/api/v1/users/:id", None, None, &[200])
+                .await;
+            c.call(
+                "GET",
+                &format!("/api/v1/users?ids={id},1,2"),
+                "/api/v1/users?ids=",
+                None,
+                None,
+                &[200],
+            )
+            .await;
+        } else {
+            let (s, v) = c
+                .call(
+                    "GET",
+                    "/api/v1/users/me",
+                    "/api/v1/users/me",
+                    Some(&token),
+                    None,
+                    &[200],
+                )
+                .await;
+            if s == 401 {
+                c.report.forced_logouts += 1;
+                if let Some(t) = c.log_in(&email).await {
+                    (token, refresh) = t;
+                }
+            } else if s == 200 && v["nickname"] != json!(nickname) {
+                c.report.stale_reads += 1;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pace) => {},
+            _ = stop.changed() => {},
+        }
+    }
+    c.report.members.push((id, email, nickname));
+    c.report
+}
+
+impl Traffic {
+    /// Starts the clients; the handle's report is complete once `stop` is set.
+    pub fn start(
+        base: &str,
+        clients: usize,
+        pace: Duration,
+        stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<TrafficReport> {
+        let mut run = [0u8; 4];
+        let _ = getrandom::fill(&mut run);
+        let run: String = run.iter().map(|b| format!("{b:02x}")).collect();
+        let base = base.to_owned();
+        tokio::spawn(async move {
+            let total = Arc::new(Mutex::new(TrafficReport::default()));
+            let mut tasks = Vec::new();
+            for n in 0..clients {
+                let (base, run, stop, total) =
+                    (base.clone(), run.clone(), stop.clone(), Arc::clone(&total));
+                tasks.push(tokio::spawn(async move {
+                    let r = one_client(base, n, run, pace, stop).await;
+                    if let Ok(mut t) = total.lock() {
+                        t.merge(r);
+                    }
+                }));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+            total.lock().map(|t| t.clone()).unwrap_or_default()
+        })
+    }
+}

@@ -1,0 +1,344 @@
+"""The cluster manifests (k8s/, istio/) and the Dockerfiles, checked without a cluster:
+
+1. every overlay renders with `kubectl kustomize`;
+2. every Kubernetes object passes the Kubernetes schemas (kubernetes-validate, strict),
+   every Istio object passes Istio's CRD schemas (istio_schema.py);
+3. the manifests, the Dockerfiles and the binaries agree: environment names, ports,
+   entrypoints, probes, users, drain and grace periods, Secret mounts, selectors, the
+   mesh policies' targets (the proxy's files: test_proxy_files.py);
+4. checkov finds nothing that is not fixed or justified in place (test_checkov.py).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+
+import kubernetes_validate
+import pytest
+import yaml
+
+import istio_schema
+import sources
+from manifests import (
+    IMAGES, KUBERNETES_VERSION, NAMESPACE, OVERLAYS, ROOT, VIRTUAL_SERVICE, binary, container,
+    effective_env, find, host_port, matches, mounted_file, one, port_of, rendered, secret_data,
+)
+
+
+# --- 1 and 2: rendering and schemas -----------------------------------------------------
+
+
+def test_the_overlays_are_there():
+    assert {"local", "production"} <= set(OVERLAYS), OVERLAYS
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_every_part(overlay):
+    objs = rendered(overlay)
+    keys = [(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objs]
+    assert len(keys) == len(set(keys)), "duplicate objects"
+    for kind, name in [
+        ("Deployment", "identity"), ("Deployment", "migration-proxy"),
+        ("Service", "identity"), ("Service", "member-api"),
+        ("HorizontalPodAutoscaler", "identity"), ("HorizontalPodAutoscaler", "migration-proxy"),
+        ("PodDisruptionBudget", "identity"), ("PodDisruptionBudget", "migration-proxy"),
+        ("ServiceAccount", "identity"), ("ServiceAccount", "migration-proxy"),
+        ("ConfigMap", "member-api-virtualservice"),
+        ("PeerAuthentication", "default"), ("RequestAuthentication", "member-jwt"),
+    ]:
+        one(objs, kind, name)
+    for kind in ("DestinationRule", "AuthorizationPolicy"):
+        assert find(objs, kind), kind
+    for o in objs:
+        if o["kind"] not in ("Namespace",):
+            assert o["metadata"].get("namespace"), f"{o['kind']} {o['metadata']['name']} has no namespace"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kubernetes_objects_pass_the_kubernetes_schemas(overlay):
+    failures = []
+    for o in rendered(overlay):
+        if istio_schema.is_istio(o):
+            continue
+        try:
+            kubernetes_validate.validate(o, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            path = ".".join(str(p) for p in e.path)
+            failures.append(f"{o['kind']} {o['metadata']['name']}: {path}: {e.message}")
+        except kubernetes_validate.SchemaNotFoundError:
+            failures.append(f"{o['kind']} {o['metadata']['name']}: no Kubernetes schema ({o['apiVersion']})")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_istio_objects_pass_the_istio_crd_schemas(overlay):
+    objs = rendered(overlay)
+    istio = [o for o in objs if istio_schema.is_istio(o)]
+    # The VirtualService travels as the proxy's ConfigMap: validated as an object too.
+    routing = one(objs, "ConfigMap", "member-api-virtualservice")["data"]
+    istio += [d for text in routing.values() for d in yaml.safe_load_all(text) if d]
+    failures = [f"{o['kind']} {o['metadata']['name']}: {e}" for o in istio for e in istio_schema.errors(o)]
+    assert not failures, "\n".join(failures)
+    for o in istio:  # the current, stored version of each kind
+        assert istio_schema.crds()[(o["apiVersion"], o["kind"])].get("storage"), o["apiVersion"]
+
+
+def test_istio_files_pass_the_istio_crd_schemas():
+    failures = []
+    for path in sorted((ROOT / "istio").glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for o in yaml.safe_load_all(path.read_text()):
+            if o:
+                failures += [f"{path.name}: {o['kind']} {o['metadata']['name']}: {e}" for e in istio_schema.errors(o)]
+    assert not failures, "\n".join(failures)
+
+
+def test_the_crd_copy_is_the_shared_one():
+    shared = ROOT.parent / "shared/schemas/istio-crds.yaml"
+    if not shared.exists():
+        pytest.skip(f"{shared} is not beside the repository")
+    assert istio_schema.CRDS.read_bytes() == shared.read_bytes(), (
+        f"tests/manifests/istio-crds.yaml differs from {shared}: copy it again"
+    )
+
+
+def test_the_schema_check_refuses_what_istio_refuses():
+    vs = yaml.safe_load(VIRTUAL_SERVICE.read_text())
+    vs["spec"]["http"][0]["timeout"] = "5 seconds"
+    vs["spec"]["http"][1]["retries"]["attempts"] = "two"
+    vs["spec"]["http"][0]["route"][0]["wieght"] = 1
+    found = "\n".join(istio_schema.errors(vs))
+    for expected in ("timeout: must be a valid duration", "'two' is not of type 'integer'", "'wieght' was unexpected"):
+        assert expected in found, found
+
+
+# --- 3: the images, the binaries and the manifests agree ---------------------------------
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_dockerfile_builds_and_runs_the_binary(image):
+    spec, bin_ = IMAGES[image], binary(image)
+    stages = sources.dockerfile(spec["dockerfile"])
+    assert len(stages) >= 2, "multi-stage: a build stage and a runtime stage"
+    build, runtime = stages[0], stages[-1]
+    rust_version = sources.workspace()["workspace"]["package"]["rust-version"]
+    assert re.fullmatch(rf"rust:{re.escape(rust_version)}(\.\d+)?-bookworm", build.image), (
+        f"builder {build.image} is not the workspace's rust-version {rust_version}"
+    )
+    runs = " ".join(build.all("RUN"))
+    assert re.search(rf"cargo build --release --locked -p {re.escape(bin_.package)}(\s|$)", runs), runs
+    assert f"target/release/{bin_.name}" in runs
+    assert runtime.image in ("gcr.io/distroless/cc-debian12:nonroot", "debian:bookworm-slim"), runtime.image
+    assert any(f"--from={build.name}" in c for c in runtime.all("COPY")), "the runtime stage copies the build's output"
+    entrypoint = sources.exec_form(runtime.last("ENTRYPOINT"))
+    assert entrypoint and PurePosixPath(entrypoint[0]).name == bin_.name, entrypoint
+    cmd = sources.exec_form(runtime.last("CMD")) or []
+    if bin_.subcommands:
+        assert (entrypoint[1:] + cmd)[:1] == ["serve"], "the image serves by default"
+        assert "serve" in bin_.subcommands
+    else:
+        assert entrypoint[1:] + cmd == [], "the binary takes no subcommand"
+    user = runtime.last("USER")
+    assert user and user.split(":")[0].isdigit() and int(user.split(":")[0]) != 0, f"USER {user}: numeric, not root"
+    unknown = set(sources.env_pairs(runtime)) - set(bin_.env)
+    assert not unknown, f"ENV names the binary does not read: {unknown}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("image", IMAGES)
+def test_deployment_matches_image_and_binary(overlay, image):
+    spec, bin_ = IMAGES[image], binary(image)
+    objs = rendered(overlay)
+    runtime = sources.dockerfile(spec["dockerfile"])[-1]
+    deployment, ctr = container(objs, image)
+    pod = deployment["spec"]["template"]["spec"]
+
+    # Entrypoint: the image's, with its subcommand.
+    assert "command" not in ctr, "the image's ENTRYPOINT is the binary"
+    args = ctr.get("args") or sources.exec_form(runtime.last("CMD")) or []
+    if bin_.subcommands:
+        assert args[:1] == ["serve"], args
+    else:
+        assert args == [], args
+
+    # Environment: only names the binary reads; listeners on every interface, on the
+    # ports that the image exposes and the container declares.
+    env = effective_env(objs, ctr, sources.env_pairs(runtime))
+    unknown = {n for n in env if n not in bin_.env}
+    assert not unknown, f"variables the binary does not read: {sorted(unknown)}"
+    exposed = sources.exposed_ports(runtime)
+    container_ports = {p["containerPort"] for p in ctr["ports"]}
+    listening = set()
+    for name in spec["listen"]:
+        assert name in bin_.env, name
+        host, port = host_port(env[name])
+        assert host in ("0.0.0.0", "::"), f"{name}={env[name]}: the pod's address must be reachable"
+        listening.add(port)
+    assert listening == exposed == container_ports, (listening, exposed, container_ports)
+
+    # Probes on declared ports, paths and services that exist.
+    routes = bin_.routes(spec["route_crates"])
+    for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
+        probe = ctr.get(kind)
+        if probe is None:
+            assert kind == "startupProbe", f"{image} has no {kind}"
+            continue
+        if "httpGet" in probe:
+            assert port_of(ctr, probe["httpGet"]["port"]) in container_ports
+            assert probe["httpGet"]["path"] in routes, f"{kind} {probe['httpGet']['path']} is not served"
+        elif "grpc" in probe:
+            assert probe["grpc"]["port"] in container_ports
+            package, _, service = probe["grpc"]["service"].rpartition(".")
+            proto = "\n".join(p.read_text() for p in (ROOT / "proto").rglob("*.proto"))
+            assert f"package {package};" in proto and f"service {service} " in proto, probe["grpc"]
+        else:
+            pytest.fail(f"{kind}: expected an HTTP or gRPC probe")
+    assert ctr["readinessProbe"].get("httpGet", {}).get("path") == "/readyz"
+
+    # The user of the image; nothing writable but emptyDirs.
+    security = {**pod.get("securityContext", {}), **ctr.get("securityContext", {})}
+    assert security["runAsUser"] == int(runtime.last("USER").split(":")[0])
+    assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"]
+    assert ctr["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert security["seccompProfile"]["type"] == "RuntimeDefault"
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for mount in ctr.get("volumeMounts", []):
+        if not mount.get("readOnly"):
+            assert "emptyDir" in volumes[mount["name"]], f"{mount['mountPath']} is writable and not an emptyDir"
+    assert "requests" in ctr["resources"] and "limits" in ctr["resources"]
+
+    # Shutdown: the grace period covers the preStop pause and the drain; so does the
+    # sidecar's drain.
+    pause = ctr.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    drain = int(env.get(spec["drain"]) or bin_.env[spec["drain"]])
+    grace = pod["terminationGracePeriodSeconds"]
+    assert grace > pause + drain, f"grace {grace}s <= preStop {pause}s + drain {drain}s"
+    sidecar = yaml.safe_load(deployment["spec"]["template"]["metadata"]["annotations"]["proxy.istio.io/config"])
+    sidecar_drain = istio_schema.go_duration(sidecar["terminationDrainDuration"])
+    assert pause + drain <= sidecar_drain < grace, (pause, drain, sidecar_drain, grace)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_services_and_policies_select_the_pods(overlay):
+    objs = rendered(overlay)
+    pods = {d["metadata"]["name"]: d["spec"]["template"] for d in find(objs, "Deployment")}
+    for svc in find(objs, "Service"):
+        selected = [n for n, t in pods.items() if matches(svc["spec"]["selector"], t["metadata"]["labels"])]
+        assert len(selected) == 1, f"Service {svc['metadata']['name']} selects {selected}"
+        ctr = next(c for c in pods[selected[0]]["spec"]["containers"] if c["name"] == selected[0])
+        for p in svc["spec"]["ports"]:
+            port_of(ctr, p["targetPort"])
+    for kind in ("PodDisruptionBudget", "NetworkPolicy"):
+        for o in find(objs, kind):
+            sel = o["spec"]["selector" if kind == "PodDisruptionBudget" else "podSelector"]["matchLabels"]
+            assert any(matches(sel, t["metadata"]["labels"]) for t in pods.values()), f"{kind} {o['metadata']['name']}"
+    for hpa in find(objs, "HorizontalPodAutoscaler"):
+        target = hpa["spec"]["scaleTargetRef"]
+        one(objs, target["kind"], target["name"])
+        assert "replicas" not in one(objs, target["kind"], target["name"])["spec"], "the HPA owns the replica count"
+    accounts = {sa["metadata"]["name"] for sa in find(objs, "ServiceAccount")}
+    for name, template in pods.items():
+        assert template["spec"]["serviceAccountName"] in accounts
+
+    # Istio: policies of the namespace select our pods, name our accounts and our ports.
+    for o in objs:
+        if not istio_schema.is_istio(o) or o["metadata"]["namespace"] != NAMESPACE:
+            continue
+        spec = o["spec"]
+        selected = list(pods.values())
+        if "selector" in spec:
+            selected = [t for t in pods.values() if matches(spec["selector"]["matchLabels"], t["metadata"]["labels"])]
+            assert selected, f"{o['kind']} {o['metadata']['name']} selects no pod"
+        ports = {p["containerPort"] for t in selected for c in t["spec"]["containers"] for p in c["ports"]}
+        if o["kind"] == "PeerAuthentication":
+            assert spec["mtls"]["mode"] == "STRICT"
+            assert {int(p) for p in spec.get("portLevelMtls", {})} <= ports
+        if o["kind"] == "AuthorizationPolicy":
+            for rule in spec.get("rules", []):
+                for to in rule.get("to", []):
+                    assert {int(p) for p in to["operation"].get("ports", [])} <= ports, to
+                for src in rule.get("from", []):
+                    for principal in src["source"].get("principals", []):
+                        m = re.fullmatch(rf"cluster\.local/ns/{NAMESPACE}/sa/([a-z0-9-]+)", principal)
+                        if m:
+                            assert m.group(1) in accounts, principal
+        if o["kind"] == "DestinationRule":
+            host = spec["host"]
+            svc_name = host.split(".")[0]
+            assert host == f"{svc_name}.{NAMESPACE}.svc.cluster.local", host
+            if svc_name != "legacy-api":  # the legacy is deployed elsewhere
+                svc = one(objs, "Service", svc_name)
+                for subset in spec.get("subsets", []):
+                    labels = {**svc["spec"]["selector"], **subset["labels"]}
+                    assert any(matches(labels, t["metadata"]["labels"]) for t in pods.values()), subset
+            assert spec["trafficPolicy"]["tls"]["mode"] == "ISTIO_MUTUAL"
+            assert spec["trafficPolicy"]["outlierDetection"]
+        if o["kind"] == "VirtualService":
+            # The proxy's upstreams: the proxy decides about retries, its sidecar never.
+            for rule in spec["http"]:
+                assert rule.get("retries", {}).get("attempts") == 0, o["metadata"]["name"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_request_authentication_names_the_identity_service(overlay):
+    objs = rendered(overlay)
+    _, ctr = container(objs, "identity")
+    env = effective_env(objs, ctr, sources.env_pairs(sources.dockerfile(IMAGES["identity"]["dockerfile"])[-1]))
+    defaults = binary("identity").env
+    (rule,) = one(objs, "RequestAuthentication", "member-jwt")["spec"]["jwtRules"]
+    assert rule["issuer"] == env.get("IDENTITY_JWT_ISSUER", defaults["IDENTITY_JWT_ISSUER"])
+    assert rule["audiences"] == [env.get("IDENTITY_JWT_AUDIENCE", defaults["IDENTITY_JWT_AUDIENCE"])]
+    m = re.fullmatch(r"http://([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local:(\d+)(/\S*)", rule["jwksUri"])
+    assert m, rule["jwksUri"]
+    svc = one(objs, "Service", m.group(1))
+    assert svc["metadata"]["namespace"] == m.group(2)
+    (port,) = [p for p in svc["spec"]["ports"] if p["port"] == int(m.group(3))]
+    assert port["name"] == "http" and port_of(ctr, port["targetPort"]) == port["port"]
+    assert m.group(4) in binary("identity").routes(IMAGES["identity"]["route_crates"])
+    assert rule.get("forwardOriginalToken") is True
+    assert {"header": "x-member-id", "claim": "sub"} in rule["outputClaimToHeaders"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_identity_secrets_and_database(overlay):
+    objs = rendered(overlay)
+    deployment, ctr = container(objs, "identity")
+    pod = deployment["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in ctr.get("env", [])}
+    db = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    url = (secret_data(objs, db["name"]) or {}).get(db["key"])
+    hpa = one(objs, "HorizontalPodAutoscaler", "identity")["spec"]
+    if url is not None and url.startswith("sqlite:"):
+        # An embedded database lives in one pod's emptyDir: one replica.
+        assert hpa["maxReplicas"] == 1
+        data_dir = effective_env(objs, ctr, {})["IDENTITY_DATA_DIR"]
+        assert url.startswith(f"sqlite://{data_dir}/"), url
+    if overlay == "production":
+        assert url is None, "production's database URL comes from the secret store, not from git"
+        assert hpa["minReplicas"] >= 3
+        assert "LEGACY_DATABASE_URL" in env, "writes go through to the legacy database until cutover"
+        key = env["IDENTITY_JWT_SIGNING_KEY"]["value"]
+        volume, item = mounted_file(objs, pod, ctr, key)
+        assert "secret" in volume and item == "signing.pem", volume
+    for item in env.values():
+        assert "value" not in item or "://" not in item["value"], f"{item['name']}: a URL belongs in a Secret"
+
+
+
+def test_dockerignore_keeps_the_workspace():
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    needed = ["Cargo.toml", "Cargo.lock", *sources.workspace()["workspace"]["members"]]
+    for path in needed:
+        for pattern in patterns:
+            if pattern.startswith("!"):
+                continue
+            bare = pattern.removeprefix("**/")
+            assert not (path == bare or path.startswith(bare + "/") or path.endswith("/" + bare)), (
+                f".dockerignore {pattern!r} drops {path}, which the build needs"
+            )
