@@ -6,6 +6,7 @@
 //! - `grpc`: `GetMember`, `BatchGetMembers` of 100 and `VerifyAccessToken`:
 //!   throughput and latency percentiles.
 
+mod backfill;
 mod stats;
 
 use std::sync::Arc;
@@ -44,6 +45,18 @@ enum Cmd {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
+    /// The backfill of `--members` legacy members (seeded here), against a plain read of
+    /// the same rows as the baseline.
+    Backfill {
+        /// The legacy database to fill (empty or made by a previous run).
+        #[arg(long)]
+        legacy_url: String,
+        /// The identity database (empty).
+        #[arg(long)]
+        identity_url: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        members: i64,
+    },
     /// gRPC reads and introspection.
     Grpc {
         #[arg(long)]
@@ -61,6 +74,11 @@ enum Cmd {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Argon2 { seconds } => argon2(seconds).await,
+        Cmd::Backfill {
+            legacy_url,
+            identity_url,
+            members,
+        } => backfill::run(&legacy_url, &identity_url, members).await,
         Cmd::Login {
             base_url,
             seconds,

@@ -1,0 +1,282 @@
+//! `rollout`: status, set-weight, step, abort, resume and promote for the member API's
+//! migration. Weights are changed in the VirtualService manifest (the source of truth)
+//! and the proxy is told to reload; abort and resume also act at once through the admin
+//! API. Exit codes: 0 done, 1 refused as unsafe (use --force), 2 bad usage or manifest,
+//! 3 the proxy's admin API could not be reached.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rollout::{manifest, plan, status};
+
+#[derive(Parser)]
+#[command(
+    name = "rollout",
+    version,
+    about = "Roll the member API out from the legacy to the identity service"
+)]
+struct Cli {
+    /// The proxy's admin API.
+    #[arg(
+        long,
+        env = "ROLLOUT_ADMIN_URL",
+        default_value = "http://127.0.0.1:9901",
+        global = true
+    )]
+    admin: String,
+    /// The admin bearer token.
+    #[arg(
+        long,
+        env = "ROLLOUT_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    token: Option<String>,
+    /// The VirtualService manifest the proxy reads.
+    #[arg(
+        long,
+        env = "ROLLOUT_VIRTUAL_SERVICE",
+        default_value = "istio/virtualservice-member-api.yaml",
+        global = true
+    )]
+    virtual_service: PathBuf,
+    /// The legacy destination's host in the manifest.
+    #[arg(
+        long,
+        default_value = "legacy-api.members.svc.cluster.local",
+        global = true
+    )]
+    legacy_host: String,
+    /// The identity service's host in the manifest.
+    #[arg(
+        long,
+        default_value = "identity.members.svc.cluster.local",
+        global = true
+    )]
+    new_host: String,
+    /// The plan of weights, in percent.
+    #[arg(long, default_value = "1,5,10,25,50,100", global = true)]
+    plan: String,
+    /// Highest error rate of the new side (0-1) at which a step is allowed.
+    #[arg(long, default_value_t = 0.01, global = true)]
+    max_error_rate: f64,
+    /// Highest mismatch rate (0-1) at which a step is allowed.
+    #[arg(long, default_value_t = 0.01, global = true)]
+    max_mismatch_rate: f64,
+    /// Take the step even when it is unsafe or skips the plan.
+    #[arg(long, global = true)]
+    force: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// A table of every route: weights, rates, mismatches, guard state.
+    Status,
+    /// Set ROUTE's identity weight to N percent in the manifest.
+    SetWeight { route: String, percent: u32 },
+    /// Move ROUTE to the plan's next step.
+    Step { route: String },
+    /// ROUTE's identity weight to 0 now (admin API) and in the manifest.
+    Abort { route: String },
+    /// Re-arm the guard of ROUTE; the manifest's weight applies again.
+    Resume { route: String },
+    /// ROUTE to 100% (only from the plan's last step before it, unless --force).
+    Promote { route: String },
+}
+
+enum Failure {
+    Refused(String),
+    Usage(String),
+    Unreachable(String),
+}
+
+async fn admin(
+    cli: &Cli,
+    method: reqwest::Method,
+    path: &str,
+) -> Result<serde_json::Value, Failure> {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{}{path}", cli.admin.trim_end_matches('/')));
+    if let Some(t) = &cli.token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| Failure::Unreachable(format!("admin API at {}: {e}", cli.admin)))?;
+    let code = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+    if code.as_u16() == 401 || code.as_u16() == 403 {
+        return Err(Failure::Usage(format!(
+            "admin API refused the token ({code}): set ROLLOUT_ADMIN_TOKEN"
+        )));
+    }
+    if !code.is_success() {
+        return Err(Failure::Usage(format!(
+            "admin API answered {code}: {}",
+            body["error"].as_str().unwrap_or("")
+        )));
+    }
+    Ok(body)
+}
+
+async fn route_status(cli: &Cli, route: &str) -> Result<status::RouteStatus, Failure> {
+    let all = status::parse(&admin(cli, reqwest::Method::GET, "/admin/status").await?);
+    all.into_iter()
+        .find(|r| r.name == route)
+        .ok_or_else(|| Failure::Usage(format!("the proxy has no route `{route}`")))
+}
+
+fn read_manifest(cli: &Cli) -> Result<String, Failure> {
+    std::fs::read_to_string(&cli.virtual_service)
+        .map_err(|e| Failure::Usage(format!("{}: {e}", cli.virtual_service.display())))
+}
+
+/// Writes the new weight into the manifest and asks the proxy to reload it.
+async fn apply(cli: &Cli, route: &str, percent: u32) -> Result<(), Failure> {
+    let text = read_manifest(cli)?;
+    let edited = manifest::set_weights(&text, route, &cli.legacy_host, &cli.new_host, percent)
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    manifest::write(&cli.virtual_service, &edited).map_err(|e| Failure::Usage(e.to_string()))?;
+    println!(
+        "{}: {route} → {percent}% identity, {}% legacy",
+        cli.virtual_service.display(),
+        100 - percent
+    );
+    match admin(cli, reqwest::Method::POST, "/admin/reload").await {
+        Ok(_) => {
+            let r = route_status(cli, route).await?;
+            println!(
+                "proxy: {route} serves {:.1}% of users from the identity service ({})",
+                r.share, r.state
+            );
+        }
+        Err(Failure::Unreachable(e)) => {
+            println!("proxy not reachable ({e}); it applies the manifest when it reloads it")
+        }
+        Err(other) => return Err(other),
+    }
+    Ok(())
+}
+
+async fn check_safe(
+    cli: &Cli,
+    route: &str,
+    current: u32,
+    target: u32,
+    steps: &[u32],
+) -> Result<(), Failure> {
+    if target <= current || cli.force {
+        return Ok(());
+    }
+    if plan::skips(steps, current, target) {
+        return Err(Failure::Refused(format!(
+            "{current}% → {target}% skips the plan ({}); the next step is {}%",
+            cli.plan,
+            plan::next(steps, current).unwrap_or(100)
+        )));
+    }
+    let r = route_status(cli, route).await?;
+    if let Some(reason) = status::unsafe_reason(&r, cli.max_error_rate, cli.max_mismatch_rate) {
+        return Err(Failure::Refused(reason));
+    }
+    Ok(())
+}
+
+async fn run(cli: &Cli) -> Result<(), Failure> {
+    let steps = plan::parse(&cli.plan).map_err(Failure::Usage)?;
+    let current = |route: &str| -> Result<u32, Failure> {
+        let text = read_manifest(cli)?;
+        let (legacy, new) = manifest::weights(&text, route, &cli.legacy_host, &cli.new_host)
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+        Ok((new * 100).checked_div(legacy + new).unwrap_or(0))
+    };
+    match &cli.command {
+        Command::Status => {
+            let routes = status::parse(&admin(cli, reqwest::Method::GET, "/admin/status").await?);
+            print!("{}", status::table(&routes));
+        }
+        Command::SetWeight { route, percent } => {
+            if *percent > 100 {
+                return Err(Failure::Usage(
+                    "the weight is a percentage: 0 to 100".into(),
+                ));
+            }
+            let now = current(route)?;
+            check_safe(cli, route, now, *percent, &steps).await?;
+            apply(cli, route, *percent).await?;
+        }
+        Command::Step { route } => {
+            let now = current(route)?;
+            let Some(next) = plan::next(&steps, now) else {
+                println!("{route} is at {now}%: the plan is complete");
+                return Ok(());
+            };
+            check_safe(cli, route, now, next, &steps).await?;
+            apply(cli, route, next).await?;
+        }
+        Command::Promote { route } => {
+            let now = current(route)?;
+            check_safe(cli, route, now, 100, &steps).await?;
+            apply(cli, route, 100).await?;
+        }
+        Command::Abort { route } => {
+            admin(
+                cli,
+                reqwest::Method::POST,
+                &format!("/admin/routes/{route}/abort"),
+            )
+            .await?;
+            println!("proxy: {route} aborted: every user on the legacy");
+            let text = read_manifest(cli)?;
+            let edited = manifest::set_weights(&text, route, &cli.legacy_host, &cli.new_host, 0)
+                .map_err(|e| Failure::Usage(e.to_string()))?;
+            manifest::write(&cli.virtual_service, &edited)
+                .map_err(|e| Failure::Usage(e.to_string()))?;
+            println!(
+                "{}: {route} → 0% identity (commit it)",
+                cli.virtual_service.display()
+            );
+            // The proxy takes the manifest's 0% too, so that a resume does not bring the
+            // old weight back.
+            admin(cli, reqwest::Method::POST, "/admin/reload").await?;
+        }
+        Command::Resume { route } => {
+            admin(
+                cli,
+                reqwest::Method::POST,
+                &format!("/admin/routes/{route}/resume"),
+            )
+            .await?;
+            let r = route_status(cli, route).await?;
+            println!(
+                "proxy: {route} resumed at the manifest's weight, {:.1}% identity",
+                r.share
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Refused(why)) => {
+            eprintln!("refused: {why} (--force to override)");
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(why)) => {
+            eprintln!("error: {why}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Unreachable(why)) => {
+            eprintln!("error: {why}");
+            ExitCode::from(3)
+        }
+    }
+}
