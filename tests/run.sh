@@ -5,7 +5,8 @@
 #   2. the parity suite against the real Rails app, the Rust legacy simulator and the
 #      identity service (on SQLite and on PostgreSQL), transcripts compared;
 #   3. the Python gRPC client and schemathesis against the identity service;
-#   4. a short fuzzing run of the proxy's manifest and config parsers.
+#   4. a short fuzzing run of the proxy's manifest and config parsers, the manifests'
+#      validation, and the proxy's dashboard in headless Chromium.
 # Every process it starts is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -102,5 +103,8 @@ IDENTITY_GRPC_ADDR="127.0.0.1:$sqlite_grpc" IDENTITY_HTTP_URL="http://127.0.0.1:
 
 section "schemathesis"
 tests/schemathesis/run.sh "http://127.0.0.1:$pg_http"
+
+section "dashboard in headless Chromium"
+tests/dashboard/run.sh
 
 section "all suites passed"

@@ -1,8 +1,9 @@
-//! The admin API, on its own port. Unauthenticated: `/healthz`, `/readyz`, `/metrics`.
-//! Behind the config's `admin_token` (`Authorization: Bearer ...`): the status of every
-//! route, recent masked mismatch samples, runtime weight overrides, abort, resume and
-//! reload. Without a configured token those answer 403: the rollout cannot be changed
-//! anonymously.
+//! The admin API, on its own port. Unauthenticated: `/healthz`, `/readyz`, `/metrics`,
+//! and `/dashboard` (a page that holds no data: it asks for the token and polls the
+//! status and samples with it). Behind the config's `admin_token`
+//! (`Authorization: Bearer ...`): the status of every route, recent masked mismatch
+//! samples, runtime weight overrides, abort, resume and reload. Without a configured
+//! token those answer 403: the rollout cannot be changed anonymously.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,8 +15,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use crate::Proxy;
 use crate::forward::{ProxyBody, full};
+use crate::{Proxy, ShareCause};
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
     let mut r = Response::new(full(Bytes::from(body)));
@@ -62,6 +63,7 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Proxy
                 proxy.metrics.render(),
             );
         }
+        (&Method::GET, "/dashboard") => return crate::dashboard::page(),
         _ => {}
     }
     let snap = proxy.live.snapshot();
@@ -131,7 +133,7 @@ async fn route_action(
     action: &str,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let result = match (method, action) {
+    let (result, cause) = match (method, action) {
         (&Method::PUT, "weight") => {
             let body = match Limited::new(req.into_body(), 4096).collect().await {
                 Ok(b) => b.to_bytes(),
@@ -159,43 +161,53 @@ async fn route_action(
                 basis_points,
                 "weight override set through the admin API"
             );
-            proxy
+            let result = proxy
                 .live
-                .update_overrides(|o| o.set_rule(name, basis_points).map_err(|e| e.to_string()))
+                .update_overrides(|o| o.set_rule(name, basis_points).map_err(|e| e.to_string()));
+            (result, ShareCause::AdminWeight)
         }
         (&Method::DELETE, "weight") => {
             tracing::warn!(
                 route = name,
                 "weight override cleared through the admin API"
             );
-            proxy.live.update_overrides(|o| {
+            let result = proxy.live.update_overrides(|o| {
                 o.clear_rule(name);
                 Ok(())
-            })
+            });
+            (result, ShareCause::AdminClear)
         }
         (&Method::POST, "abort") => {
             tracing::warn!(
                 route = name,
                 "route aborted through the admin API: new share 0"
             );
-            proxy
+            if let Ok(mut m) = proxy.manual_aborts.lock() {
+                m.insert(name.to_owned());
+            }
+            let result = proxy
                 .live
-                .update_overrides(|o| o.set_rule(name, 0).map_err(|e| e.to_string()))
+                .update_overrides(|o| o.set_rule(name, 0).map_err(|e| e.to_string()));
+            (result, ShareCause::AdminAbort)
         }
         (&Method::POST, "resume") => {
             proxy.guard.resume(name, Instant::now());
+            if let Ok(mut m) = proxy.manual_aborts.lock() {
+                m.remove(name);
+            }
             tracing::warn!(
                 route = name,
                 "route resumed through the admin API: the manifest's weight applies"
             );
-            proxy.live.update_overrides(|o| {
+            let result = proxy.live.update_overrides(|o| {
                 o.clear_rule(name);
                 Ok(())
-            })
+            });
+            (result, ShareCause::AdminResume)
         }
         _ => return error(StatusCode::NOT_FOUND, "no such route action"),
     };
-    proxy.publish_route_gauges();
+    proxy.publish_route_gauges(cause);
     match result {
         Ok(()) => json_reply(StatusCode::OK, &route_status(proxy, name)),
         Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
@@ -218,9 +230,17 @@ fn route_status(proxy: &Proxy, name: &str) -> Value {
             "of_legacy_requests": route.shadow_percent(proxy_routing::Side::Legacy),
             "of_new_requests": route.shadow_percent(proxy_routing::Side::New),
         },
-        "state": proxy.guard.state(name).name(),
+        "state": if proxy.is_aborted(name) { "aborted" } else { "running" },
+        "aborted_by": if proxy.guard.state(name).is_aborted() {
+            Value::from("guard")
+        } else if proxy.is_aborted(name) {
+            Value::from("operator")
+        } else {
+            Value::Null
+        },
         "figures": figures,
         "noise": proxy.noise.report(name),
+        "share_history": proxy.history.changes(name, now),
     })
 }
 
@@ -232,9 +252,18 @@ fn status(proxy: &Proxy) -> Value {
         .iter()
         .map(|r| route_status(proxy, r.name()))
         .collect();
+    let guard = proxy.guard.config();
     json!({
         "virtual_service": snap.table.virtual_service(),
         "draining": proxy.draining.load(Ordering::SeqCst),
+        "guard": {
+            "window_secs": guard.window_secs,
+            "min_requests": guard.min_requests,
+            "min_comparisons": guard.min_comparisons,
+            "max_error_rate": guard.max_error_rate,
+            "max_mismatch_rate": guard.max_mismatch_rate,
+            "max_p99_ratio": guard.max_p99_ratio,
+        },
         "routes": routes,
     })
 }

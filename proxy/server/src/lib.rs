@@ -7,8 +7,10 @@
 
 mod admin;
 mod body;
+mod dashboard;
 pub mod forward;
 mod handler;
+mod history;
 mod metrics;
 mod serve;
 mod shadow;
@@ -22,6 +24,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use history::{ShareCause, ShareHistory};
 use proxy_routing::{ProxyConfig, Side};
 use rollout_guard::{Guard, GuardConfig};
 use shadow_compare::{Comparator, CompareConfig, NoiseModel, Samples};
@@ -56,8 +59,12 @@ pub struct Proxy {
     comparator: RwLock<Arc<Comparator>>,
     noise: NoiseModel,
     samples: Samples,
+    /// Each route's share changes, for the dashboard's chart.
+    history: ShareHistory,
     shadow_permits: Arc<Semaphore>,
     draining: AtomicBool,
+    /// Routes an operator aborted through the admin API (until resumed).
+    manual_aborts: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 pub fn side_label(side: Side) -> &'static str {
@@ -139,10 +146,12 @@ impl Proxy {
             comparator: RwLock::new(Arc::new(comparator)),
             noise,
             samples: Samples::new(50, 256),
+            history: ShareHistory::new(128),
             shadow_permits: Arc::new(Semaphore::new(256)),
             draining: AtomicBool::new(false),
+            manual_aborts: std::sync::Mutex::new(std::collections::BTreeSet::new()),
         });
-        proxy.publish_route_gauges();
+        proxy.publish_route_gauges(ShareCause::Start);
         Ok(Bound {
             proxy,
             listener,
@@ -178,7 +187,7 @@ impl Proxy {
                     .get_or_create(&metrics::ReloadLabels { result: "applied" })
                     .inc();
                 tracing::info!(routes = snap.table.routes().len(), "routing reloaded");
-                self.publish_route_gauges();
+                self.publish_route_gauges(ShareCause::Reload);
             }
             Ok(false) => {}
             Err(e) => {
@@ -192,10 +201,26 @@ impl Proxy {
         result
     }
 
-    /// Sets the gauges of every route's share and guard state.
-    pub(crate) fn publish_route_gauges(&self) {
+    /// Whether the route is aborted, by the guard or by an operator.
+    pub(crate) fn is_aborted(&self, route: &str) -> bool {
+        self.guard.state(route).is_aborted()
+            || self
+                .manual_aborts
+                .lock()
+                .map(|m| m.contains(route))
+                .unwrap_or(false)
+    }
+
+    /// Sets the gauges of every route's share and guard state, and notes in the share
+    /// history the routes whose share `cause` changed.
+    pub(crate) fn publish_route_gauges(&self, cause: ShareCause) {
         let snap = self.live.snapshot();
+        let now = std::time::Instant::now();
+        self.history
+            .retain(|name| snap.table.routes().iter().any(|r| r.name() == name));
         for route in snap.table.routes() {
+            self.history
+                .record(route.name(), route.new_share_basis_points(), cause, now);
             let label = metrics::RouteLabel {
                 route: route.name().to_owned(),
             };
@@ -203,7 +228,7 @@ impl Proxy {
                 .new_share
                 .get_or_create(&label)
                 .set(i64::from(route.new_share_basis_points()));
-            let aborted = self.guard.state(route.name()).is_aborted();
+            let aborted = self.is_aborted(route.name());
             self.metrics
                 .guard_aborted
                 .get_or_create(&label)

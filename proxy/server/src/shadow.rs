@@ -90,7 +90,7 @@ impl Proxy {
             {
                 tracing::error!(route, error = %e, "could not apply the abort");
             }
-            self.publish_route_gauges();
+            self.publish_route_gauges(crate::ShareCause::GuardAbort);
         }
     }
 }

@@ -2,6 +2,7 @@
 //! with members, the identity service migrating from it, the migration proxy in front
 //! at 1% with shadowing, and a steady stream of synthetic clients. Ctrl-C stops it all.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -32,6 +33,21 @@ struct Cli {
     /// bcrypt cost of the legacy's digests (the legacy uses 12).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31))]
     bcrypt_cost: u32,
+    /// The legacy simulator's address (port 0: any free port; the bound one is printed).
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    legacy_addr: SocketAddr,
+    /// The identity service's REST address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    identity_http_addr: SocketAddr,
+    /// The identity service's gRPC address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    identity_grpc_addr: SocketAddr,
+    /// The migration proxy's address.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    proxy_addr: SocketAddr,
+    /// The proxy's admin API address (also serves the dashboard).
+    #[arg(long, default_value = "127.0.0.1:9901")]
+    admin_addr: SocketAddr,
 }
 
 #[tokio::main]
@@ -44,11 +60,11 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let options = StackOptions {
         data_dir: cli.data_dir,
-        legacy_addr: "127.0.0.1:3000".parse()?,
-        identity_http: "127.0.0.1:8080".parse()?,
-        identity_grpc: "127.0.0.1:50051".parse()?,
-        proxy_addr: "127.0.0.1:8000".parse()?,
-        admin_addr: "127.0.0.1:9901".parse()?,
+        legacy_addr: cli.legacy_addr,
+        identity_http: cli.identity_http_addr,
+        identity_grpc: cli.identity_grpc_addr,
+        proxy_addr: cli.proxy_addr,
+        admin_addr: cli.admin_addr,
         seed_members: cli.seed_members,
         bcrypt_cost: cli.bcrypt_cost,
         new_percent: cli.percent,
@@ -57,8 +73,8 @@ async fn main() -> anyhow::Result<()> {
     let stack = Stack::start(&options).await?;
     println!("legacy simulator   http://{}", stack.legacy);
     println!(
-        "identity service   http://{} (gRPC 127.0.0.1:50051)",
-        stack.identity
+        "identity service   http://{} (gRPC {})",
+        stack.identity, stack.identity_grpc
     );
     println!(
         "migration proxy    http://{}  ({}% to identity, every legacy answer shadowed)",
@@ -70,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
         local_stack::stack::ADMIN_TOKEN
     );
     println!("metrics            http://{}/metrics", stack.admin);
+    println!("dashboard          http://{}/dashboard", stack.admin);
     println!(
         "VirtualService     {} (edit it: the proxy reloads it)",
         stack.virtual_service.display()

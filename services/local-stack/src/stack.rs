@@ -34,6 +34,7 @@ pub const ADMIN_TOKEN: &str = "local-admin-token-not-for-production";
 pub struct Stack {
     pub legacy: SocketAddr,
     pub identity: SocketAddr,
+    pub identity_grpc: SocketAddr,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     pub legacy_database_url: String,
@@ -157,6 +158,7 @@ impl Stack {
         args.validate()?;
         let app = identity::Application::build(&args).await?;
         let identity = app.http_addr();
+        let identity_grpc = app.grpc_addr();
         let (tx, rx) = oneshot::channel::<()>();
         stops.push(tx);
         tasks.push(tokio::spawn(async move {
@@ -194,6 +196,7 @@ impl Stack {
         Ok(Stack {
             legacy,
             identity,
+            identity_grpc,
             proxy,
             admin,
             legacy_database_url,

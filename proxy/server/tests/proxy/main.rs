@@ -3,6 +3,7 @@
 
 mod support;
 
+mod dashboard;
 mod guard;
 mod reload;
 mod shadow;
