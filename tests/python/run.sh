@@ -11,30 +11,9 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-python="${PYTHON:-python3}"
-cache="${IDENTITY_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/identity-tests}"
-req="$here/requirements.txt"
-digest="$({ cat "$req"; "$python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -c1-16)"
-venv="$cache/python-client-$digest"
-
-ensure_venv() {
-  [ -f "$venv/.complete" ] && return 0
-  echo "run.sh: installing $req into $venv" >&2
-  rm -rf "$venv"
-  "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
-  touch "$venv/.complete"
-}
-
-mkdir -p "$cache"
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$cache/.python-client.lock"
-  flock 9
-  ensure_venv
-  flock -u 9
-else
-  ensure_venv
-fi
+# shellcheck source=../venv.sh
+source "$here/../venv.sh"
+venv_for python-client "$here/requirements.txt"
 
 export IDENTITY_GRPC_ADDR="${IDENTITY_GRPC_ADDR:-}"
 export IDENTITY_HTTP_URL="${IDENTITY_HTTP_URL:-}"

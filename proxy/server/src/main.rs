@@ -1,10 +1,10 @@
 //! `migration-proxy`: the member API's migration sidecar.
 
+use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
 use migration_proxy::{Proxy, Settings};
 
 /// Sends each user to the legacy or the new service by the weights of an Istio
@@ -35,46 +35,10 @@ struct Cli {
     log_format: String,
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-}
-
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match process_support::parse_or_exit() {
         Ok(c) => c,
-        Err(e)
-            if matches!(
-                e.kind(),
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-            ) =>
-        {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!(
-                "{}",
-                e.to_string().lines().next().unwrap_or("invalid arguments")
-            );
-            return ExitCode::from(64);
-        }
+        Err(code) => return code,
     };
     if cli.log_format != "json" && cli.log_format != "text" {
         eprintln!("error: invalid setting --log-format: must be json or text");
@@ -98,15 +62,9 @@ fn main() -> ExitCode {
         reload_interval: Duration::from_millis(cli.reload_interval_ms.max(50)),
         drain: Duration::from_secs(cli.drain_secs),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match process_support::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let bound = match Proxy::build(settings).await {
@@ -117,7 +75,7 @@ fn main() -> ExitCode {
             }
         };
         tracing::info!(listen = %bound.addr(), admin = %bound.admin_addr(), "migration proxy listening");
-        match bound.run_until(shutdown_signal()).await {
+        match bound.run_until(process_support::shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");

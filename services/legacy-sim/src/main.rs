@@ -1,11 +1,10 @@
 //! `legacy-sim`: the legacy simulator's command line (see the library for what it is).
 
+use clap::Parser;
 use legacy_sim::{handlers, seed};
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-
-use clap::Parser;
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -36,24 +35,9 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match process_support::parse_or_exit() {
         Ok(c) => c,
-        Err(e)
-            if matches!(
-                e.kind(),
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-            ) =>
-        {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!(
-                "{}",
-                e.to_string().lines().next().unwrap_or("invalid arguments")
-            );
-            return ExitCode::from(64);
-        }
+        Err(code) => return code,
     };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -61,15 +45,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match process_support::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -107,7 +85,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     eprintln!("legacy-sim listening on http://{}", listener.local_addr()?);
     axum::serve(listener, handlers::router(state))
         .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+            process_support::shutdown_signal().await;
         })
         .await?;
     Ok(())
