@@ -48,6 +48,10 @@ pub struct Settings {
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
+
+/// Replays in flight at once; beyond, a replay is skipped and counted. The connection
+/// pool keeps at least this many idle connections per upstream, so replays reuse them.
+pub(crate) const MAX_REPLAYS: usize = 256;
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 
 /// The running proxy's shared state.
@@ -63,6 +67,8 @@ pub struct Proxy {
     history: ShareHistory,
     shadow_permits: Arc<Semaphore>,
     draining: AtomicBool,
+    /// When the guard last evaluated each route.
+    last_evaluation: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Routes an operator aborted through the admin API (until resumed).
     manual_aborts: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
@@ -123,7 +129,7 @@ impl Proxy {
             Comparator::new(compare_config(&snap.config)).context("comparison settings")?;
         let noise = comparator.noise_model();
         let guard = Guard::new(guard_config(&snap.config)).context("guard settings")?;
-        let upstreams = forward::Upstreams::new(snap.config.timeouts.connect, 64);
+        let upstreams = forward::Upstreams::new(snap.config.timeouts.connect, MAX_REPLAYS + 64);
         let listen = settings
             .listen
             .or(snap.config.listen)
@@ -147,9 +153,10 @@ impl Proxy {
             noise,
             samples: Samples::new(50, 256),
             history: ShareHistory::new(128),
-            shadow_permits: Arc::new(Semaphore::new(256)),
+            shadow_permits: Arc::new(Semaphore::new(MAX_REPLAYS)),
             draining: AtomicBool::new(false),
             manual_aborts: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+            last_evaluation: std::sync::Mutex::new(std::collections::HashMap::new()),
         });
         proxy.publish_route_gauges(ShareCause::Start);
         Ok(Bound {

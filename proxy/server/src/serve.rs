@@ -95,6 +95,8 @@ pub async fn run(
                     () = stopped(&mut stop) => break,
                 }
                 let _ = proxy.reload();
+                // The guard also judges routes whose traffic stopped.
+                proxy.evaluate_all();
             }
         })
     };
@@ -134,7 +136,10 @@ pub async fn run(
     let drained = tokio::time::timeout(settings.drain, async {
         graceful.shutdown().await;
         // Replays in flight finish too (they hold permits).
-        let _ = proxy.shadow_permits.acquire_many(256).await;
+        let _ = proxy
+            .shadow_permits
+            .acquire_many(crate::MAX_REPLAYS as u32)
+            .await;
     })
     .await;
     if drained.is_err() {

@@ -20,6 +20,18 @@ use crate::handler::{Inbound, build_request, is_safe};
 use crate::tee::Captured;
 use crate::{Proxy, guard_side, side_label};
 
+/// Least time between two evaluations of a route by the guard.
+const EVALUATION_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Of the replayed safe requests, how many per thousand also learn noise.
+const LEARN_SAMPLE_PER_MILLE: u32 = 50;
+
+/// A random draw that succeeds `per_mille` times in a thousand.
+fn drawn(per_mille: u32) -> bool {
+    let mut b = [0u8; 4];
+    getrandom::fill(&mut b).is_ok() && u32::from_le_bytes(b) % 1000 < per_mille
+}
+
 /// How long a differing read waits before both sides are asked again.
 const CONFIRM_DELAY: std::time::Duration = std::time::Duration::from_millis(400);
 
@@ -68,8 +80,27 @@ impl Proxy {
     }
 
     /// Applies the guard's decision for `route`: an abort sets the new share to 0.
+    /// Lets the guard judge every route (from the periodic task).
+    pub fn evaluate_all(&self) {
+        let snap = self.live.snapshot();
+        for route in snap.table.routes() {
+            self.evaluate_guard(route.name());
+        }
+    }
+
     pub fn evaluate_guard(&self, route: &str) {
-        let decision = self.guard.evaluate(route, Instant::now());
+        // The evaluation merges the route's whole window: at most a few times a second
+        // per route, not after every answer.
+        let now = Instant::now();
+        if let Ok(mut last) = self.last_evaluation.lock() {
+            match last.get(route) {
+                Some(at) if now.duration_since(*at) < EVALUATION_INTERVAL => return,
+                _ => {
+                    last.insert(route.to_owned(), now);
+                }
+            }
+        }
+        let decision = self.guard.evaluate(route, now);
         if let rollout_guard::Decision::Abort {
             reason,
             newly: true,
@@ -288,8 +319,9 @@ async fn run(proxy: &Proxy, mut job: ShadowJob) {
         count_write(proxy, &route, &outcome);
     }
     proxy.evaluate_guard(&route);
-    // Noise: a second legacy answer to the same safe request (Diffy's method).
-    if safe && comparator.config().noise.learn {
+    // Noise: a second legacy answer to the same safe request (Diffy's method), for a
+    // sample of the replays: every pair costs the legacy one more request.
+    if safe && comparator.config().noise.learn && drawn(LEARN_SAMPLE_PER_MILLE) {
         let legacy_first = if job.primary_side == Side::Legacy {
             primary
         } else {
