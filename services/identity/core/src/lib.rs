@@ -45,6 +45,27 @@ impl Default for CoreConfig {
     }
 }
 
+/// The client's address as the proxies in front recorded it: `x-envoy-external-address`
+/// (set by the mesh's edge) when present, else the `X-Forwarded-For` entry written by the
+/// outermost of `hops` trusted proxies (1: the last entry; 2: the one before, when the
+/// migration proxy appended its own peer after the edge's). `None` without either.
+pub fn forwarded_client<'a>(
+    external: Option<&str>,
+    forwarded_for: impl Iterator<Item = &'a str>,
+    hops: usize,
+) -> Option<String> {
+    if let Some(ip) = external.map(str::trim).filter(|s| !s.is_empty()) {
+        return Some(ip.to_owned());
+    }
+    let entries: Vec<&str> = forwarded_for
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let index = entries.len().checked_sub(hops.max(1))?;
+    entries.get(index).map(|s| (*s).to_owned())
+}
+
 /// Per-request context of a flow.
 #[derive(Debug, Clone, Default)]
 pub struct RequestCtx {
@@ -112,5 +133,32 @@ impl Identity {
     /// Whether the database answers.
     pub async fn ready(&self) -> bool {
         self.inner.store.ping().await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forwarded_client;
+
+    #[test]
+    fn the_client_is_the_entry_of_the_outermost_trusted_proxy() {
+        let xff = ["203.0.113.7, 10.0.0.9", "127.0.0.6"];
+        assert_eq!(
+            forwarded_client(None, xff.iter().copied(), 1).as_deref(),
+            Some("127.0.0.6")
+        );
+        assert_eq!(
+            forwarded_client(None, xff.iter().copied(), 2).as_deref(),
+            Some("10.0.0.9")
+        );
+        assert_eq!(
+            forwarded_client(None, xff.iter().copied(), 3).as_deref(),
+            Some("203.0.113.7")
+        );
+        assert_eq!(forwarded_client(None, xff.iter().copied(), 4), None);
+        assert_eq!(
+            forwarded_client(Some("198.51.100.1"), xff.iter().copied(), 2).as_deref(),
+            Some("198.51.100.1")
+        );
     }
 }

@@ -23,25 +23,38 @@ pub struct GrpcService {
     identity: Identity,
     observer: Observer,
     trust_forwarded_for: bool,
+    trusted_proxy_hops: usize,
 }
 
 impl GrpcService {
-    pub fn new(identity: Identity, observer: Observer, trust_forwarded_for: bool) -> Self {
+    pub fn new(
+        identity: Identity,
+        observer: Observer,
+        trust_forwarded_for: bool,
+        trusted_proxy_hops: usize,
+    ) -> Self {
         Self {
             identity,
             observer,
             trust_forwarded_for,
+            trusted_proxy_hops,
         }
     }
 
     fn ctx<T>(&self, req: &Request<T>) -> RequestCtx {
         let md = req.metadata();
-        let forwarded = self
-            .trust_forwarded_for
-            .then(|| md.get("x-forwarded-for").and_then(|v| v.to_str().ok()))
-            .flatten()
-            .and_then(|v| v.rsplit(',').map(str::trim).find(|s| !s.is_empty()))
-            .map(str::to_owned);
+        let forwarded = if self.trust_forwarded_for {
+            let external = md
+                .get("x-envoy-external-address")
+                .and_then(|v| v.to_str().ok());
+            let entries = md
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok());
+            identity_core::forwarded_client(external, entries, self.trusted_proxy_hops)
+        } else {
+            None
+        };
         RequestCtx {
             dry_run: md
                 .get("x-shadow")

@@ -46,15 +46,17 @@ fn client_address(
     peer: Option<SocketAddr>,
 ) -> Option<String> {
     if state.trust_forwarded_for {
-        let last = headers
+        let external = headers
+            .get("x-envoy-external-address")
+            .and_then(|v| v.to_str().ok());
+        let forwarded = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .rfind(|s| !s.is_empty());
-        if let Some(ip) = last {
-            return Some(ip.to_owned());
+            .filter_map(|v| v.to_str().ok());
+        if let Some(ip) =
+            identity_core::forwarded_client(external, forwarded, state.trusted_proxy_hops)
+        {
+            return Some(ip);
         }
     }
     peer.map(|p| p.ip().to_string())

@@ -27,6 +27,9 @@ pub struct AppState {
     /// Take the client address from the last `X-Forwarded-For` entry (set when a proxy
     /// that appends it, such as the migration proxy or the mesh, is in front).
     pub trust_forwarded_for: bool,
+    /// How many proxies in front append to `X-Forwarded-For` (see
+    /// `identity_core::forwarded_client`).
+    pub trusted_proxy_hops: usize,
     /// Largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
 }

@@ -145,6 +145,10 @@ pub struct ServeArgs {
     /// Read the client address from the last X-Forwarded-For entry (behind a proxy).
     #[arg(long, env = "IDENTITY_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
+    /// With --trust-forwarded-for: how many proxies in front append to X-Forwarded-For
+    /// (1: the last entry is the client; 2 behind the mesh's edge and the migration proxy).
+    #[arg(long, env = "IDENTITY_TRUSTED_PROXY_HOPS", default_value_t = 1)]
+    pub trusted_proxy_hops: usize,
     /// Largest REST request body in bytes.
     #[arg(long, env = "IDENTITY_MAX_BODY_BYTES", default_value_t = 65536)]
     pub max_body_bytes: usize,
@@ -252,6 +256,9 @@ impl ServeArgs {
         }
         if self.jwt_audience.trim().is_empty() {
             return Err(invalid("--jwt-audience", "must not be empty"));
+        }
+        if self.trusted_proxy_hops == 0 {
+            return Err(invalid("--trusted-proxy-hops", "must be at least 1"));
         }
         if self.max_body_bytes < 1024 {
             return Err(invalid("--max-body-bytes", "must be at least 1024"));

@@ -89,6 +89,7 @@ impl Application {
             identity: identity.clone(),
             metrics: Arc::new(Metrics::new()),
             trust_forwarded_for: args.trust_forwarded_for,
+            trusted_proxy_hops: args.trusted_proxy_hops,
             max_body_bytes: args.max_body_bytes,
         };
         let syncer = match &args.legacy_database_url {
@@ -154,6 +155,7 @@ impl Application {
             self.identity.clone(),
             observer,
             self.state.trust_forwarded_for,
+            self.state.trusted_proxy_hops,
         );
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
