@@ -8,7 +8,6 @@
 //! The JWT is read without checking its signature: this decides routing, not access,
 //! and both sides check the token themselves. A forged `sub` can only choose a side.
 
-use std::fmt;
 use std::net::IpAddr;
 
 use base64::Engine;
@@ -18,39 +17,8 @@ use serde::Deserialize;
 
 use crate::hash::Bucket;
 
-/// The two sides of the migration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Side {
-    /// The legacy Rails API.
-    Legacy,
-    /// The new identity service.
-    New,
-}
-
-impl Side {
-    /// The other side.
-    pub fn other(self) -> Side {
-        match self {
-            Side::Legacy => Side::New,
-            Side::New => Side::Legacy,
-        }
-    }
-
-    /// `legacy` or `new`, as in configs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Side::Legacy => "legacy",
-            Side::New => "new",
-        }
-    }
-}
-
-impl fmt::Display for Side {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The two sides of the migration: the one type the comparison and the guard use too.
+pub use shadow_compare::Side;
 
 /// Whether a key in `bucket` goes to the new side when the new side's share is
 /// `new_basis_points` (0 to 10 000): the new side takes the lowest buckets.

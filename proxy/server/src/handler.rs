@@ -13,11 +13,11 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use proxy_routing::{Route, Side, StickyKey};
 
+use crate::Proxy;
 use crate::body::{self, RequestBody};
 use crate::forward::{self, ForwardError, ProxyBody};
 use crate::shadow::{ShadowJob, spawn_shadow};
 use crate::tee::TeeBody;
-use crate::{Proxy, side_label};
 
 /// A request's facts the proxy keeps while it is in flight.
 pub struct Inbound {
@@ -58,17 +58,7 @@ fn request_id(headers: &http::HeaderMap) -> String {
         .unwrap_or_else(|| {
             let mut b = [0u8; 16];
             let _ = getrandom::fill(&mut b);
-            b[6] = (b[6] & 0x0f) | 0x40;
-            b[8] = (b[8] & 0x3f) | 0x80;
-            let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-            format!(
-                "{}-{}-{}-{}-{}",
-                &h[0..8],
-                &h[8..12],
-                &h[12..16],
-                &h[16..20],
-                &h[20..32]
-            )
+            member_contract::headers::new_request_id(b)
         })
 }
 
@@ -165,7 +155,7 @@ impl Proxy {
         };
         let shadow = self.shadow_target(&route, served_by, &inbound.method);
         let response = self.respond(&route, served_by, &inbound, result);
-        tracing::debug!(request_id = %inbound.request_id, route = route.name(), side = side_label(served_by), status = response.status().as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "proxied");
+        tracing::debug!(request_id = %inbound.request_id, route = route.name(), side = served_by.as_str(), status = response.status().as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "proxied");
         let Some(target) = shadow.filter(|_| {
             response.status() != StatusCode::BAD_GATEWAY
                 && response.status() != StatusCode::GATEWAY_TIMEOUT
@@ -205,7 +195,7 @@ impl Proxy {
                 Response::from_parts(parts, body.boxed())
             }
             Err(e) => {
-                tracing::warn!(request_id = %inbound.request_id, route = route.name(), side = side_label(side), error = %e, "upstream failed");
+                tracing::warn!(request_id = %inbound.request_id, route = route.name(), side = side.as_str(), error = %e, "upstream failed");
                 if e.source_kind == forward::ErrorSource::Timeout {
                     plain(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n")
                 } else {
@@ -217,7 +207,7 @@ impl Proxy {
             .requests
             .get_or_create(&crate::metrics::RequestLabels {
                 route: route.name().to_owned(),
-                side: side_label(side),
+                side: side.as_str(),
                 code: response.status().as_u16().to_string(),
             })
             .inc();
@@ -312,8 +302,7 @@ impl Proxy {
         failed: bool,
         result: &Result<Response<Incoming>, ForwardError>,
     ) {
-        self.metrics
-            .observe(route.name(), side_label(side), elapsed);
+        self.metrics.observe(route.name(), side.as_str(), elapsed);
         if let Err(e) = result {
             let kind = match e.source_kind {
                 forward::ErrorSource::Timeout => "timeout",
@@ -324,18 +313,13 @@ impl Proxy {
                 .errors
                 .get_or_create(&crate::metrics::ErrorLabels {
                     route: route.name().to_owned(),
-                    side: side_label(side),
+                    side: side.as_str(),
                     kind,
                 })
                 .inc();
         }
-        self.guard.record_request(
-            route.name(),
-            crate::guard_side(side),
-            elapsed,
-            failed,
-            Instant::now(),
-        );
+        self.guard
+            .record_request(route.name(), side, elapsed, failed, Instant::now());
         self.evaluate_guard(route.name());
     }
 

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use history::{ShareCause, ShareHistory};
-use proxy_routing::{ProxyConfig, Side};
+use proxy_routing::ProxyConfig;
 use rollout_guard::{Guard, GuardConfig};
 use shadow_compare::{Comparator, CompareConfig, NoiseModel, Samples};
 use tokio::net::TcpListener;
@@ -71,18 +71,6 @@ pub struct Proxy {
     last_evaluation: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Routes an operator aborted through the admin API (until resumed).
     manual_aborts: std::sync::Mutex<std::collections::BTreeSet<String>>,
-}
-
-pub fn side_label(side: Side) -> &'static str {
-    side.as_str()
-}
-
-/// The guard's and the comparator's name for a side.
-pub fn guard_side(side: Side) -> shadow_compare::Side {
-    match side {
-        Side::Legacy => shadow_compare::Side::Legacy,
-        Side::New => shadow_compare::Side::New,
-    }
 }
 
 fn compare_config(config: &ProxyConfig) -> CompareConfig {

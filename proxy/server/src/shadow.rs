@@ -15,10 +15,10 @@ use proxy_routing::{Route, Side};
 use shadow_compare::{Exchange, Outcome, RequestMeta};
 use tokio::sync::oneshot;
 
+use crate::Proxy;
 use crate::forward;
 use crate::handler::{Inbound, build_request, is_safe};
 use crate::tee::Captured;
-use crate::{Proxy, guard_side, side_label};
 
 /// Least time between two evaluations of a route by the guard.
 const EVALUATION_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
@@ -201,7 +201,7 @@ async fn run(proxy: &Proxy, mut job: ShadowJob) {
         .shadow_requests
         .get_or_create(&crate::metrics::SideLabels {
             route: route.clone(),
-            side: side_label(job.shadow_side),
+            side: job.shadow_side.as_str(),
         })
         .inc();
     let shadow = fetch(proxy, &job, job.shadow_side, mark).await;
@@ -209,7 +209,7 @@ async fn run(proxy: &Proxy, mut job: ShadowJob) {
     let Some((shadow_exchange, elapsed, failed)) = shadow else {
         proxy.guard.record_request(
             &route,
-            guard_side(job.shadow_side),
+            job.shadow_side,
             std::time::Duration::ZERO,
             true,
             now,
@@ -224,10 +224,10 @@ async fn run(proxy: &Proxy, mut job: ShadowJob) {
     };
     proxy
         .metrics
-        .observe(&route, side_label(job.shadow_side), elapsed);
+        .observe(&route, job.shadow_side.as_str(), elapsed);
     proxy
         .guard
-        .record_request(&route, guard_side(job.shadow_side), elapsed, failed, now);
+        .record_request(&route, job.shadow_side, elapsed, failed, now);
     let Ok(captured) = (&mut job.captured).await else {
         return;
     };
@@ -267,7 +267,7 @@ async fn run(proxy: &Proxy, mut job: ShadowJob) {
     let comparator = proxy.comparator();
     let mut outcome = comparator.compare(
         &meta,
-        guard_side(job.primary_side),
+        job.primary_side,
         &primary,
         &shadow_exchange,
         &proxy.noise,
@@ -282,13 +282,8 @@ async fn run(proxy: &Proxy, mut job: ShadowJob) {
             fetch(proxy, &job, Side::New, None).await,
         );
         if let (Some((legacy_again, _, _)), Some((new_again, _, _))) = again {
-            let second = comparator.compare(
-                &meta,
-                shadow_compare::Side::Legacy,
-                &legacy_again,
-                &new_again,
-                &proxy.noise,
-            );
+            let second =
+                comparator.compare(&meta, Side::Legacy, &legacy_again, &new_again, &proxy.noise);
             if !matches!(second, Outcome::Mismatch { .. }) {
                 proxy
                     .metrics

@@ -222,25 +222,26 @@ impl Stack {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let status: serde_json::Value = reqwest::Client::new()
+        anyhow::bail!(
+            "the proxy did not apply {percent}%: {}",
+            self.status().await?
+        )
+    }
+
+    /// The proxy's admin status.
+    pub async fn status(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(reqwest::Client::new()
             .get(format!("http://{}/admin/status", self.admin))
             .bearer_auth(ADMIN_TOKEN)
             .send()
             .await?
             .json()
-            .await?;
-        anyhow::bail!("the proxy did not apply {percent}%: {status}")
+            .await?)
     }
 
     /// The new side's share of every route, in percent.
     pub async fn shares(&self) -> anyhow::Result<Vec<f64>> {
-        let status: serde_json::Value = reqwest::Client::new()
-            .get(format!("http://{}/admin/status", self.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await?
-            .json()
-            .await?;
+        let status = self.status().await?;
         Ok(status["routes"].as_array().map_or(Vec::new(), |r| {
             r.iter()
                 .filter_map(|r| r["new_share_percent"].as_f64())
