@@ -3,7 +3,8 @@
 #   1. cargo test (unit, property and integration tests; SQLite and a PostgreSQL
 #      cluster started here from the machine's binaries);
 #   2. the parity suite against the real Rails app, the Rust legacy simulator and the
-#      identity service (on SQLite and on PostgreSQL), transcripts compared;
+#      identity service (on SQLite and on PostgreSQL), transcripts compared; then a whole
+#      rollout rehearsed with the Rails app on PostgreSQL as the legacy;
 #   3. the Python gRPC client and schemathesis against the identity service;
 #   4. a short fuzzing run of the proxy's manifest and config parsers, the manifests'
 #      validation, and the proxy's dashboard in headless Chromium.
@@ -85,10 +86,10 @@ psql "$TEST_POSTGRES_URL" -qc "CREATE DATABASE identity_parity" >/dev/null
 start_identity identity-postgres "postgres://postgres@127.0.0.1:$pg_port/identity_parity"
 pg_http=$id_http
 
-"$bin/parity" run --base-url "http://127.0.0.1:$rails_port" --out "$work/rails.json"
-"$bin/parity" run --base-url "http://127.0.0.1:$sim_port" --out "$work/sim.json"
-"$bin/parity" run --base-url "http://127.0.0.1:$sqlite_http" --out "$work/identity-sqlite.json"
-"$bin/parity" run --base-url "http://127.0.0.1:$pg_http" --out "$work/identity-postgres.json"
+"$bin/parity" run --scenarios "$root/tests/parity/scenarios" --base-url "http://127.0.0.1:$rails_port" --out "$work/rails.json"
+"$bin/parity" run --scenarios "$root/tests/parity/scenarios" --base-url "http://127.0.0.1:$sim_port" --out "$work/sim.json"
+"$bin/parity" run --scenarios "$root/tests/parity/scenarios" --base-url "http://127.0.0.1:$sqlite_http" --out "$work/identity-sqlite.json"
+"$bin/parity" run --scenarios "$root/tests/parity/scenarios" --base-url "http://127.0.0.1:$pg_http" --out "$work/identity-postgres.json"
 status=0
 echo "--- Rails vs legacy simulator"
 "$bin/parity" compare --left "$work/rails.json" --right "$work/sim.json" || status=1
@@ -97,6 +98,21 @@ echo "--- Rails vs identity (SQLite)"
 echo "--- Rails vs identity (PostgreSQL)"
 "$bin/parity" compare --left "$work/rails.json" --right "$work/identity-postgres.json" --right-kind identity || status=1
 [ "$status" = 0 ] || { echo "parity: divergences (see above)" >&2; exit 1; }
+
+section "rollout rehearsal: the Rails app on PostgreSQL as the legacy, the identity service, the proxy"
+# The whole rollout under traffic (0% shadowed, 1%, 25%, 100%, abort, 100%, verify,
+# cutover, identity alone), with the real Rails app writing to PostgreSQL.
+psql "$TEST_POSTGRES_URL" -qc "CREATE DATABASE rails_rollout" -qc "CREATE DATABASE identity_rollout" >/dev/null
+rollout_port=$(free_port)
+BCRYPT_COST=4 tests/legacy-rails/start.sh --port "$rollout_port" --database-url "postgres://postgres@127.0.0.1:$pg_port/rails_rollout" >"$work/rails-rollout.log" 2>&1 &
+pids+=($!); wait_http "http://127.0.0.1:$rollout_port/api/v1/users/0" "rails (PostgreSQL)" $! || { cat "$work/rails-rollout.log"; exit 1; }
+cargo build --locked -q -p local-stack
+any=127.0.0.1:0
+"$bin/local-stack" --rehearse --data-dir "$work/rollout" \
+  --legacy-addr "127.0.0.1:$rollout_port" --legacy-database-url "postgres://postgres@127.0.0.1:$pg_port/rails_rollout" \
+  --identity-database-url "postgres://postgres@127.0.0.1:$pg_port/identity_rollout" \
+  --identity-http-addr $any --identity-grpc-addr $any --proxy-addr $any --admin-addr $any \
+  --seed-members 100 --bcrypt-cost 4 --fast-hashing --clients 6 --pace-ms 20 --phase-secs 4
 
 section "Python gRPC client"
 IDENTITY_GRPC_ADDR="127.0.0.1:$sqlite_grpc" IDENTITY_HTTP_URL="http://127.0.0.1:$sqlite_http" tests/python/run.sh -q

@@ -27,10 +27,10 @@ fn rollout(admin: &str, vs: &std::path::Path, token: &str, args: &[&str]) -> (i3
 async fn steps_follow_the_plan_and_reach_the_proxy() {
     let dir = tempfile::tempdir().unwrap();
     let vs = dir.path().join("vs.yaml");
-    let manifest = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../istio/virtualservice-member-api.yaml"
-    ))
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo");
+    let manifest = std::fs::read_to_string(
+        std::path::Path::new(&crate_dir).join("../../istio/virtualservice-member-api.yaml"),
+    )
     .unwrap();
     std::fs::write(&vs, &manifest).unwrap();
     let cfg = dir.path().join("proxy.yaml");

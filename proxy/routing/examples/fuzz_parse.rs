@@ -97,7 +97,8 @@ fn main() -> ExitCode {
             _ => paths.push(PathBuf::from(arg)),
         }
     }
-    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("run with cargo run");
+    let crate_dir = Path::new(&crate_dir);
     if paths.is_empty() {
         paths = vec![
             crate_dir.join("fuzz/seeds/parse"),

@@ -164,7 +164,8 @@ mod tests {
 
     #[test]
     fn loads_the_example_files_as_one_value() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo");
+        let root = Path::new(&crate_dir).join("../..");
         let routing = Routing::load(
             &root.join("istio/virtualservice-member-api.yaml"),
             &root.join("proxy/config/local.yaml"),

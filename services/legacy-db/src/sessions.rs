@@ -117,6 +117,29 @@ impl LegacyDb {
         row.as_ref().map(LegacySession::from_row).transpose()
     }
 
+    /// Sessions that can still be refreshed, by id after `after_id`, at most `limit`
+    /// (the cutover imports them).
+    pub async fn refreshable_sessions_after<'c, E: Executor<'c, Database = Any>>(
+        &self,
+        ex: E,
+        after_id: i64,
+        now: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<LegacySession>, LegacyError> {
+        let sql = format!(
+            "SELECT {} FROM sessions WHERE id > $1 AND refresh_expires_at > {} ORDER BY id LIMIT $3",
+            self.session_columns(),
+            self.ts_param(2)
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(after_id)
+            .bind(now.to_db_text())
+            .bind(limit)
+            .fetch_all(ex)
+            .await?;
+        rows.iter().map(LegacySession::from_row).collect()
+    }
+
     /// Inserts a session row as given (its tokens chosen by the caller).
     pub async fn insert_session<'c, E: Executor<'c, Database = Any>>(
         &self,
@@ -189,25 +212,6 @@ impl LegacyDb {
             .execute(ex)
             .await?
             .rows_affected())
-    }
-
-    /// Whether the session row still exists (not logged out, rotated or ended there).
-    pub async fn session_exists<'c, E: Executor<'c, Database = Any>>(
-        &self,
-        ex: E,
-        id: i64,
-        now: Timestamp,
-    ) -> Result<bool, LegacyError> {
-        let sql = format!(
-            "SELECT COUNT(*) FROM sessions WHERE id = $1 AND expires_at > {}",
-            self.ts_param(2)
-        );
-        let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
-            .bind(id)
-            .bind(now.to_db_text())
-            .fetch_one(ex)
-            .await?;
-        Ok(n > 0)
     }
 
     /// Deletes the sessions of a refresh token.

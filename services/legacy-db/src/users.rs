@@ -79,6 +79,26 @@ impl LegacyDb {
         row.as_ref().map(LegacyUser::from_row).transpose()
     }
 
+    /// The user of a live session (not logged out, rotated or expired), as it is now.
+    pub async fn owner_of_live_session<'c, E: Executor<'c, Database = Any>>(
+        &self,
+        ex: E,
+        session_id: i64,
+        now: Timestamp,
+    ) -> Result<Option<LegacyUser>, LegacyError> {
+        let sql = format!(
+            "SELECT {} FROM users WHERE id = (SELECT user_id FROM sessions WHERE id = $1 AND expires_at > {})",
+            self.user_columns(),
+            self.ts_param(2)
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(session_id)
+            .bind(now.to_db_text())
+            .fetch_optional(ex)
+            .await?;
+        row.as_ref().map(LegacyUser::from_row).transpose()
+    }
+
     /// Users with `id > after`, in id order, at most `limit` (withdrawn ones included).
     pub async fn users_after<'c, E: Executor<'c, Database = Any>>(
         &self,

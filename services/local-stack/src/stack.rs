@@ -8,17 +8,33 @@ use anyhow::Context;
 use clap::Parser;
 use tokio::sync::oneshot;
 
+/// The legacy member API the stack migrates from.
+#[derive(Debug, Clone)]
+pub enum LegacySource {
+    /// The Rust legacy simulator, in this process, on `legacy.sqlite3` in the data
+    /// directory, listening on the address.
+    Simulator(SocketAddr),
+    /// A legacy already running (the Rails app of `tests/legacy-rails`), at `addr`, on
+    /// `database_url` (its ActiveRecord database: SQLite or PostgreSQL).
+    External {
+        addr: SocketAddr,
+        database_url: String,
+    },
+}
+
 /// Where and how the stack runs.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
     /// Directory of the SQLite files and the generated proxy files.
     pub data_dir: PathBuf,
-    pub legacy_addr: SocketAddr,
+    pub legacy: LegacySource,
+    /// The identity service's database; `None`: `identity.sqlite3` in the data directory.
+    pub identity_database_url: Option<String>,
     pub identity_http: SocketAddr,
     pub identity_grpc: SocketAddr,
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    /// Members the legacy starts with.
+    /// Members the legacy starts with (when it has none).
     pub seed_members: u32,
     /// bcrypt cost of the legacy's digests.
     pub bcrypt_cost: u32,
@@ -47,10 +63,25 @@ pub struct Stack {
 /// The member API's VirtualService with the identity service at `percent`, shadowing
 /// every request the legacy serves.
 pub fn virtual_service(percent: u32) -> String {
+    member_api_routes(&format!(
+        "    - destination: {{host: legacy-api.members.svc.cluster.local}}\n      weight: {}\n    - destination: {{host: identity.members.svc.cluster.local}}\n      weight: {percent}\n    mirror: {{host: identity.members.svc.cluster.local}}\n    mirrorPercentage: {{value: 100}}\n",
+        100 - percent
+    ))
+}
+
+/// After the cutover: the identity service alone, nothing replayed to the legacy (it
+/// does not receive writes any more, so comparing with it would only report noise).
+pub fn virtual_service_cut_over() -> String {
+    member_api_routes(
+        "    - destination: {host: identity.members.svc.cluster.local}\n      weight: 100\n",
+    )
+}
+
+/// The three routes of the member API, each with `destinations`.
+fn member_api_routes(destinations: &str) -> String {
     let rule = |name: &str, matcher: &str| {
         format!(
-            "  - name: {name}\n    match:\n{matcher}    route:\n    - destination: {{host: legacy-api.members.svc.cluster.local}}\n      weight: {}\n    - destination: {{host: identity.members.svc.cluster.local}}\n      weight: {percent}\n    mirror: {{host: identity.members.svc.cluster.local}}\n    mirrorPercentage: {{value: 100}}\n    timeout: 10s\n",
-            100 - percent
+            "  - name: {name}\n    match:\n{matcher}    route:\n{destinations}    timeout: 10s\n"
         )
     };
     format!(
@@ -84,34 +115,45 @@ impl Stack {
         let mut stops = Vec::new();
         let mut tasks = Vec::new();
 
-        // The legacy, seeded.
-        let legacy_database_url = format!(
-            "sqlite://{}?mode=rwc",
-            o.data_dir.join("legacy.sqlite3").display()
-        );
+        // The legacy, seeded when it has no member yet.
+        let legacy_database_url = match &o.legacy {
+            LegacySource::Simulator(_) => format!(
+                "sqlite://{}?mode=rwc",
+                o.data_dir.join("legacy.sqlite3").display()
+            ),
+            LegacySource::External { database_url, .. } => database_url.clone(),
+        };
         let sim = legacy_sim::connect(&legacy_database_url, o.bcrypt_cost)
             .await
             .context("legacy database")?;
         legacy_sim::seed::seed(&sim, o.seed_members).await?;
-        let listener = tokio::net::TcpListener::bind(o.legacy_addr)
-            .await
-            .context("legacy address")?;
-        let legacy = listener.local_addr()?;
-        let (tx, rx) = oneshot::channel::<()>();
-        stops.push(tx);
-        tasks.push(tokio::spawn(async move {
-            let _ = axum::serve(listener, legacy_sim::router(sim))
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        }));
+        let legacy = match &o.legacy {
+            LegacySource::Simulator(addr) => {
+                let listener = tokio::net::TcpListener::bind(*addr)
+                    .await
+                    .context("legacy address")?;
+                let legacy = listener.local_addr()?;
+                let (tx, rx) = oneshot::channel::<()>();
+                stops.push(tx);
+                tasks.push(tokio::spawn(async move {
+                    let _ = axum::serve(listener, legacy_sim::router(sim))
+                        .with_graceful_shutdown(async {
+                            let _ = rx.await;
+                        })
+                        .await;
+                }));
+                legacy
+            }
+            LegacySource::External { addr, .. } => *addr,
+        };
 
         // The identity service: back-filled, then migrating.
-        let identity_database_url = format!(
-            "sqlite://{}?mode=rwc",
-            o.data_dir.join("identity.sqlite3").display()
-        );
+        let identity_database_url = o.identity_database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                o.data_dir.join("identity.sqlite3").display()
+            )
+        });
         {
             let store = identity_store::Store::connect(
                 &identity_database_url,
@@ -210,7 +252,19 @@ impl Stack {
     /// Sets the identity service's share in the VirtualService file (as an SRE's commit
     /// would) and waits until the proxy applied it.
     pub async fn set_weight(&self, percent: u32) -> anyhow::Result<()> {
-        write_atomically(&self.virtual_service, &virtual_service(percent))?;
+        self.apply_routes(&virtual_service(percent), percent).await
+    }
+
+    /// After the cutover: every route to the identity service alone, without shadowing.
+    pub async fn route_cut_over(&self) -> anyhow::Result<()> {
+        self.apply_routes(&virtual_service_cut_over(), 100).await
+    }
+
+    async fn apply_routes(&self, manifest: &str, percent: u32) -> anyhow::Result<()> {
+        write_atomically(&self.virtual_service, manifest)?;
+        // Applied now rather than at the next poll of the file.
+        let reload = self.admin("POST", "/admin/reload").await?;
+        anyhow::ensure!(reload == 200, "the proxy refused the manifest ({reload})");
         for _ in 0..100 {
             if self
                 .shares()

@@ -244,11 +244,69 @@ async fn one_client(
     c.report
 }
 
+/// A client that logs in once and then only reads its profile with that first access
+/// token, never refreshing it: an app left open. Started while the legacy serves
+/// everyone, it holds a legacy token through the whole rollout and the cutover.
+async fn one_sleeper(
+    base: String,
+    n: usize,
+    run: String,
+    pace: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> TrafficReport {
+    let mut c = Client {
+        http: reqwest::Client::new(),
+        base,
+        report: TrafficReport::default(),
+    };
+    let email = format!("sleeper-{run}-{n}@example.com");
+    let nickname = format!("s{n}");
+    let (s, v) = c
+        .call("POST", "/api/v1/users", "/api/v1/users", None, Some(json!({"user": {"email": email, "password": "password-traffic", "nickname": nickname}})), &[201])
+        .await;
+    if s != 201 {
+        return c.report;
+    }
+    c.report.writes += 1;
+    let id = v["id"].as_i64().unwrap_or(0);
+    let Some((mut token, _)) = c.log_in(&email).await else {
+        return c.report;
+    };
+    while !*stop.borrow() {
+        let (s, v) = c
+            .call(
+                "GET",
+                "/api/v1/users/me",
+                "/api/v1/users/me",
+                Some(&token),
+                None,
+                &[200],
+            )
+            .await;
+        if s == 401 {
+            c.report.forced_logouts += 1;
+            if let Some((t, _)) = c.log_in(&email).await {
+                token = t;
+            }
+        } else if s == 200 && v["nickname"] != json!(nickname) {
+            c.report.stale_reads += 1;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pace * 4) => {},
+            _ = stop.changed() => {},
+        }
+    }
+    c.report.members.push((id, email, nickname));
+    c.report
+}
+
 impl Traffic {
-    /// Starts the clients; the handle's report is complete once `stop` is set.
+    /// Starts `clients` busy clients and `sleepers` that hold their first session;
+    /// the handle's report is complete once `stop` is set.
     pub fn start(
         base: &str,
         clients: usize,
+        sleepers: usize,
         pace: Duration,
         stop: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<TrafficReport> {
@@ -259,11 +317,15 @@ impl Traffic {
         tokio::spawn(async move {
             let total = Arc::new(Mutex::new(TrafficReport::default()));
             let mut tasks = Vec::new();
-            for n in 0..clients {
+            for n in 0..clients + sleepers {
                 let (base, run, stop, total) =
                     (base.clone(), run.clone(), stop.clone(), Arc::clone(&total));
                 tasks.push(tokio::spawn(async move {
-                    let r = one_client(base, n, run, pace, stop).await;
+                    let r = if n < clients {
+                        one_client(base, n, run, pace, stop).await
+                    } else {
+                        one_sleeper(base, n, run, pace, stop).await
+                    };
                     if let Ok(mut t) = total.lock() {
                         t.merge(r);
                     }

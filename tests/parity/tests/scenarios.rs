@@ -10,7 +10,10 @@ use parity::Scenario;
 use serde_json::Value;
 
 fn scenarios() -> Vec<Scenario> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    // Read at run time: a target directory shared between checkouts may hold a binary
+    // compiled in another one.
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo");
+    let dir = Path::new(&crate_dir).join("scenarios");
     parity::load_dir(&dir).expect("the scenario files are valid")
 }
 

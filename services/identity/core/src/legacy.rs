@@ -5,7 +5,7 @@
 //! the legacy write fails, the request fails and neither side keeps anything. Sessions
 //! exist on both sides: a session ended on one side is refused on the other.
 
-use legacy_db::{LegacyDb, LegacyError, LegacySession, LegacyUser};
+use legacy_db::{LegacyDb, LegacyError, LegacyUser};
 use member_contract::{Errors, Field, Rule, Timestamp};
 
 use crate::{CoreError, Identity};
@@ -112,20 +112,6 @@ impl Identity {
             .inner
             .hasher
             .legacy_bcrypt(&hex, link.bcrypt_cost)
-            .await?)
-    }
-
-    /// The live legacy session of a legacy token (not a JWT), if any.
-    pub(crate) async fn legacy_session(
-        &self,
-        token: &str,
-    ) -> Result<Option<LegacySession>, CoreError> {
-        let Some(link) = self.legacy() else {
-            return Ok(None);
-        };
-        Ok(link
-            .db
-            .live_session_by_token(link.db.pool(), token, self.now())
             .await?)
     }
 }

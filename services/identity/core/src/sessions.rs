@@ -72,26 +72,19 @@ impl Identity {
         self.import_legacy_user(&user).await.map(Some)
     }
 
-    /// Copies one legacy member (the sync would within moments).
+    /// Copies one legacy member as it is now (the sync would within moments).
     async fn import_legacy_user(
         &self,
         user: &legacy_db::LegacyUser,
     ) -> Result<MemberRow, CoreError> {
-        let row = MemberRow {
-            id: user.id,
-            email: user.email.clone(),
-            password_hash: user.password_digest.clone(),
-            nickname: user.nickname.clone(),
-            phone_number: user.phone_number.clone(),
-            profile_image_url: user.profile_image_url.clone(),
-            created_at: user.created_at.as_micros(),
-            updated_at: user.updated_at.as_micros(),
-            deleted_at: user.deleted_at.map(|t| t.as_micros()),
-        };
         let mut tx = self.inner.store.begin().await?;
-        tx.replace_member(&row, &user.password_digest).await?;
-        tx.commit().await?;
-        Ok(row)
+        let (member, changed) = identity_migration::apply_legacy_user(&mut tx, user).await?;
+        if changed {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(member)
     }
 
     /// Email and password to a new session. Unknown email, wrong password and withdrawn
@@ -363,31 +356,48 @@ impl Identity {
         if !current {
             return Err(CoreError::Unauthorized);
         }
-        if let (Some(link), Some(lid)) = (self.legacy(), session.legacy_session_id)
-            && !link.db.session_exists(link.db.pool(), lid, now).await?
-        {
-            return Err(CoreError::Unauthorized);
-        }
+        // While migrating, the legacy's session row must still be there (not ended on
+        // that side), and the member is read as the legacy has it now: a change made
+        // there moments ago (not synced yet) is applied, so that nobody reads their own
+        // profile stale after being moved here.
+        let member = match (self.legacy(), session.legacy_session_id) {
+            (Some(link), Some(lid)) => {
+                let Some(user) = link
+                    .db
+                    .owner_of_live_session(link.db.pool(), lid, now)
+                    .await?
+                else {
+                    return Err(CoreError::Unauthorized);
+                };
+                let member = self.import_legacy_user(&user).await?;
+                if member.is_withdrawn() || member.id != session.member_id {
+                    return Err(CoreError::Unauthorized);
+                }
+                member
+            }
+            _ => member,
+        };
         Ok(Principal { member, session })
     }
 
-    /// A legacy access token, while migrating: its live `sessions` row and member.
+    /// A legacy access token: while migrating, its live `sessions` row and member; after
+    /// the cutover, the session imported from it (until it expires or is refreshed).
     async fn authorize_legacy(&self, token: &str, now: Timestamp) -> Result<Principal, CoreError> {
-        let Some(ls) = self.legacy_session(token).await? else {
+        let Some(link) = self.legacy() else {
+            return self.authorize_imported(token, now).await;
+        };
+        let Some(ls) = link
+            .db
+            .live_session_by_token(link.db.pool(), token, now)
+            .await?
+        else {
             return Err(CoreError::Unauthorized);
         };
-        let member = match self.inner.store.member_by_id(ls.user_id).await? {
-            Some(m) => m,
-            None => {
-                let Some(link) = self.legacy() else {
-                    return Err(CoreError::Unauthorized);
-                };
-                let Some(user) = link.db.user_by_id(link.db.pool(), ls.user_id).await? else {
-                    return Err(CoreError::Unauthorized);
-                };
-                self.import_legacy_user(&user).await?
-            }
+        // The member as the legacy has it now (imported or brought up to date).
+        let Some(user) = link.db.user_by_id(link.db.pool(), ls.user_id).await? else {
+            return Err(CoreError::Unauthorized);
         };
+        let member = self.import_legacy_user(&user).await?;
         if member.is_withdrawn() {
             return Err(CoreError::Unauthorized);
         }
@@ -401,7 +411,30 @@ impl Identity {
             ended_at: None,
             legacy_session_id: Some(ls.id),
         };
-        let _ = now;
+        Ok(Principal { member, session })
+    }
+
+    /// A legacy access token after the cutover: the session imported from it.
+    async fn authorize_imported(
+        &self,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<Principal, CoreError> {
+        let Some((session, member)) = self
+            .inner
+            .store
+            .imported_legacy_session(&hash_refresh_token(token))
+            .await?
+        else {
+            return Err(CoreError::Unauthorized);
+        };
+        let current = !session.is_ended()
+            && session.access_jti == identity_store::IMPORTED_LEGACY_JTI
+            && session.access_expires_at > now.as_micros()
+            && !member.is_withdrawn();
+        if !current {
+            return Err(CoreError::Unauthorized);
+        }
         Ok(Principal { member, session })
     }
 
@@ -432,7 +465,14 @@ impl Identity {
                     .delete_sessions_by_token(&mut **ltx, access_token)
                     .await?;
             }
-            let tx = self.inner.store.begin().await?;
+            // Imported at cutover (also while this replica still writes through).
+            let mut tx = self.inner.store.begin().await?;
+            tx.end_imported_legacy_session(
+                &hash_refresh_token(access_token),
+                "logged out",
+                self.now().as_micros(),
+            )
+            .await?;
             return self.finish_both(legacy, tx, ctx.dry_run).await;
         }
         let Ok(claims) = self.inner.tokens.verify(access_token, i64::MIN) else {

@@ -5,13 +5,15 @@
 
 mod backfill;
 mod convert;
+mod sessions;
 mod sync;
 mod verify;
 
 pub use backfill::{BackfillReport, Progress, backfill};
-pub use convert::legacy_to_member;
+pub use convert::{apply_legacy_user, legacy_to_member};
+pub use sessions::{SessionImport, import_legacy_sessions};
 pub use sync::{SyncReport, Syncer};
-pub use verify::{Deviation, VerifyReport, verify};
+pub use verify::{Deviation, VerifyOptions, VerifyReport, verify, verify_with};
 
 use identity_store::{Store, StoreError};
 use legacy_db::{LegacyDb, LegacyError};
@@ -43,20 +45,45 @@ pub async fn is_cut_over(store: &Store) -> Result<bool, MigrationError> {
     Ok(store.migration_value(keys::CUTOVER_AT).await?.is_some())
 }
 
-/// Ends the migration: refuses unless `verify` finds no deviation, then records the
-/// cutover and moves the id sequence above the legacy's highest id.
-pub async fn cutover(store: &Store, legacy: &LegacyDb) -> Result<VerifyReport, MigrationError> {
-    let report = verify(store, legacy, 10).await?;
+/// Room left above the legacy's highest id at cutover: replicas that have not left the
+/// legacy yet (they do within one sync interval) may still take ids from the legacy's
+/// sequence for sign-ups; the identity service's own ids start above those.
+pub const CUTOVER_ID_MARGIN: i64 = 10_000;
+
+/// What the cutover did.
+#[derive(Debug, Clone)]
+pub struct CutoverReport {
+    pub verify: VerifyReport,
+    pub sessions: SessionImport,
+    /// The first id the identity service allocates from now on.
+    pub next_id: i64,
+}
+
+/// Ends the migration: refuses unless `verify` finds no deviation, imports the legacy's
+/// live sessions (their tokens keep working), moves the id sequence above the legacy's
+/// highest id and records the cutover. Replicas leave the legacy database at their
+/// next sync poll.
+pub async fn cutover(
+    store: &Store,
+    legacy: &LegacyDb,
+    verify_options: &VerifyOptions,
+) -> Result<CutoverReport, MigrationError> {
+    if is_cut_over(store).await? {
+        return Err(MigrationError::Refused(
+            "the migration was cut over already".into(),
+        ));
+    }
+    let report = verify_with(store, legacy, verify_options).await?;
     if !report.is_clean() {
         return Err(MigrationError::Refused(format!(
             "cutover refused: verify found {} deviating member(s) of {} (run `identity migrate verify`)",
             report.deviating_members, report.compared
         )));
     }
+    let sessions = import_legacy_sessions(store, legacy).await?;
     let (_, legacy_max) = legacy.user_stats(legacy.pool()).await?;
-    store
-        .bump_member_sequence(legacy_max.max(store.max_member_id().await?))
-        .await?;
+    let next_id = legacy_max.max(store.max_member_id().await?) + CUTOVER_ID_MARGIN + 1;
+    store.bump_member_sequence(next_id - 1).await?;
     let mut tx = store.begin().await?;
     tx.set_migration_value(
         keys::CUTOVER_AT,
@@ -64,5 +91,23 @@ pub async fn cutover(store: &Store, legacy: &LegacyDb) -> Result<VerifyReport, M
     )
     .await?;
     tx.commit().await?;
-    Ok(report)
+    Ok(CutoverReport {
+        verify: report,
+        sessions,
+        next_id,
+    })
+}
+
+/// What a replica does when it sees the cutover, before it leaves the legacy database:
+/// imports the sessions the legacy created since the cutover's import, and moves the id
+/// sequence above every id taken meanwhile.
+pub async fn leave_legacy(
+    store: &Store,
+    legacy: &LegacyDb,
+) -> Result<SessionImport, MigrationError> {
+    let sessions = import_legacy_sessions(store, legacy).await?;
+    let (_, legacy_max) = legacy.user_stats(legacy.pool()).await?;
+    let highest = legacy_max.max(store.max_member_id().await?);
+    store.bump_member_sequence(highest).await?;
+    Ok(sessions)
 }

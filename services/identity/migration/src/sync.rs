@@ -11,7 +11,7 @@ use identity_store::Store;
 use legacy_db::LegacyDb;
 use member_contract::Timestamp;
 
-use crate::{MigrationError, keys, legacy_to_member};
+use crate::{MigrationError, apply_legacy_user, keys};
 
 /// What one poll did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -67,20 +67,9 @@ impl Syncer {
             for u in &users {
                 report.scanned += 1;
                 newest = newest.max(u.updated_at);
-                let mut target = legacy_to_member(u);
-                let current = tx.member_by_id(u.id).await?;
-                let known_digest = tx.legacy_digest(u.id).await?;
-                if let Some(cur) = &current {
-                    // Same legacy digest: the password did not change there; keep the
-                    // identity service's own (possibly re-hashed) digest.
-                    if known_digest.as_deref() == Some(u.password_digest.as_str()) {
-                        target.password_hash = cur.password_hash.clone();
-                    }
-                    if *cur == target {
-                        continue;
-                    }
+                if !apply_legacy_user(&mut tx, u).await?.1 {
+                    continue;
                 }
-                tx.replace_member(&target, &u.password_digest).await?;
                 report.applied += 1;
                 let lag = Timestamp::now_from_system().as_micros() - u.updated_at.as_micros();
                 report.lags.push(Duration::from_micros(lag.max(0) as u64));
@@ -99,8 +88,9 @@ impl Syncer {
         Ok(report)
     }
 
-    /// Polls every `interval` until `stop` resolves or the cutover is recorded (then
-    /// `on_cutover` is called); failures are logged and retried.
+    /// Polls every `interval` until `stop` resolves or the cutover is recorded: then the
+    /// legacy's newest sessions are imported, the id sequence raised, and `on_cutover`
+    /// called (the replica leaves the legacy). Failures are logged and retried.
     pub async fn run(
         &self,
         interval: Duration,
@@ -110,17 +100,27 @@ impl Syncer {
         tokio::pin!(stop);
         loop {
             if crate::is_cut_over(&self.store).await.unwrap_or(false) {
-                on_cutover();
-                return;
-            }
-            match self.sync_once().await {
-                Ok(r) if r.applied > 0 => tracing::info!(
-                    scanned = r.scanned,
-                    applied = r.applied,
-                    "legacy changes applied"
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "legacy sync failed; retrying"),
+                match crate::leave_legacy(&self.store, &self.legacy).await {
+                    Ok(s) => {
+                        tracing::info!(
+                            imported_sessions = s.imported,
+                            "cut over: leaving the legacy database"
+                        );
+                        on_cutover();
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "leaving the legacy failed; retrying"),
+                }
+            } else {
+                match self.sync_once().await {
+                    Ok(r) if r.applied > 0 => tracing::info!(
+                        scanned = r.scanned,
+                        applied = r.applied,
+                        "legacy changes applied"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "legacy sync failed; retrying"),
+                }
             }
             tokio::select! {
                 () = tokio::time::sleep(interval) => {},

@@ -1,8 +1,14 @@
 //! Verification: every member compared field by field between the two databases, in
 //! id order (a merge of two ordered scans). Deviations are reported by id and field
 //! name, never by value (the report is personal-data free).
+//!
+//! Verify runs on a live system: a member written at the moment of the scan (the legacy
+//! committed, the identity service's commit or the sync's poll still to come) differs
+//! for a moment. Each deviating member is therefore compared again after a pause, a few
+//! times; only what still differs counts, the others are reported as settled.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use identity_store::Store;
 use legacy_db::LegacyDb;
@@ -24,9 +30,36 @@ pub struct VerifyReport {
     /// Members compared (the union of both sides' ids).
     pub compared: u64,
     pub deviating_members: u64,
+    /// Members that differed in the scan and agreed when compared again (written while
+    /// being compared).
+    pub settled: u64,
     /// The first deviations, as examples.
     pub examples: Vec<Deviation>,
 }
+
+/// How verify compares again what differed in the scan.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    pub max_examples: usize,
+    /// Pause before each new comparison of the deviating members (longer than the
+    /// sync's interval).
+    pub settle: Duration,
+    /// How many times they are compared again.
+    pub rounds: u32,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        Self {
+            max_examples: 10,
+            settle: Duration::from_secs(2),
+            rounds: 3,
+        }
+    }
+}
+
+/// At most this many deviating members are compared again (more is no transient).
+const MAX_RECHECKS: usize = 10_000;
 
 impl VerifyReport {
     pub fn is_clean(&self) -> bool {
@@ -42,16 +75,134 @@ impl VerifyReport {
     }
 }
 
+/// Compares every member with the default options and `max_examples` examples.
 pub async fn verify(
     store: &Store,
     legacy: &LegacyDb,
     max_examples: usize,
 ) -> Result<VerifyReport, MigrationError> {
-    let mut report = VerifyReport::default();
-    let record = |report: &mut VerifyReport, d: Deviation| {
-        report.deviating_members += 1;
-        if report.examples.len() < max_examples {
-            report.examples.push(d);
+    verify_with(
+        store,
+        legacy,
+        &VerifyOptions {
+            max_examples,
+            ..VerifyOptions::default()
+        },
+    )
+    .await
+}
+
+/// Compares every member, then compares again what differed.
+pub async fn verify_with(
+    store: &Store,
+    legacy: &LegacyDb,
+    options: &VerifyOptions,
+) -> Result<VerifyReport, MigrationError> {
+    let scanned = scan(store, legacy).await?;
+    let mut report = VerifyReport {
+        compared: scanned.compared,
+        ..VerifyReport::default()
+    };
+    let mut pending = scanned.kept;
+    // Past MAX_RECHECKS the deviations are no transient: reported as found.
+    if !scanned.truncated {
+        for _ in 0..options.rounds {
+            if pending.is_empty() {
+                break;
+            }
+            tokio::time::sleep(options.settle).await;
+            let mut still = Vec::new();
+            for d in pending {
+                match compare_one(store, legacy, d.id).await? {
+                    Some(d) => still.push(d),
+                    None => report.settled += 1,
+                }
+            }
+            pending = still;
+        }
+    }
+    report.deviating_members = scanned.deviating - report.settled;
+    pending.truncate(options.max_examples);
+    report.examples = pending;
+    Ok(report)
+}
+
+/// One member compared again: `None` when both sides agree.
+async fn compare_one(
+    store: &Store,
+    legacy: &LegacyDb,
+    id: i64,
+) -> Result<Option<Deviation>, MigrationError> {
+    let u = legacy.user_by_id(legacy.pool(), id).await?;
+    let m = store.member_by_id(id).await?;
+    let fields = match (u, m) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => vec!["missing in identity"],
+        (None, Some(_)) => vec!["extra in identity"],
+        (Some(u), Some(m)) => {
+            let digests: HashMap<i64, String> = store
+                .legacy_digests_between(id, id)
+                .await?
+                .into_iter()
+                .collect();
+            differing_fields(&u, &m, digests.get(&id).map(String::as_str))
+        }
+    };
+    Ok((!fields.is_empty()).then_some(Deviation { id, fields }))
+}
+
+/// The fields in which the identity service's member differs from the legacy's user.
+fn differing_fields(
+    u: &legacy_db::LegacyUser,
+    m: &identity_store::MemberRow,
+    known_digest: Option<&str>,
+) -> Vec<&'static str> {
+    let want = legacy_to_member(u);
+    let mut fields = Vec::new();
+    let checks: [(&'static str, bool); 7] = [
+        ("email", want.email == m.email),
+        ("nickname", want.nickname == m.nickname),
+        ("phone_number", want.phone_number == m.phone_number),
+        (
+            "profile_image_url",
+            want.profile_image_url == m.profile_image_url,
+        ),
+        ("created_at", want.created_at == m.created_at),
+        ("updated_at", want.updated_at == m.updated_at),
+        ("deleted_at", want.deleted_at == m.deleted_at),
+    ];
+    for (name, ok) in checks {
+        if !ok {
+            fields.push(name);
+        }
+    }
+    // The identity service may hold its own re-hash of the same password; then its
+    // record of the legacy's digest must be the legacy's digest.
+    if known_digest != Some(u.password_digest.as_str()) && m.password_hash != u.password_digest {
+        fields.push("password");
+    }
+    fields
+}
+
+/// What the scan found.
+#[derive(Default)]
+struct Scan {
+    compared: u64,
+    deviating: u64,
+    /// The deviations kept for a second look (at most MAX_RECHECKS).
+    kept: Vec<Deviation>,
+    /// More deviations were found than kept.
+    truncated: bool,
+}
+
+async fn scan(store: &Store, legacy: &LegacyDb) -> Result<Scan, MigrationError> {
+    let mut report = Scan::default();
+    let record = |report: &mut Scan, d: Deviation| {
+        report.deviating += 1;
+        if report.kept.len() < MAX_RECHECKS {
+            report.kept.push(d);
+        } else {
+            report.truncated = true;
         }
     };
     let (mut after_legacy, mut after_identity) = (0i64, 0i64);
@@ -122,32 +273,7 @@ pub async fn verify(
             }
             (Some(u), Some(m)) => {
                 report.compared += 1;
-                let want = legacy_to_member(u);
-                let mut fields = Vec::new();
-                let checks: [(&'static str, bool); 7] = [
-                    ("email", want.email == m.email),
-                    ("nickname", want.nickname == m.nickname),
-                    ("phone_number", want.phone_number == m.phone_number),
-                    (
-                        "profile_image_url",
-                        want.profile_image_url == m.profile_image_url,
-                    ),
-                    ("created_at", want.created_at == m.created_at),
-                    ("updated_at", want.updated_at == m.updated_at),
-                    ("deleted_at", want.deleted_at == m.deleted_at),
-                ];
-                for (name, ok) in checks {
-                    if !ok {
-                        fields.push(name);
-                    }
-                }
-                // The identity service may hold its own re-hash of the same password; then
-                // its record of the legacy's digest must be the legacy's digest.
-                let known = digests.get(&u.id).map(String::as_str);
-                if known != Some(u.password_digest.as_str()) && m.password_hash != u.password_digest
-                {
-                    fields.push("password");
-                }
+                let fields = differing_fields(u, m, digests.get(&u.id).map(String::as_str));
                 if !fields.is_empty() {
                     record(&mut report, Deviation { id: u.id, fields });
                 }

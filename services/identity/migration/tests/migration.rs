@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use identity_migration::{MigrationError, Syncer, backfill, cutover, verify};
+use identity_migration::{MigrationError, Syncer, VerifyOptions, backfill, cutover, verify_with};
 use identity_store::{Store, StoreConfig};
 use legacy_db::{LegacyDb, LegacyUser, NewLegacyUser};
 use member_contract::Timestamp;
@@ -43,6 +43,25 @@ async fn dbs(postgres: bool) -> Dbs {
         legacy,
         _dir: dir,
     }
+}
+
+/// Verify without long pauses: what differs is compared again once, soon.
+fn quick(max_examples: usize) -> VerifyOptions {
+    VerifyOptions {
+        max_examples,
+        settle: Duration::from_millis(50),
+        rounds: 1,
+    }
+}
+
+async fn verify(
+    store: &Store,
+    legacy: &LegacyDb,
+    max_examples: usize,
+) -> identity_migration::VerifyReport {
+    verify_with(store, legacy, &quick(max_examples))
+        .await
+        .unwrap()
 }
 
 const DIGEST: &str = "$2a$04$abcdefghijklmnopqrstuu5Ue2Q8yZ3yqVK3dQy9oQ2m1c7sB1n3bS";
@@ -98,7 +117,7 @@ async fn backfill_is_idempotent_resumable_and_verified(postgres: bool) {
     let report = backfill(&d.store, &d.legacy, &mut ()).await.unwrap();
     assert_eq!(report.resumed_after, 5000);
     assert_eq!(report.copied, 12_345 - 5000);
-    let v = verify(&d.store, &d.legacy, 5).await.unwrap();
+    let v = verify(&d.store, &d.legacy, 5).await;
     assert_eq!(
         (v.compared, v.deviating_members),
         (12_345, 0),
@@ -115,7 +134,7 @@ async fn backfill_is_idempotent_resumable_and_verified(postgres: bool) {
     );
     // Run again: nothing changes.
     backfill(&d.store, &d.legacy, &mut ()).await.unwrap();
-    assert!(verify(&d.store, &d.legacy, 5).await.unwrap().is_clean());
+    assert!(verify(&d.store, &d.legacy, 5).await.is_clean());
 }
 
 async fn sync_applies_changes_even_when_commits_are_out_of_order(postgres: bool) {
@@ -210,7 +229,7 @@ async fn sync_applies_changes_even_when_commits_are_out_of_order(postgres: bool)
             .password_hash
             .starts_with("$2a$04$yyyy")
     );
-    assert!(verify(&d.store, &d.legacy, 5).await.unwrap().is_clean());
+    assert!(verify(&d.store, &d.legacy, 5).await.is_clean());
 }
 
 async fn seed_one(d: &Dbs, email: &str) {
@@ -235,19 +254,19 @@ async fn cutover_needs_a_clean_verify(postgres: bool) {
     u.nickname = "drifted".into();
     u.updated_at = Timestamp::now_from_system();
     d.legacy.update_profile(d.legacy.pool(), &u).await.unwrap();
-    let v = verify(&d.store, &d.legacy, 5).await.unwrap();
+    let v = verify(&d.store, &d.legacy, 5).await;
     assert_eq!(v.deviating_members, 1);
     assert_eq!(v.examples[0].id, 2);
     assert_eq!(v.examples[0].fields, vec!["nickname", "updated_at"]);
     assert!(matches!(
-        cutover(&d.store, &d.legacy).await,
+        cutover(&d.store, &d.legacy, &quick(5)).await,
         Err(MigrationError::Refused(_))
     ));
     Syncer::new(d.store.clone(), d.legacy.clone(), Duration::from_secs(30))
         .sync_once()
         .await
         .unwrap();
-    cutover(&d.store, &d.legacy).await.unwrap();
+    cutover(&d.store, &d.legacy, &quick(5)).await.unwrap();
     assert!(identity_migration::is_cut_over(&d.store).await.unwrap());
 }
 
@@ -269,3 +288,37 @@ macro_rules! both {
 both!(backfill_is_idempotent_resumable_and_verified);
 both!(sync_applies_changes_even_when_commits_are_out_of_order);
 both!(cutover_needs_a_clean_verify);
+both!(verify_compares_again_what_changed_while_it_compared);
+
+/// A change the sync applies while verify runs: seen in the scan, equal when compared
+/// again, reported as settled and not as a deviation.
+async fn verify_compares_again_what_changed_while_it_compared(postgres: bool) {
+    let d = dbs(postgres).await;
+    seed(&d, 20).await;
+    backfill(&d.store, &d.legacy, &mut ()).await.unwrap();
+    let mut u = user(&d, 7).await;
+    u.nickname = "moving".into();
+    u.updated_at = Timestamp::now_from_system();
+    d.legacy.update_profile(d.legacy.pool(), &u).await.unwrap();
+    let syncer = Syncer::new(d.store.clone(), d.legacy.clone(), Duration::from_secs(30));
+    let options = VerifyOptions {
+        max_examples: 5,
+        settle: Duration::from_millis(600),
+        rounds: 2,
+    };
+    let (report, _) = tokio::join!(verify_with(&d.store, &d.legacy, &options), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        syncer.sync_once().await.unwrap()
+    });
+    let report = report.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!((report.compared, report.settled), (20, 1));
+    // Without the sync, the same change stays a deviation after every new comparison.
+    let mut u = user(&d, 8).await;
+    u.nickname = "stuck".into();
+    u.updated_at = Timestamp::now_from_system();
+    d.legacy.update_profile(d.legacy.pool(), &u).await.unwrap();
+    let report = verify_with(&d.store, &d.legacy, &options).await.unwrap();
+    assert_eq!((report.deviating_members, report.settled), (1, 0));
+    assert_eq!(report.examples[0].id, 8);
+}

@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::Context;
-use identity_migration::{Progress, backfill, cutover, verify};
+use identity_migration::{Progress, VerifyOptions, backfill, cutover, verify};
 use identity_store::{Store, StoreConfig};
 use legacy_db::LegacyDb;
 
@@ -79,10 +79,18 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<bool> {
         MigrateStep::Verify => {
             let report = verify(&store, &legacy, 20).await?;
             println!(
-                "verify: {} members compared, {} deviating, agreement {:.4}%",
+                "verify: {} members compared, {} deviating, agreement {:.4}%{}",
                 report.compared,
                 report.deviating_members,
-                report.agreement_percent()
+                report.agreement_percent(),
+                if report.settled > 0 {
+                    format!(
+                        " ({} changed while compared, equal when compared again)",
+                        report.settled
+                    )
+                } else {
+                    String::new()
+                }
             );
             for d in &report.examples {
                 println!("  member {}: {}", d.id, d.fields.join(", "));
@@ -90,10 +98,10 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<bool> {
             Ok(report.is_clean())
         }
         MigrateStep::Cutover => {
-            let report = cutover(&store, &legacy).await?;
+            let report = cutover(&store, &legacy, &VerifyOptions::default()).await?;
             println!(
-                "cutover: done ({} members verified); sync and write-through are off from now on",
-                report.compared
+                "cutover: done ({} members verified, {} live legacy sessions imported); sync and write-through end at each replica's next poll; new ids start at {}",
+                report.verify.compared, report.sessions.imported, report.next_id
             );
             Ok(true)
         }

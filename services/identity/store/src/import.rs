@@ -64,15 +64,17 @@ impl Store {
     }
 
     /// Makes the next allocated member id greater than `id` (after ids came from the
-    /// legacy's sequence).
+    /// legacy's sequence); never lowers it.
     pub async fn bump_member_sequence(&self, id: i64) -> Result<(), StoreError> {
         match self.backend() {
             Backend::Postgres => {
-                let sql = format!(
-                    "ALTER TABLE members ALTER COLUMN id RESTART WITH {}",
-                    id.max(0) + 1
-                );
-                sqlx::query(AssertSqlSafe(sql)).execute(self.pool()).await?;
+                // Only ever raised: nextval takes one id (a gap of one), never gives back.
+                sqlx::query(
+                    "SELECT setval(seq, GREATEST($1, nextval(seq))) FROM pg_get_serial_sequence('members', 'id') AS seq",
+                )
+                .bind(id.max(1))
+                .execute(self.pool())
+                .await?;
             }
             Backend::Sqlite => {
                 // AUTOINCREMENT keeps the highest id ever inserted in sqlite_sequence.

@@ -21,6 +21,7 @@ use sqlx::{Any, AnyPool, Executor};
 
 pub use members::{NewMember, ProfileUpdate};
 pub use rows::{MemberRow, RefreshRow, SessionRow};
+pub use sessions::IMPORTED_LEGACY_JTI;
 
 /// Which database engine is behind the URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,6 +28,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_legacy_sessions.sql"),
         postgres: include_str!("../migrations/postgres/0003_legacy_sessions.sql"),
     },
+    Migration {
+        version: 4,
+        sqlite: include_str!("../migrations/sqlite/0004_imported_legacy_sessions.sql"),
+        postgres: include_str!("../migrations/postgres/0004_imported_legacy_sessions.sql"),
+    },
 ];
 
 /// Arbitrary constant naming our advisory lock.

@@ -20,7 +20,35 @@ const REFRESH_WITH_SESSION: &str = concat!(
     " FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.token_hash = $1"
 );
 
+const IMPORTED_WITH_MEMBER: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    ", ",
+    member_columns!(),
+    " FROM sessions s JOIN members m ON m.id = s.member_id WHERE s.legacy_access_hash = $1"
+);
+
+/// The `access_jti` of a session imported from the legacy at cutover, as long as its
+/// legacy access token is the current one (a refresh replaces it with a JWT's `jti`).
+pub const IMPORTED_LEGACY_JTI: &str = "legacy";
+
 impl Store {
+    /// The session imported at cutover whose legacy access token hashes to `hash`, and
+    /// its member, whatever their state.
+    pub async fn imported_legacy_session(
+        &self,
+        access_hash: &str,
+    ) -> Result<Option<(SessionRow, MemberRow)>, StoreError> {
+        let row = sqlx::query(IMPORTED_WITH_MEMBER)
+            .bind(access_hash)
+            .fetch_optional(self.pool())
+            .await?;
+        match row {
+            Some(r) => Ok(Some((SessionRow::from_row(&r)?, MemberRow::from_row(&r)?))),
+            None => Ok(None),
+        }
+    }
+
     /// A session and its member, whatever their state (the caller decides).
     pub async fn session_with_member(
         &self,
@@ -138,6 +166,58 @@ impl Tx {
             .await?;
         self.insert_refresh(new_hash, session_id, now).await?;
         Ok(true)
+    }
+
+    /// Imports a live legacy session (at cutover): its access token is then accepted by
+    /// hash as long as `access_jti` is [`IMPORTED_LEGACY_JTI`], its refresh token like
+    /// ours. Returns false when the legacy session is already known here (imported
+    /// before, or one of ours written through).
+    pub async fn import_legacy_session(
+        &mut self,
+        s: &SessionRow,
+        access_hash: &str,
+        refresh_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO sessions (id, member_id, access_jti, created_at, access_expires_at, refresh_expires_at, legacy_session_id, legacy_access_hash) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+             WHERE NOT EXISTS (SELECT 1 FROM sessions WHERE id = $1 OR legacy_session_id = $7 OR legacy_access_hash = $8)",
+        )
+        .bind(&s.id)
+        .bind(s.member_id)
+        .bind(&s.access_jti)
+        .bind(s.created_at)
+        .bind(s.access_expires_at)
+        .bind(s.refresh_expires_at)
+        .bind(s.legacy_session_id)
+        .bind(access_hash)
+        .execute(self.conn())
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        self.insert_refresh(refresh_hash, &s.id, s.created_at)
+            .await?;
+        Ok(true)
+    }
+
+    /// Ends the imported session of a legacy access token (log-out; idempotent).
+    pub async fn end_imported_legacy_session(
+        &mut self,
+        access_hash: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sessions SET ended_at = $1, end_reason = $2 WHERE legacy_access_hash = $3 AND access_jti = $4 AND ended_at IS NULL",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(access_hash)
+        .bind(IMPORTED_LEGACY_JTI)
+        .execute(self.conn())
+        .await?;
+        Ok(())
     }
 
     /// Records the session's row in the legacy's `sessions` table.

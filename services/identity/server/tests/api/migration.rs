@@ -8,6 +8,7 @@ use crate::support::{Db, TestApp, spawn_in};
 
 struct Legacy {
     url: String,
+    db_url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -34,6 +35,7 @@ async fn legacy(db_url: &str) -> Legacy {
     });
     Legacy {
         url,
+        db_url: db_url.to_owned(),
         stop: Some(tx),
     }
 }
@@ -58,6 +60,10 @@ async fn call(
 }
 
 async fn setup() -> (TestApp, Legacy) {
+    setup_with_sync_interval_ms("100").await
+}
+
+async fn setup_with_sync_interval_ms(interval: &str) -> (TestApp, Legacy) {
     let dir = tempfile::tempdir().unwrap();
     let legacy_url = format!(
         "sqlite://{}?mode=rwc",
@@ -73,7 +79,7 @@ async fn setup() -> (TestApp, Legacy) {
             "--legacy-bcrypt-cost",
             "4",
             "--sync-interval-ms",
-            "100",
+            interval,
         ],
     )
     .await;
@@ -376,6 +382,186 @@ async fn writes_go_through_and_sessions_work_on_both_sides() {
         .0,
         401
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_read_their_own_profile_as_the_legacy_has_it() {
+    // A sync that does not come in this test's time: what is seen is read-through.
+    let (app, legacy) = setup_with_sync_interval_ms("600000").await;
+    let c = &app.client;
+    let (s, _) = call(c, "POST", app.url("/api/v1/users"), None, Some(json!({"user": {"email": "fresh@example.com", "password": "password123", "nickname": "before"}}))).await;
+    assert_eq!(s, 201);
+    let login = json!({"email": "fresh@example.com", "password": "password123"});
+    let (_, ours) = call(
+        c,
+        "POST",
+        app.url("/api/v1/sessions"),
+        None,
+        Some(login.clone()),
+    )
+    .await;
+    let (_, theirs) = call(
+        c,
+        "POST",
+        format!("{}/api/v1/sessions", legacy.url),
+        None,
+        Some(login),
+    )
+    .await;
+    let (ours, theirs) = (
+        ours["token"].as_str().unwrap().to_owned(),
+        theirs["token"].as_str().unwrap().to_owned(),
+    );
+    // The member changes the profile on the legacy (still routed there)...
+    let (s, _) = call(
+        c,
+        "PATCH",
+        format!("{}/api/v1/users/me", legacy.url),
+        Some(&theirs),
+        Some(json!({"user": {"nickname": "after"}})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    // ... and, moved here at once, reads it with either token.
+    for token in [&ours, &theirs] {
+        let (s, me) = call(c, "GET", app.url("/api/v1/users/me"), Some(token), None).await;
+        assert_eq!((s, me["nickname"].clone()), (200, json!("after")));
+    }
+    // A withdrawal there ends both sessions here at once.
+    assert_eq!(
+        call(
+            c,
+            "DELETE",
+            format!("{}/api/v1/users/me", legacy.url),
+            Some(&theirs),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        call(c, "GET", app.url("/api/v1/users/me"), Some(&ours), None)
+            .await
+            .0,
+        401
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_sessions_outlive_the_cutover() {
+    let (app, legacy) = setup().await;
+    let c = &app.client;
+    // Two apps logged in on the legacy, before they were ever routed here.
+    let mut sessions = Vec::new();
+    for n in 0..3 {
+        let email = format!("kept{n}@example.com");
+        let (s, _) = call(c, "POST", format!("{}/api/v1/users", legacy.url), None, Some(json!({"user": {"email": email, "password": "password123", "nickname": format!("kept{n}")}}))).await;
+        assert_eq!(s, 201);
+        let (s, v) = call(
+            c,
+            "POST",
+            format!("{}/api/v1/sessions", legacy.url),
+            None,
+            Some(json!({"email": email, "password": "password123"})),
+        )
+        .await;
+        assert_eq!(s, 201);
+        sessions.push((
+            v["token"].as_str().unwrap().to_owned(),
+            v["refresh_token"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let me = |token: String| {
+        let c = c.clone();
+        let url = app.url("/api/v1/users/me");
+        async move { call(&c, "GET", url, Some(&token), None).await.0 }
+    };
+    assert_eq!(me(sessions[0].0.clone()).await, 200);
+
+    // The cutover (once the sync has every member) imports the live legacy sessions.
+    let store = identity_store::Store::connect(&app.database_url, &Default::default())
+        .await
+        .unwrap();
+    let legacy_db = legacy_db::LegacyDb::connect(&legacy.db_url, 2)
+        .await
+        .unwrap();
+    let quick = identity_migration::VerifyOptions {
+        settle: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    let report = identity_migration::cutover(&store, &legacy_db, &quick)
+        .await
+        .unwrap();
+    assert_eq!(report.sessions.imported, 3, "{:?}", report.sessions);
+    assert!(matches!(
+        identity_migration::cutover(&store, &legacy_db, &quick).await,
+        Err(identity_migration::MigrationError::Refused(_))
+    ));
+    // The service leaves the legacy at its next poll: a sign-up no longer reaches it,
+    // and takes an id above the legacy's highest.
+    let mut left = false;
+    for n in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let (s, v) = call(c, "POST", app.url("/api/v1/users"), None, Some(json!({"user": {"email": format!("after{n}@example.com"), "password": "password123", "nickname": "after"}}))).await;
+        assert_eq!(s, 201);
+        let id = v["id"].as_i64().unwrap();
+        let (s, _) = call(
+            c,
+            "GET",
+            format!("{}/api/v1/users/{id}", legacy.url),
+            None,
+            None,
+        )
+        .await;
+        if s == 404 {
+            assert!(id >= report.next_id, "{id} < {}", report.next_id);
+            left = true;
+            break;
+        }
+    }
+    assert!(left, "the service left the legacy after the cutover");
+
+    // The legacy's tokens still work here: no forced log-out.
+    assert_eq!(me(sessions[0].0.clone()).await, 200);
+    assert_eq!(me(sessions[1].0.clone()).await, 200);
+    // A log-out with a legacy token ends that session.
+    assert_eq!(
+        call(
+            c,
+            "DELETE",
+            app.url("/api/v1/sessions"),
+            Some(&sessions[1].0),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(me(sessions[1].0.clone()).await, 401);
+    // A legacy refresh token is rotated into a session of ours; the old pair ends.
+    let (s, v) = call(
+        c,
+        "POST",
+        app.url("/api/v1/sessions/refresh"),
+        None,
+        Some(json!({"refresh_token": sessions[2].1})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    assert_eq!(me(v["token"].as_str().unwrap().to_owned()).await, 200);
+    assert_eq!(me(sessions[2].0.clone()).await, 401);
+    let (s, _) = call(
+        c,
+        "POST",
+        app.url("/api/v1/sessions/refresh"),
+        None,
+        Some(json!({"refresh_token": sessions[2].1})),
+    )
+    .await;
+    assert_eq!(s, 401);
+    // Unknown legacy-looking tokens are refused.
+    assert_eq!(me("123456789ABCDEFGHJKLMNPQ".into()).await, 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@ pub struct TestApp {
     pub http: SocketAddr,
     pub grpc: SocketAddr,
     pub client: reqwest::Client,
+    pub database_url: String,
     _dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
 }
@@ -82,6 +83,7 @@ pub async fn spawn_in(db: Db, dir: tempfile::TempDir, extra: &[&str]) -> TestApp
     TestApp {
         http,
         grpc,
+        database_url: database_url.clone(),
         client: reqwest::Client::new(),
         _dir: dir,
         stop: Some(tx),

@@ -1,0 +1,245 @@
+//! A whole rollout rehearsed on a running stack, under client traffic that never pauses:
+//! 0% with shadowing, 1%, 25%, 100%, an operator's abort back to 0%, 100% again, verify,
+//! cutover, and a last phase on the identity service alone. The report says what the
+//! clients saw and what the proxy compared; `problems` lists every way it went wrong
+//! (lost writes, unexpected answers, forced log-outs, stale reads of one's own profile,
+//! a verify that is not clean).
+
+use std::time::{Duration, Instant};
+
+use crate::{Stack, Traffic, TrafficReport};
+
+/// How long and how hard.
+#[derive(Debug, Clone)]
+pub struct RehearsalOptions {
+    /// How long each step runs under traffic.
+    pub phase: Duration,
+    /// Busy clients (sign up, read, write, refresh, log out and in).
+    pub clients: usize,
+    /// Clients that keep their first session (a legacy token) to the end.
+    pub sleepers: usize,
+    /// Pause between two requests of one client.
+    pub pace: Duration,
+    /// How verify compares again what changed while it compared.
+    pub verify: identity_migration::VerifyOptions,
+}
+
+impl Default for RehearsalOptions {
+    fn default() -> Self {
+        Self {
+            phase: Duration::from_millis(2500),
+            clients: 6,
+            sleepers: 2,
+            pace: Duration::from_millis(15),
+            verify: identity_migration::VerifyOptions {
+                settle: Duration::from_millis(700),
+                ..identity_migration::VerifyOptions::default()
+            },
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, Default)]
+pub struct RehearsalReport {
+    /// Each step and when it was done, from the start.
+    pub steps: Vec<(Duration, String)>,
+    pub traffic: TrafficReport,
+    /// The proxy's comparisons by route, kind and result (from its metrics).
+    pub comparisons: Vec<(String, u64)>,
+    pub verify: identity_migration::VerifyReport,
+    /// Live legacy sessions imported at cutover.
+    pub imported_sessions: u64,
+    /// Clients whose last acknowledged write the identity service does not hold, or
+    /// (for writes before the cutover) the legacy does not hold.
+    pub lost_writes: Vec<String>,
+}
+
+impl RehearsalReport {
+    /// Everything that went wrong; empty when the rehearsal passed.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.traffic.requests < 100 {
+            p.push(format!(
+                "too little traffic: {} requests",
+                self.traffic.requests
+            ));
+        }
+        if self.traffic.unexpected > 0 {
+            p.push(format!(
+                "{} unexpected answers, e.g. {:?}",
+                self.traffic.unexpected, self.traffic.examples
+            ));
+        }
+        if self.traffic.forced_logouts > 0 {
+            p.push(format!("{} forced log-outs", self.traffic.forced_logouts));
+        }
+        if self.traffic.stale_reads > 0 {
+            p.push(format!(
+                "{} reads of the client's own profile missed its last write",
+                self.traffic.stale_reads
+            ));
+        }
+        if !self.verify.is_clean() {
+            p.push(format!(
+                "verify: {} deviating members, e.g. {:?}",
+                self.verify.deviating_members, self.verify.examples
+            ));
+        }
+        p.extend(self.lost_writes.iter().cloned());
+        p
+    }
+
+    /// A human summary.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        for (at, step) in &self.steps {
+            out.push_str(&format!("{:>6.1}s  {step}\n", at.as_secs_f64()));
+        }
+        let t = &self.traffic;
+        out.push_str(&format!(
+            "clients: {} requests {:?}, {} acknowledged writes, {} unexpected answers, {} forced log-outs, {} stale reads, {} lost writes\n",
+            t.requests,
+            t.by_status,
+            t.writes,
+            t.unexpected,
+            t.forced_logouts,
+            t.stale_reads,
+            self.lost_writes.len()
+        ));
+        out.push_str(&format!(
+            "verify at cutover: {} members compared, {} deviating, {} changed while compared; {} live legacy sessions imported\n",
+            self.verify.compared,
+            self.verify.deviating_members,
+            self.verify.settled,
+            self.imported_sessions
+        ));
+        out.push_str("proxy comparisons:\n");
+        for (labels, n) in &self.comparisons {
+            out.push_str(&format!("  {labels} {n}\n"));
+        }
+        out
+    }
+}
+
+const ROUTES: [&str; 3] = ["sessions", "users-read", "users-write"];
+
+/// Runs the rehearsal on `stack` (which should start at 0%).
+pub async fn rehearse(stack: &Stack, o: &RehearsalOptions) -> anyhow::Result<RehearsalReport> {
+    let started = Instant::now();
+    let mut report = RehearsalReport::default();
+    let step = |report: &mut RehearsalReport, what: String| {
+        tracing::info!(step = %what, "rehearsal");
+        report.steps.push((started.elapsed(), what));
+    };
+    let store = identity_store::Store::connect(
+        &stack.identity_database_url,
+        &identity_store::StoreConfig::default(),
+    )
+    .await?;
+    let legacy = legacy_db::LegacyDb::connect(&stack.legacy_database_url, 2).await?;
+
+    stack.set_weight(0).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let traffic = Traffic::start(
+        &format!("http://{}", stack.proxy),
+        o.clients,
+        o.sleepers,
+        o.pace,
+        stop_rx,
+    );
+    step(
+        &mut report,
+        "0%: the legacy serves everyone, every answer shadowed".into(),
+    );
+    tokio::time::sleep(o.phase).await;
+    for percent in [1, 25, 100] {
+        stack.set_weight(percent).await?;
+        step(&mut report, format!("{percent}% to the identity service"));
+        tokio::time::sleep(o.phase).await;
+    }
+    for route in ROUTES {
+        let code = stack
+            .admin("POST", &format!("/admin/routes/{route}/abort"))
+            .await?;
+        anyhow::ensure!(code == 200, "abort of {route}: {code}");
+    }
+    anyhow::ensure!(
+        stack.shares().await?.iter().all(|s| *s == 0.0),
+        "an abort did not bring every user back to the legacy"
+    );
+    step(&mut report, "abort: every route back to 0%".into());
+    tokio::time::sleep(o.phase).await;
+    for route in ROUTES {
+        let code = stack
+            .admin("POST", &format!("/admin/routes/{route}/resume"))
+            .await?;
+        anyhow::ensure!(code == 200, "resume of {route}: {code}");
+    }
+    anyhow::ensure!(
+        stack.shares().await?.iter().all(|s| *s == 100.0),
+        "a resume did not bring back 100%"
+    );
+    step(&mut report, "resume: 100% again".into());
+    tokio::time::sleep(o.phase).await;
+
+    let cut = identity_migration::cutover(&store, &legacy, &o.verify).await;
+    let cut = match cut {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = stop_tx.send(true);
+            let _ = traffic.await;
+            return Err(e.into());
+        }
+    };
+    report.verify = cut.verify;
+    report.imported_sessions = cut.sessions.imported;
+    step(
+        &mut report,
+        format!(
+            "verify clean, cutover (new ids from {}); traffic goes on",
+            cut.next_id
+        ),
+    );
+    stack.route_cut_over().await?;
+    step(
+        &mut report,
+        "the identity service alone, nothing replayed to the legacy".into(),
+    );
+    tokio::time::sleep(o.phase).await;
+    let _ = stop_tx.send(true);
+    report.traffic = traffic.await?;
+    step(&mut report, "traffic stopped".into());
+
+    // Lost writes: each client's last acknowledged nickname is the identity service's;
+    // the legacy holds every client (all signed up before the cutover).
+    for (id, _, nickname) in &report.traffic.members {
+        match store.member_by_id(*id).await? {
+            Some(m) if &m.nickname == nickname => {}
+            Some(_) => report.lost_writes.push(format!(
+                "member {id}: the identity service lost the last write"
+            )),
+            None => report
+                .lost_writes
+                .push(format!("member {id}: missing in the identity service")),
+        }
+        if legacy.user_by_id(legacy.pool(), *id).await?.is_none() {
+            report
+                .lost_writes
+                .push(format!("member {id}: missing in the legacy"));
+        }
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", stack.admin))
+        .await?
+        .text()
+        .await?;
+    report.comparisons = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("proxy_comparisons_total"))
+        .filter_map(|l| {
+            let (labels, n) = l.rsplit_once(' ')?;
+            Some((labels.to_owned(), n.parse::<f64>().ok()? as u64))
+        })
+        .collect();
+    Ok(report)
+}
