@@ -7,7 +7,9 @@ use identity_store::{Store, StoreConfig};
 use legacy_db::{Backend, LegacyDb};
 use sqlx::AssertSqlSafe;
 
-async fn seed(legacy: &LegacyDb, n: i64) -> anyhow::Result<()> {
+/// Members created and last changed a day ago (outside the sync's look-back, as most
+/// members of a real legacy are).
+pub(crate) async fn seed(legacy: &LegacyDb, n: i64) -> anyhow::Result<()> {
     let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
         .fetch_one(legacy.pool())
         .await?;
@@ -20,7 +22,7 @@ async fn seed(legacy: &LegacyDb, n: i64) -> anyhow::Result<()> {
             "INSERT INTO users (email, password_digest, nickname, phone_number, created_at, updated_at) \
              SELECT 'bench' || g || '@example.com', '{digest}', 'member' || g, \
              CASE WHEN g % 3 = 0 THEN '+8210' || lpad(g::text, 8, '0') END, \
-             now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC' FROM generate_series({}, {n}) g",
+             now() AT TIME ZONE 'UTC' - interval '1 day', now() AT TIME ZONE 'UTC' - interval '1 day' FROM generate_series({}, {n}) g",
             existing + 1
         ),
         Backend::Sqlite => format!(
@@ -28,7 +30,7 @@ async fn seed(legacy: &LegacyDb, n: i64) -> anyhow::Result<()> {
              INSERT INTO users (email, password_digest, nickname, phone_number, created_at, updated_at) \
              SELECT 'bench' || i || '@example.com', '{digest}', 'member' || i, \
              CASE WHEN i % 3 = 0 THEN '+8210' || substr('00000000' || i, -8) END, \
-             strftime('%Y-%m-%d %H:%M:%f', 'now'), strftime('%Y-%m-%d %H:%M:%f', 'now') FROM g",
+             strftime('%Y-%m-%d %H:%M:%f', 'now', '-1 day'), strftime('%Y-%m-%d %H:%M:%f', 'now', '-1 day') FROM g",
             existing + 1
         ),
     };

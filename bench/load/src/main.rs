@@ -4,10 +4,13 @@
 //! - `argon2`: the raw argon2id hash rate with the service's parameters, all cores;
 //! - `login`: log-ins per second through the REST API (the goal: ≥ 0.9 × raw rate);
 //! - `grpc`: `GetMember`, `BatchGetMembers` of 100 and `VerifyAccessToken`:
-//!   throughput and latency percentiles.
+//!   throughput and latency percentiles;
+//! - `backfill`: the backfill against a plain read of the same rows;
+//! - `sync-lag`: how long legacy changes take to reach the identity database.
 
 mod backfill;
 mod stats;
+mod sync_lag;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,6 +60,26 @@ enum Cmd {
         #[arg(long, default_value_t = 1_000_000)]
         members: i64,
     },
+    /// The continuous sync's lag: legacy changes at `--rate` per second, each timed
+    /// until the identity database shows it, beside changes made there directly.
+    SyncLag {
+        #[arg(long)]
+        legacy_url: String,
+        #[arg(long)]
+        identity_url: String,
+        #[arg(long, default_value_t = 100_000)]
+        members: i64,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        rate: u32,
+        /// The sync's poll interval (`identity serve --sync-interval-ms`).
+        #[arg(long, default_value_t = 500)]
+        interval_ms: u64,
+        /// The sync's look-back (`identity serve --sync-lookback-secs`).
+        #[arg(long, default_value_t = 30)]
+        lookback_secs: u64,
+    },
     /// gRPC reads and introspection.
     Grpc {
         #[arg(long)]
@@ -72,6 +95,12 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     match Cli::parse().command {
         Cmd::Argon2 { seconds } => argon2(seconds).await,
         Cmd::Backfill {
@@ -79,6 +108,28 @@ async fn main() -> anyhow::Result<()> {
             identity_url,
             members,
         } => backfill::run(&legacy_url, &identity_url, members).await,
+        Cmd::SyncLag {
+            legacy_url,
+            identity_url,
+            members,
+            seconds,
+            rate,
+            interval_ms,
+            lookback_secs,
+        } => {
+            sync_lag::run(
+                &legacy_url,
+                &identity_url,
+                &sync_lag::Options {
+                    members,
+                    seconds,
+                    rate,
+                    interval: Duration::from_millis(interval_ms),
+                    lookback: Duration::from_secs(lookback_secs),
+                },
+            )
+            .await
+        }
         Cmd::Login {
             base_url,
             seconds,

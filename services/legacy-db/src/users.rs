@@ -118,32 +118,24 @@ impl LegacyDb {
         rows.iter().map(LegacyUser::from_row).collect()
     }
 
-    /// Users changed at or after `since` (by `updated_at`), ordered by (`updated_at`,
-    /// `id`) after the position `after` (exclusive), at most `limit`.
-    pub async fn users_changed_since<'c, E: Executor<'c, Database = Any>>(
+    /// Every user whose `updated_at` is at or after `since`, in no particular order,
+    /// as one streamed query (a range of the `updated_at` index; no sort, which a
+    /// window of many rows with one `updated_at`, as a bulk update leaves, would make
+    /// costly per page).
+    pub fn users_changed_since(
         &self,
-        ex: E,
         since: Timestamp,
-        after: Option<(Timestamp, i64)>,
-        limit: i64,
-    ) -> Result<Vec<LegacyUser>, LegacyError> {
-        let (from_ts, from_id) = after.unwrap_or((since, 0));
+    ) -> impl futures_util::Stream<Item = Result<LegacyUser, LegacyError>> + '_ {
+        use futures_util::StreamExt;
         let sql = format!(
-            "SELECT {} FROM users WHERE updated_at >= {} AND (updated_at > {} OR (updated_at = {} AND id > $3)) \
-             ORDER BY updated_at, id LIMIT $4",
+            "SELECT {} FROM users WHERE users.updated_at >= {}",
             self.user_columns(),
             self.ts_param(1),
-            self.ts_param(2),
-            self.ts_param(2),
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
+        sqlx::query(AssertSqlSafe(sql))
             .bind(since.to_db_text())
-            .bind(from_ts.to_db_text())
-            .bind(from_id)
-            .bind(limit)
-            .fetch_all(ex)
-            .await?;
-        rows.iter().map(LegacyUser::from_row).collect()
+            .fetch(&self.pool)
+            .map(|row| LegacyUser::from_row(&row?))
     }
 
     /// The number of users and the highest id.

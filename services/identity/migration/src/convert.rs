@@ -18,23 +18,43 @@ pub fn legacy_to_member(u: &LegacyUser) -> MemberRow {
     }
 }
 
-/// Makes the identity service's member what the legacy's row says (the legacy is the
-/// system of record until cutover), unless they already agree. While the legacy's
-/// digest is the one last seen, the identity service's own (possibly re-hashed)
-/// password hash is kept. Returns the member as it now is, and whether it changed.
+/// What the identity service's member must become so that it is what the legacy's row
+/// says (the legacy is the system of record until cutover); `None` when they agree.
+/// `current` is the member as it is and the legacy digest last imported for it: while
+/// the legacy's digest is still that one, the identity service's own (possibly
+/// re-hashed) password hash is kept.
+pub fn target_for(
+    u: &LegacyUser,
+    current: Option<(&MemberRow, Option<&str>)>,
+) -> Option<MemberRow> {
+    let mut target = legacy_to_member(u);
+    if let Some((member, known_digest)) = current {
+        if known_digest == Some(u.password_digest.as_str()) {
+            target.password_hash = member.password_hash.clone();
+        }
+        if *member == target {
+            return None;
+        }
+    }
+    Some(target)
+}
+
+/// Applies one legacy row (see [`target_for`]). Returns the member as it now is, and
+/// whether it changed.
 pub async fn apply_legacy_user(
     tx: &mut Tx,
     u: &LegacyUser,
 ) -> Result<(MemberRow, bool), StoreError> {
-    let mut target = legacy_to_member(u);
-    if let Some(current) = tx.member_by_id(u.id).await? {
-        if tx.legacy_digest(u.id).await?.as_deref() == Some(u.password_digest.as_str()) {
-            target.password_hash = current.password_hash.clone();
-        }
-        if current == target {
-            return Ok((current, false));
+    let current = tx.member_by_id(u.id).await?;
+    let known = match &current {
+        Some(_) => tx.legacy_digest(u.id).await?,
+        None => None,
+    };
+    match target_for(u, current.as_ref().map(|m| (m, known.as_deref()))) {
+        None => Ok((current.unwrap_or_else(|| legacy_to_member(u)), false)),
+        Some(target) => {
+            tx.replace_member(&target, &u.password_digest).await?;
+            Ok((target, true))
         }
     }
-    tx.replace_member(&target, &u.password_digest).await?;
-    Ok((target, true))
 }

@@ -322,3 +322,59 @@ async fn verify_compares_again_what_changed_while_it_compared(postgres: bool) {
     assert_eq!((report.deviating_members, report.settled), (1, 0));
     assert_eq!(report.examples[0].id, 8);
 }
+
+/// Replicas sharing a PostgreSQL database: one syncs at a time; when it stops, another
+/// takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_syncs_at_a_time() {
+    let d = dbs(true).await;
+    seed(&d, 5).await;
+    backfill(&d.store, &d.legacy, &mut ()).await.unwrap();
+    // Another replica leads.
+    let other = d
+        .store
+        .try_lead(identity_migration::SYNC_LEAD_KEY)
+        .await
+        .unwrap()
+        .expect("free at first");
+    assert!(
+        d.store
+            .try_lead(identity_migration::SYNC_LEAD_KEY)
+            .await
+            .unwrap()
+            .is_none(),
+        "held by the other replica"
+    );
+    let syncer = Syncer::new(d.store.clone(), d.legacy.clone(), Duration::from_secs(30));
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(async move {
+        syncer
+            .run(
+                Duration::from_millis(50),
+                async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                },
+                || {},
+            )
+            .await;
+    });
+    let mut u = user(&d, 3).await;
+    u.nickname = "led".into();
+    u.updated_at = Timestamp::now_from_system();
+    d.legacy.update_profile(d.legacy.pool(), &u).await.unwrap();
+    let nickname = || async { d.store.member_by_id(3).await.unwrap().unwrap().nickname };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(nickname().await, "member3", "this replica does not sync");
+    other.release().await;
+    let mut seen = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if nickname().await == "led" {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "this replica took over");
+    let _ = stop_tx.send(true);
+    running.await.unwrap();
+}

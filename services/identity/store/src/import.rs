@@ -55,6 +55,33 @@ impl Store {
             .collect()
     }
 
+    /// The members among `ids` (withdrawn ones included) with the legacy digest last
+    /// imported for each: the continuous sync compares a batch of legacy rows at once.
+    pub async fn members_with_legacy_digests(
+        &self,
+        ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, (MemberRow, Option<String>)>, StoreError> {
+        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT {}, d.digest AS legacy_digest FROM members m LEFT JOIN legacy_digests d ON d.member_id = m.id WHERE m.id IN ({})",
+                member_columns!(),
+                placeholders.join(",")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(self.pool()).await? {
+                let member = MemberRow::from_row(&row)?;
+                let digest: Option<String> = sqlx::Row::try_get(&row, "legacy_digest")?;
+                out.insert(member.id, (member, digest));
+            }
+        }
+        Ok(out)
+    }
+
     /// The highest member id, 0 when there is none.
     pub async fn max_member_id(&self) -> Result<i64, StoreError> {
         let n: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM members")

@@ -6,6 +6,7 @@
 //! caller commits, or rolls back for a dry run.
 
 mod import;
+mod lead;
 mod members;
 mod migrate;
 mod rows;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor};
 
+pub use lead::Leadership;
 pub use members::{NewMember, ProfileUpdate};
 pub use rows::{MemberRow, RefreshRow, SessionRow};
 pub use sessions::IMPORTED_LEGACY_JTI;
