@@ -67,9 +67,9 @@ enum Cmd {
         legacy_url: String,
         #[arg(long)]
         identity_url: String,
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(i64).range(2..))]
         members: i64,
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
         seconds: u64,
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         rate: u32,
