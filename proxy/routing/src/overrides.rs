@@ -105,13 +105,14 @@ impl RouteTable {
         let mut table = self.clone();
         for route in &mut table.routes {
             let share = overrides.all.unwrap_or(route.manifest_basis_points);
-            route.set_share(share);
+            std::sync::Arc::make_mut(route).set_share(share);
         }
         for (name, &basis_points) in &overrides.rules {
             let route = table
                 .routes
                 .iter_mut()
                 .find(|route| route.name == *name)
+                .map(std::sync::Arc::make_mut)
                 .ok_or_else(|| RoutingError::UnknownRule(name.clone()))?;
             let missing = match (&route.legacy, &route.new) {
                 (_, None) if basis_points > 0 => Some("new"),

@@ -11,6 +11,8 @@
 //! regexes compile; durations parse and are at least 1ms; percentages are from 0 to
 //! 100; rule names are unique.
 
+use std::sync::Arc;
+
 use http::HeaderMap;
 
 use crate::config::{ProxyConfig, Upstream};
@@ -26,7 +28,8 @@ use policy::{duration, retries};
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     pub(crate) virtual_service: String,
-    pub(crate) routes: Vec<Route>,
+    /// Shared: a request holds its rule without copying it.
+    pub(crate) routes: Vec<Arc<Route>>,
 }
 
 impl RouteTable {
@@ -43,7 +46,7 @@ impl RouteTable {
             config,
             namespace: vs.metadata.namespace.as_deref(),
         };
-        let mut routes: Vec<Route> = Vec::with_capacity(vs.spec.http.len());
+        let mut routes: Vec<Arc<Route>> = Vec::with_capacity(vs.spec.http.len());
         for (index, rule) in vs.spec.http.iter().enumerate() {
             let at = Location::rule(index, rule.name.as_deref());
             let route = build_route(index, rule, &at, &hosts)?;
@@ -57,7 +60,7 @@ impl RouteTable {
                     ),
                 ));
             }
-            routes.push(route);
+            routes.push(Arc::new(route));
         }
         Ok(RouteTable {
             virtual_service: vs.metadata.name.clone(),
@@ -67,7 +70,7 @@ impl RouteTable {
 
     /// The first rule that a request matches, `None` when none does. `path` is the
     /// request's path; a query string, if left on it, is not matched.
-    pub fn route(&self, method: &str, path: &str, headers: &HeaderMap) -> Option<&Route> {
+    pub fn route(&self, method: &str, path: &str, headers: &HeaderMap) -> Option<&Arc<Route>> {
         let path = path.split(['?', '#']).next().unwrap_or(path);
         self.routes
             .iter()
@@ -75,12 +78,12 @@ impl RouteTable {
     }
 
     /// Every rule, in order.
-    pub fn routes(&self) -> &[Route] {
+    pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes
     }
 
     /// The rule named `name`.
-    pub fn get(&self, name: &str) -> Option<&Route> {
+    pub fn get(&self, name: &str) -> Option<&Arc<Route>> {
         self.routes.iter().find(|route| route.name == name)
     }
 

@@ -55,11 +55,39 @@ fn request_id(headers: &http::HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 200)
         .map(str::to_owned)
-        .unwrap_or_else(|| {
-            let mut b = [0u8; 16];
-            let _ = getrandom::fill(&mut b);
-            member_contract::headers::new_request_id(b)
-        })
+        .unwrap_or_else(|| member_contract::headers::new_request_id(trace_random()))
+}
+
+/// 16 bytes for a request id: unique, not secret (a trace id is no credential), so
+/// drawn from a per-thread xorshift generator seeded once from the OS, not from a
+/// system call per request.
+fn trace_random() -> [u8; 16] {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<(u64, u64)> = Cell::new({
+            let mut seed = [0u8; 16];
+            let _ = getrandom::fill(&mut seed);
+            let (a, b) = seed.split_at(8);
+            let a = u64::from_le_bytes(a.try_into().unwrap_or([1; 8]));
+            let b = u64::from_le_bytes(b.try_into().unwrap_or([2; 8]));
+            (a | 1, b | 1)
+        });
+    }
+    STATE.with(|state| {
+        // xorshift128+, twice: 128 bits.
+        let (mut s0, mut s1) = state.get();
+        let mut out = [0u8; 16];
+        for half in out.chunks_mut(8) {
+            let mut x = s0;
+            let y = s1;
+            s0 = y;
+            x ^= x << 23;
+            s1 = x ^ y ^ (x >> 17) ^ (y >> 26);
+            half.copy_from_slice(&s1.wrapping_add(y).to_le_bytes());
+        }
+        state.set((s0, s1));
+        out
+    })
 }
 
 impl Proxy {

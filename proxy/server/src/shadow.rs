@@ -37,7 +37,7 @@ const CONFIRM_DELAY: std::time::Duration = std::time::Duration::from_millis(400)
 
 /// Everything the shadow task needs, moved off the request.
 pub struct ShadowJob {
-    pub route: Route,
+    pub route: std::sync::Arc<Route>,
     pub primary_side: Side,
     pub shadow_side: Side,
     pub primary_status: u16,

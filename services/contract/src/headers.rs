@@ -204,17 +204,18 @@ pub fn sanitize_request_id(incoming: &str) -> Option<String> {
 
 /// A new request id: a random UUID (version 4) from 16 random bytes.
 pub fn new_request_id(mut random: [u8; 16]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     random[6] = (random[6] & 0x0f) | 0x40;
     random[8] = (random[8] & 0x3f) | 0x80;
-    let h: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let mut id = String::with_capacity(36);
+    for (i, b) in random.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            id.push('-');
+        }
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    id
 }
 
 /// `X-Runtime`: seconds with six decimals.
@@ -303,5 +304,10 @@ mod tests {
         assert_eq!(sanitize_request_id("  "), None);
         let id = new_request_id([0xff; 16]);
         assert_eq!((id.len(), &id[14..15]), (36, "4"));
+        let bytes: [u8; 16] = std::array::from_fn(|i| i as u8 * 17);
+        assert_eq!(
+            new_request_id(bytes),
+            "00112233-4455-4677-8899-aabbccddeeff"
+        );
     }
 }

@@ -40,9 +40,23 @@ pub struct SyncReport {
 /// The advisory lock naming the sync (one replica syncs at a time).
 pub const SYNC_LEAD_KEY: i64 = 0x1d_e471_5c01;
 
+/// What one poll of [`Syncer::run`] came to, for metrics.
+#[derive(Debug)]
+pub enum PollOutcome<'a> {
+    /// This replica leads and synced.
+    Synced(&'a SyncReport),
+    /// Another replica leads the sync.
+    Standby,
+    /// The poll failed (logged; retried at the next).
+    Failed,
+}
+
+type Observer = Box<dyn Fn(&PollOutcome<'_>) + Send + Sync>;
+
 pub struct Syncer {
     store: Store,
     legacy: LegacyDb,
+    observer: Option<Observer>,
     /// Row versions handled within the look-back: id → `updated_at` in µs.
     seen: std::sync::Mutex<std::collections::HashMap<i64, i64>>,
     /// How far before the watermark each poll reads again (longer than the legacy's
@@ -57,8 +71,21 @@ impl Syncer {
             store,
             legacy,
             seen: std::sync::Mutex::default(),
+            observer: None,
             lookback,
             batch: 1000,
+        }
+    }
+
+    /// Calls `observer` after each poll of [`Syncer::run`] (metrics).
+    pub fn observe(mut self, observer: impl Fn(&PollOutcome<'_>) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Box::new(observer));
+        self
+    }
+
+    fn report(&self, outcome: &PollOutcome<'_>) {
+        if let Some(observer) = &self.observer {
+            observer(outcome);
         }
     }
 
@@ -167,14 +194,23 @@ impl Syncer {
                 }
             } else if self.lead(&mut lead).await {
                 match self.sync_once().await {
-                    Ok(r) if r.applied > 0 => tracing::info!(
-                        scanned = r.scanned,
-                        applied = r.applied,
-                        "legacy changes applied"
-                    ),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "legacy sync failed; retrying"),
+                    Ok(r) => {
+                        if r.applied > 0 {
+                            tracing::info!(
+                                scanned = r.scanned,
+                                applied = r.applied,
+                                "legacy changes applied"
+                            );
+                        }
+                        self.report(&PollOutcome::Synced(&r));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "legacy sync failed; retrying");
+                        self.report(&PollOutcome::Failed);
+                    }
                 }
+            } else {
+                self.report(&PollOutcome::Standby);
             }
             tokio::select! {
                 () = tokio::time::sleep(interval) => {},

@@ -1,12 +1,14 @@
 //! Prometheus metrics of the service: requests and latency per REST endpoint and per
-//! gRPC method. Labels are endpoint templates and status codes only: never ids, emails
-//! or tokens.
+//! gRPC method, and while migrating the legacy sync (polls, rows applied, lag, which
+//! replica leads). Labels are endpoint templates and status codes only: never ids,
+//! emails or tokens.
 
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -32,6 +34,11 @@ struct MethodLabel {
     method: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PollLabel {
+    result: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -46,6 +53,11 @@ pub struct Metrics {
     http_latency: HistogramFamily<EndpointLabel>,
     grpc_requests: Family<GrpcLabels, Counter>,
     grpc_latency: HistogramFamily<MethodLabel>,
+    sync_polls: Family<PollLabel, Counter>,
+    sync_applied: Counter,
+    sync_lag: Histogram,
+    sync_leader: Gauge,
+    migrating: Gauge,
 }
 
 impl Default for Metrics {
@@ -83,12 +95,48 @@ impl Metrics {
             "gRPC request latency by method",
             grpc_latency.clone(),
         );
+        let sync_polls = Family::<PollLabel, Counter>::default();
+        let sync_applied = Counter::default();
+        // 10 ms to about 40 s.
+        let sync_lag = Histogram::new(exponential_buckets(0.01, 2.0, 13));
+        let sync_leader = Gauge::default();
+        let migrating = Gauge::default();
+        registry.register(
+            "sync_polls",
+            "Polls of the legacy sync by result (synced, standby: another replica leads, failed)",
+            sync_polls.clone(),
+        );
+        registry.register(
+            "sync_applied_rows",
+            "Legacy rows applied by the sync",
+            sync_applied.clone(),
+        );
+        registry.register(
+            "sync_lag_seconds",
+            "From a legacy row's updated_at to its application here",
+            sync_lag.clone(),
+        );
+        registry.register(
+            "sync_leader",
+            "1 while this replica runs the legacy sync",
+            sync_leader.clone(),
+        );
+        registry.register(
+            "migrating",
+            "1 while writes go through to the legacy database (until cutover)",
+            migrating.clone(),
+        );
         Self {
             registry,
             http_requests,
             http_latency,
             grpc_requests,
             grpc_latency,
+            sync_polls,
+            sync_applied,
+            sync_lag,
+            sync_leader,
+            migrating,
         }
     }
 
@@ -118,6 +166,29 @@ impl Metrics {
                 method: method.to_owned(),
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// One poll of the legacy sync: `synced` (with the rows applied and their lags),
+    /// `standby` (another replica leads) or `failed`.
+    pub fn observe_sync_poll(&self, result: &'static str, lags: &[Duration]) {
+        self.sync_polls.get_or_create(&PollLabel { result }).inc();
+        match result {
+            "synced" => self.sync_leader.set(1),
+            "standby" => self.sync_leader.set(0),
+            _ => 0,
+        };
+        self.sync_applied.inc_by(lags.len() as u64);
+        for lag in lags {
+            self.sync_lag.observe(lag.as_secs_f64());
+        }
+    }
+
+    /// Whether writes go through to the legacy database.
+    pub fn set_migrating(&self, migrating: bool) {
+        self.migrating.set(i64::from(migrating));
+        if !migrating {
+            self.sync_leader.set(0);
+        }
     }
 
     /// The text exposition format.

@@ -108,11 +108,24 @@ impl Application {
                         db: legacy.clone(),
                         bcrypt_cost: args.legacy_bcrypt_cost,
                     });
+                    state.metrics.set_migrating(true);
+                    let metrics = Arc::clone(&state.metrics);
                     let syncer = identity_migration::Syncer::new(
                         identity.store().clone(),
                         legacy,
                         Duration::from_secs(args.sync_lookback_secs),
-                    );
+                    )
+                    .observe(move |poll| match poll {
+                        identity_migration::PollOutcome::Synced(r) => {
+                            metrics.observe_sync_poll("synced", &r.lags)
+                        }
+                        identity_migration::PollOutcome::Standby => {
+                            metrics.observe_sync_poll("standby", &[])
+                        }
+                        identity_migration::PollOutcome::Failed => {
+                            metrics.observe_sync_poll("failed", &[])
+                        }
+                    });
                     Some((syncer, Duration::from_millis(args.sync_interval_ms)))
                 }
             }
@@ -193,6 +206,7 @@ impl Application {
         let sync = self.syncer.map(|(syncer, interval)| {
             let mut stop = stop_rx.clone();
             let identity = self.identity.clone();
+            let metrics = Arc::clone(&self.state.metrics);
             tokio::spawn(async move {
                 tracing::info!(
                     interval_ms = interval.as_millis() as u64,
@@ -205,6 +219,7 @@ impl Application {
                     .run(interval, stopped, move || {
                         tracing::info!("cutover: write-through and sync end");
                         identity.detach_legacy();
+                        metrics.set_migrating(false);
                     })
                     .await;
             })

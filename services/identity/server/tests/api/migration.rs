@@ -478,6 +478,23 @@ async fn legacy_sessions_outlive_the_cutover() {
         async move { call(&c, "GET", url, Some(&token), None).await.0 }
     };
     assert_eq!(me(sessions[0].0.clone()).await, 200);
+    let metrics = || async {
+        c.get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let m = metrics().await;
+    assert!(m.contains("identity_migrating 1"), "{m}");
+    assert!(m.contains("identity_sync_leader 1"), "{m}");
+    assert!(
+        m.contains(r#"identity_sync_polls_total{result="synced"}"#),
+        "{m}"
+    );
+    assert!(m.contains("identity_sync_lag_seconds_count"), "{m}");
 
     // The cutover (once the sync has every member) imports the live legacy sessions.
     let store = identity_store::Store::connect(&app.database_url, &Default::default())
@@ -521,6 +538,8 @@ async fn legacy_sessions_outlive_the_cutover() {
         }
     }
     assert!(left, "the service left the legacy after the cutover");
+    let m = metrics().await;
+    assert!(m.contains("identity_migrating 0"), "{m}");
 
     // The legacy's tokens still work here: no forced log-out.
     assert_eq!(me(sessions[0].0.clone()).await, 200);
