@@ -348,7 +348,7 @@ impl Proxy {
         }
         self.guard
             .record_request(route.name(), side, elapsed, failed, Instant::now());
-        self.evaluate_guard(route.name());
+        self.evaluate_soon();
     }
 
     /// The new side failed a safe request: the legacy answers instead.

@@ -67,8 +67,9 @@ pub struct Proxy {
     history: ShareHistory,
     shadow_permits: Arc<Semaphore>,
     draining: AtomicBool,
-    /// When the guard last evaluated each route.
-    last_evaluation: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// When the proxy started, and when (ms after it) the guard judges the routes next.
+    started: std::time::Instant,
+    evaluation_due_ms: std::sync::atomic::AtomicU64,
     /// Routes an operator aborted through the admin API (until resumed).
     manual_aborts: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
@@ -144,7 +145,8 @@ impl Proxy {
             shadow_permits: Arc::new(Semaphore::new(MAX_REPLAYS)),
             draining: AtomicBool::new(false),
             manual_aborts: std::sync::Mutex::new(std::collections::BTreeSet::new()),
-            last_evaluation: std::sync::Mutex::new(std::collections::HashMap::new()),
+            started: std::time::Instant::now(),
+            evaluation_due_ms: std::sync::atomic::AtomicU64::new(0),
         });
         proxy.publish_route_gauges(ShareCause::Start);
         Ok(Bound {

@@ -6,6 +6,7 @@
 //! the guard (whose mismatch rate counts safe requests only: see `run`).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -79,27 +80,36 @@ impl Proxy {
             .then_some(shadow.side)
     }
 
-    /// Applies the guard's decision for `route`: an abort sets the new share to 0.
-    /// Lets the guard judge every route (from the periodic task).
+    /// Lets the guard judge every route now (the periodic task, and `evaluate_soon`).
     pub fn evaluate_all(&self) {
+        let now = Instant::now();
         let snap = self.live.snapshot();
         for route in snap.table.routes() {
-            self.evaluate_guard(route.name());
+            self.judge(route.name(), now);
         }
     }
 
-    pub fn evaluate_guard(&self, route: &str) {
-        // The evaluation merges the route's whole window: at most a few times a second
-        // per route, not after every answer.
-        let now = Instant::now();
-        if let Ok(mut last) = self.last_evaluation.lock() {
-            match last.get(route) {
-                Some(at) if now.duration_since(*at) < EVALUATION_INTERVAL => return,
-                _ => {
-                    last.insert(route.to_owned(), now);
-                }
-            }
+    /// After an answer or a comparison: the guard judges every route if it has not in
+    /// the last EVALUATION_INTERVAL. Merging the windows is not for every answer, and
+    /// the check is one atomic load, no lock shared by the workers.
+    pub fn evaluate_soon(&self) {
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        let due = self.evaluation_due_ms.load(Ordering::Relaxed);
+        if now_ms < due {
+            return;
         }
+        let next = now_ms + EVALUATION_INTERVAL.as_millis() as u64;
+        if self
+            .evaluation_due_ms
+            .compare_exchange(due, next, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.evaluate_all();
+        }
+    }
+
+    /// Applies the guard's decision for `route`: an abort sets the new share to 0.
+    fn judge(&self, route: &str, now: Instant) {
         let decision = self.guard.evaluate(route, now);
         if let rollout_guard::Decision::Abort {
             reason,
@@ -219,7 +229,7 @@ async fn run(proxy: &Proxy, mut job: ShadowJob) {
             &route,
             &Outcome::Skipped(shadow_compare::SkipReason::ShadowFailed),
         );
-        proxy.evaluate_guard(&route);
+        proxy.evaluate_soon();
         return;
     };
     proxy
@@ -313,7 +323,7 @@ async fn run(proxy: &Proxy, mut job: ShadowJob) {
         // the new side's errors on writes still count.
         count_write(proxy, &route, &outcome);
     }
-    proxy.evaluate_guard(&route);
+    proxy.evaluate_soon();
     // Noise: a second legacy answer to the same safe request (Diffy's method), for a
     // sample of the replays: every pair costs the legacy one more request.
     if safe && comparator.config().noise.learn && drawn(LEARN_SAMPLE_PER_MILLE) {
