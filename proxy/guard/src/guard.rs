@@ -26,7 +26,8 @@ pub(crate) struct RouteGuard {
 /// Per-route sliding-window figures and abort states; see the crate documentation.
 #[derive(Debug)]
 pub struct Guard {
-    config: GuardConfig,
+    /// Replaced by [`Guard::reconfigure`] (a reload of the proxy's config).
+    config: RwLock<GuardConfig>,
     routes: RwLock<HashMap<String, Mutex<RouteGuard>>>,
 }
 
@@ -35,14 +36,43 @@ impl Guard {
     pub fn new(config: GuardConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self {
-            config,
+            config: RwLock::new(config),
             routes: RwLock::new(HashMap::new()),
         })
     }
 
     /// The configuration in use.
-    pub fn config(&self) -> &GuardConfig {
-        &self.config
+    pub fn config(&self) -> GuardConfig {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Applies new thresholds (a reload); `Ok(false)` when nothing changed. Abort
+    /// states stay as they are. When the window's shape changes (its length, bucket
+    /// width or field bounds), every route's window starts afresh: figures of one shape
+    /// cannot be judged against another's thresholds.
+    pub fn reconfigure(&self, config: GuardConfig, now: Instant) -> Result<bool, ConfigError> {
+        config.validate()?;
+        let current = self.config();
+        if current == config {
+            return Ok(false);
+        }
+        let reshaped = current.window_secs != config.window_secs
+            || current.bucket_ms != config.bucket_ms
+            || current.fields_per_bucket != config.fields_per_bucket;
+        // The config lock is not held while route locks are taken (an evaluation takes
+        // them the other way round).
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = config.clone();
+        if reshaped {
+            let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+            for entry in routes.values() {
+                let mut r = entry.lock().unwrap_or_else(PoisonError::into_inner);
+                r.window = Window::new(&config, now);
+            }
+        }
+        Ok(true)
     }
 
     /// Runs `f` on `route`, creating it (when under `max_routes`) if `create`.
@@ -60,13 +90,14 @@ impl Guard {
             }
         }
         let now = create?;
+        let config = self.config();
         let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
-        if !routes.contains_key(route) && routes.len() >= self.config.max_routes {
+        if !routes.contains_key(route) && routes.len() >= config.max_routes {
             return None;
         }
         let entry = routes.entry(route.to_owned()).or_insert_with(|| {
             Mutex::new(RouteGuard {
-                window: Window::new(&self.config, now),
+                window: Window::new(&config, now),
                 state: RouteState::Running,
             })
         });
@@ -148,7 +179,7 @@ impl Guard {
 
     /// The first threshold crossed by these figures (see [`Guard::evaluate`]).
     fn check(&self, totals: &Totals) -> Option<AbortReason> {
-        let c = &self.config;
+        let c = &self.config();
         let (new, legacy) = (totals.side(Side::New), totals.side(Side::Legacy));
         if new.requests >= c.min_requests {
             let (new_rate, legacy_rate) = (new.error_rate(), legacy.error_rate());
@@ -208,31 +239,21 @@ impl Guard {
 
     /// The figures of `route` at `now`, if it was ever seen.
     pub fn route_snapshot(&self, route: &str, now: Instant) -> Option<RouteSnapshot> {
+        let top_fields = self.config().top_fields;
         self.with_route(route, None, |r| {
-            RouteSnapshot::new(
-                route,
-                &r.state,
-                r.window.totals(now),
-                self.config.top_fields,
-                now,
-            )
+            RouteSnapshot::new(route, &r.state, r.window.totals(now), top_fields, now)
         })
     }
 
     /// The figures of every route at `now`, by route name.
     pub fn snapshot(&self, now: Instant) -> Vec<RouteSnapshot> {
+        let top_fields = self.config().top_fields;
         let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
         let mut out: Vec<RouteSnapshot> = routes
             .iter()
             .map(|(route, entry)| {
                 let r = entry.lock().unwrap_or_else(PoisonError::into_inner);
-                RouteSnapshot::new(
-                    route,
-                    &r.state,
-                    r.window.totals(now),
-                    self.config.top_fields,
-                    now,
-                )
+                RouteSnapshot::new(route, &r.state, r.window.totals(now), top_fields, now)
             })
             .collect();
         out.sort_by(|a, b| a.route.cmp(&b.route));

@@ -179,6 +179,16 @@ impl Proxy {
                         tracing::error!(error = %e, "comparison settings refused; the previous ones stay")
                     }
                 }
+                match self
+                    .guard
+                    .reconfigure(guard_config(&snap.config), std::time::Instant::now())
+                {
+                    Ok(true) => tracing::info!("guard thresholds reloaded"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "guard settings refused; the previous ones stay")
+                    }
+                }
                 self.metrics
                     .reloads
                     .get_or_create(&metrics::ReloadLabels { result: "applied" })

@@ -241,3 +241,42 @@ fn legacy_crashes_and_skips_are_not_compared_pairs() {
         "19 compared pairs are too few"
     );
 }
+
+#[test]
+fn new_thresholds_apply_when_reconfigured() {
+    let g = guard(small());
+    let t0 = Instant::now();
+    traffic(&g, Side::Legacy, t0, 10, 100, 0, ms(5));
+    traffic(&g, Side::New, t0, 10, 100, 20, ms(5)); // 5% errors: under 10%
+    let at = t0 + Duration::from_secs(10);
+    assert_eq!(g.evaluate(ROUTE, at), Decision::Healthy);
+    // The same thresholds again: nothing to do.
+    assert_eq!(g.reconfigure(small(), at), Ok(false));
+    // An invalid one is refused, the previous one stays.
+    let invalid = GuardConfig {
+        max_error_rate: 0.0,
+        ..small()
+    };
+    assert!(g.reconfigure(invalid, at).is_err());
+    assert_eq!(g.config(), small());
+    // A stricter threshold judges the same window.
+    let strict = GuardConfig {
+        max_error_rate: 0.04,
+        ..small()
+    };
+    assert_eq!(g.reconfigure(strict, at), Ok(true));
+    assert!(matches!(
+        g.evaluate(ROUTE, at),
+        Decision::Abort { newly: true, .. }
+    ));
+    // A new window shape starts every window afresh; the abort stays.
+    let longer = GuardConfig {
+        window_secs: 120,
+        max_error_rate: 0.04,
+        ..small()
+    };
+    assert_eq!(g.reconfigure(longer, at), Ok(true));
+    assert!(g.state(ROUTE).is_aborted());
+    let figures = g.route_snapshot(ROUTE, at).unwrap();
+    assert_eq!(figures.new.requests, 0, "{figures:?}");
+}

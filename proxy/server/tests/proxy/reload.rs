@@ -76,3 +76,35 @@ async fn bad_manifests_are_refused_and_the_previous_table_stays() {
     write_virtual_service(&s.vs_path, &virtual_service(40, 60, 0.0));
     assert!(eventually(|| async { s.route("reads").await["new_share_percent"] == 60.0 }).await);
 }
+
+/// The proxy config is reloaded too: new guard thresholds apply without a restart, and
+/// a config the guard refuses leaves the previous thresholds (and table) in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guard_thresholds_follow_the_config_file() {
+    let s = stack(80, 20, 0.0).await;
+    let threshold = || async {
+        let (status, body) = s.admin("GET", "/admin/status", None).await;
+        assert_eq!(status, 200);
+        body["guard"]["max_error_rate"].as_f64()
+    };
+    assert_eq!(threshold().await, Some(0.2));
+    let stricter = s
+        .cfg_text
+        .replace("max_error_rate: 0.2", "max_error_rate: 0.05");
+    assert_ne!(stricter, s.cfg_text);
+    write_virtual_service(&s.cfg_path, &stricter);
+    assert!(eventually(|| async { threshold().await == Some(0.05) }).await);
+    let impossible = s
+        .cfg_text
+        .replace("max_error_rate: 0.2", "max_error_rate: 7");
+    write_virtual_service(&s.cfg_path, &impossible);
+    assert!(
+        eventually(|| async {
+            s.metrics()
+                .await
+                .contains(r#"proxy_reloads_total{result="rejected"}"#)
+        })
+        .await
+    );
+    assert_eq!(threshold().await, Some(0.05));
+}

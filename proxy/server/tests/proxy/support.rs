@@ -18,6 +18,9 @@ pub struct Stack {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     pub vs_path: PathBuf,
+    pub cfg_path: PathBuf,
+    /// The proxy config as written at start.
+    pub cfg_text: String,
     pub client: reqwest::Client,
     stop_identity: Option<oneshot::Sender<()>>,
     _stops: Vec<oneshot::Sender<()>>,
@@ -153,10 +156,11 @@ pub async fn stack(legacy_weight: u32, new_weight: u32, mirror_percent: f64) -> 
         &vs_path,
         &virtual_service(legacy_weight, new_weight, mirror_percent),
     );
-    std::fs::write(&cfg_path, proxy_config(legacy, identity)).unwrap();
+    let cfg_text = proxy_config(legacy, identity);
+    std::fs::write(&cfg_path, &cfg_text).unwrap();
     let bound = Proxy::build(Settings {
         virtual_service: vs_path.clone(),
-        config: cfg_path,
+        config: cfg_path.clone(),
         listen: Some("127.0.0.1:0".parse().unwrap()),
         admin: Some("127.0.0.1:0".parse().unwrap()),
         reload_interval: Duration::from_millis(100),
@@ -176,6 +180,8 @@ pub async fn stack(legacy_weight: u32, new_weight: u32, mirror_percent: f64) -> 
         proxy,
         admin,
         vs_path,
+        cfg_path,
+        cfg_text,
         client: reqwest::Client::new(),
         stop_identity: Some(tx),
         _stops: stops,
