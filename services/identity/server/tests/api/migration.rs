@@ -384,6 +384,108 @@ async fn writes_go_through_and_sessions_work_on_both_sides() {
     );
 }
 
+/// The legacy refusing a write (here a trigger; in life a full disk, a lock timeout, a
+/// database that is down): the request fails with 503 and neither side keeps anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_legacy_write_fails_the_request_and_changes_nothing() {
+    let (app, legacy) = setup().await;
+    let c = &app.client;
+    let (s, member) = call(c, "POST", app.url("/api/v1/users"), None, Some(json!({"user": {"email": "steady@example.com", "password": "password123", "nickname": "steady"}}))).await;
+    assert_eq!(s, 201);
+    let id = member["id"].as_i64().unwrap();
+    let login = json!({"email": "steady@example.com", "password": "password123"});
+    let (_, session) = call(
+        c,
+        "POST",
+        app.url("/api/v1/sessions"),
+        None,
+        Some(login.clone()),
+    )
+    .await;
+    let token = session["token"].as_str().unwrap().to_owned();
+
+    let db = legacy_db::LegacyDb::connect(&legacy.db_url, 1)
+        .await
+        .unwrap();
+    let refuse = |table: &str, event: &str| {
+        format!(
+            "CREATE TRIGGER refuse_{event}_{table} BEFORE {event} ON {table} BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+    };
+    for (table, event) in [
+        ("users", "UPDATE"),
+        ("users", "INSERT"),
+        ("sessions", "INSERT"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(refuse(table, event)))
+            .execute(db.pool())
+            .await
+            .unwrap();
+    }
+    // A profile change: refused, the profile unchanged here and there.
+    let (s, body) = call(
+        c,
+        "PATCH",
+        app.url("/api/v1/users/me"),
+        Some(&token),
+        Some(json!({"user": {"nickname": "changed"}})),
+    )
+    .await;
+    assert_eq!(s, 503, "{body}");
+    let (_, me) = call(c, "GET", app.url("/api/v1/users/me"), Some(&token), None).await;
+    assert_eq!(me["nickname"], "steady");
+    // A sign-up: refused, the email still free on both sides.
+    let (s, _) = call(c, "POST", app.url("/api/v1/users"), None, Some(json!({"user": {"email": "later@example.com", "password": "password123", "nickname": "later"}}))).await;
+    assert_eq!(s, 503);
+    // A log-in: refused, no session anywhere.
+    let (s, _) = call(
+        c,
+        "POST",
+        app.url("/api/v1/sessions"),
+        None,
+        Some(login.clone()),
+    )
+    .await;
+    assert_eq!(s, 503);
+    let sessions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(sessions, 1, "only the first log-in's row");
+
+    // The legacy accepts writes again: everything works, nothing was left behind.
+    for (table, event) in [
+        ("users", "UPDATE"),
+        ("users", "INSERT"),
+        ("sessions", "INSERT"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP TRIGGER refuse_{event}_{table}"
+        )))
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+    let (s, later) = call(c, "POST", app.url("/api/v1/users"), None, Some(json!({"user": {"email": "later@example.com", "password": "password123", "nickname": "later"}}))).await;
+    assert_eq!(s, 201);
+    assert_eq!(
+        later["id"].as_i64().unwrap(),
+        id + 1,
+        "no id was taken by the refused sign-up"
+    );
+    let (s, me) = call(
+        c,
+        "PATCH",
+        app.url("/api/v1/users/me"),
+        Some(&token),
+        Some(json!({"user": {"nickname": "changed"}})),
+    )
+    .await;
+    assert_eq!((s, me["nickname"].clone()), (200, json!("changed")));
+    let (s, _) = call(c, "POST", app.url("/api/v1/sessions"), None, Some(login)).await;
+    assert_eq!(s, 201);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_read_their_own_profile_as_the_legacy_has_it() {
     // A sync that does not come in this test's time: what is seen is read-through.
