@@ -72,11 +72,24 @@ impl Identity {
         self.import_legacy_user(&user).await.map(Some)
     }
 
-    /// Copies one legacy member as it is now (the sync would within moments).
+    /// Copies one legacy member as it is now (the sync would within moments). Read
+    /// first: the write transaction is taken only when the legacy's row differs, so
+    /// that the authenticated reads that call this do not queue for the write lock.
     async fn import_legacy_user(
         &self,
         user: &legacy_db::LegacyUser,
     ) -> Result<MemberRow, CoreError> {
+        let mut current = self
+            .inner
+            .store
+            .members_with_legacy_digests(&[user.id])
+            .await?;
+        let here = current.get(&user.id).map(|(m, d)| (m, d.as_deref()));
+        if identity_migration::target_for(user, here).is_none()
+            && let Some((member, _)) = current.remove(&user.id)
+        {
+            return Ok(member);
+        }
         let mut tx = self.inner.store.begin().await?;
         let (member, changed) = identity_migration::apply_legacy_user(&mut tx, user).await?;
         if changed {

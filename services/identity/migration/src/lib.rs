@@ -10,7 +10,7 @@ mod sync;
 mod verify;
 
 pub use backfill::{BackfillReport, Progress, backfill};
-pub use convert::{apply_legacy_user, legacy_to_member};
+pub use convert::{apply_legacy_user, legacy_to_member, target_for};
 pub use sessions::{SessionImport, import_legacy_sessions};
 pub use sync::{PollOutcome, SYNC_LEAD_KEY, SyncReport, Syncer};
 pub use verify::{Deviation, VerifyOptions, VerifyReport, verify, verify_with};
