@@ -124,14 +124,76 @@ impl RehearsalReport {
 
 const ROUTES: [&str; 3] = ["sessions", "users-read", "users-write"];
 
-/// Runs the rehearsal on `stack` (which should start at 0%).
-pub async fn rehearse(stack: &Stack, o: &RehearsalOptions) -> anyhow::Result<RehearsalReport> {
-    let started = Instant::now();
-    let mut report = RehearsalReport::default();
+/// The steps, under the traffic `rehearse` started.
+async fn drive(
+    stack: &Stack,
+    o: &RehearsalOptions,
+    store: &identity_store::Store,
+    legacy: &legacy_db::LegacyDb,
+    report: &mut RehearsalReport,
+    started: Instant,
+) -> anyhow::Result<()> {
     let step = |report: &mut RehearsalReport, what: String| {
         tracing::info!(step = %what, "rehearsal");
         report.steps.push((started.elapsed(), what));
     };
+    step(
+        report,
+        "0%: the legacy serves everyone, every answer shadowed".into(),
+    );
+    tokio::time::sleep(o.phase).await;
+    for percent in [1, 25, 100] {
+        stack.set_weight(percent).await?;
+        step(report, format!("{percent}% to the identity service"));
+        tokio::time::sleep(o.phase).await;
+    }
+    for route in ROUTES {
+        let code = stack
+            .admin("POST", &format!("/admin/routes/{route}/abort"))
+            .await?;
+        anyhow::ensure!(code == 200, "abort of {route}: {code}");
+    }
+    anyhow::ensure!(
+        stack.shares().await?.iter().all(|s| *s == 0.0),
+        "an abort did not bring every user back to the legacy"
+    );
+    step(report, "abort: every route back to 0%".into());
+    tokio::time::sleep(o.phase).await;
+    for route in ROUTES {
+        let code = stack
+            .admin("POST", &format!("/admin/routes/{route}/resume"))
+            .await?;
+        anyhow::ensure!(code == 200, "resume of {route}: {code}");
+    }
+    anyhow::ensure!(
+        stack.shares().await?.iter().all(|s| *s == 100.0),
+        "a resume did not bring back 100%"
+    );
+    step(report, "resume: 100% again".into());
+    tokio::time::sleep(o.phase).await;
+
+    let cut = identity_migration::cutover(store, legacy, &o.verify).await?;
+    report.verify = cut.verify;
+    report.imported_sessions = cut.sessions.imported;
+    step(
+        report,
+        format!(
+            "verify clean, cutover (new ids from {}); traffic goes on",
+            cut.next_id
+        ),
+    );
+    stack.route_cut_over().await?;
+    step(
+        report,
+        "the identity service alone, nothing replayed to the legacy".into(),
+    );
+    tokio::time::sleep(o.phase).await;
+    Ok(())
+}
+
+/// Runs the rehearsal on `stack` (which should start at 0%).
+pub async fn rehearse(stack: &Stack, o: &RehearsalOptions) -> anyhow::Result<RehearsalReport> {
+    let mut report = RehearsalReport::default();
     let store = identity_store::Store::connect(
         &stack.identity_database_url,
         &identity_store::StoreConfig::default(),
@@ -148,68 +210,15 @@ pub async fn rehearse(stack: &Stack, o: &RehearsalOptions) -> anyhow::Result<Reh
         o.pace,
         stop_rx,
     );
-    step(
-        &mut report,
-        "0%: the legacy serves everyone, every answer shadowed".into(),
-    );
-    tokio::time::sleep(o.phase).await;
-    for percent in [1, 25, 100] {
-        stack.set_weight(percent).await?;
-        step(&mut report, format!("{percent}% to the identity service"));
-        tokio::time::sleep(o.phase).await;
-    }
-    for route in ROUTES {
-        let code = stack
-            .admin("POST", &format!("/admin/routes/{route}/abort"))
-            .await?;
-        anyhow::ensure!(code == 200, "abort of {route}: {code}");
-    }
-    anyhow::ensure!(
-        stack.shares().await?.iter().all(|s| *s == 0.0),
-        "an abort did not bring every user back to the legacy"
-    );
-    step(&mut report, "abort: every route back to 0%".into());
-    tokio::time::sleep(o.phase).await;
-    for route in ROUTES {
-        let code = stack
-            .admin("POST", &format!("/admin/routes/{route}/resume"))
-            .await?;
-        anyhow::ensure!(code == 200, "resume of {route}: {code}");
-    }
-    anyhow::ensure!(
-        stack.shares().await?.iter().all(|s| *s == 100.0),
-        "a resume did not bring back 100%"
-    );
-    step(&mut report, "resume: 100% again".into());
-    tokio::time::sleep(o.phase).await;
-
-    let cut = identity_migration::cutover(&store, &legacy, &o.verify).await;
-    let cut = match cut {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = stop_tx.send(true);
-            let _ = traffic.await;
-            return Err(e.into());
-        }
-    };
-    report.verify = cut.verify;
-    report.imported_sessions = cut.sessions.imported;
-    step(
-        &mut report,
-        format!(
-            "verify clean, cutover (new ids from {}); traffic goes on",
-            cut.next_id
-        ),
-    );
-    stack.route_cut_over().await?;
-    step(
-        &mut report,
-        "the identity service alone, nothing replayed to the legacy".into(),
-    );
-    tokio::time::sleep(o.phase).await;
+    let started = Instant::now();
+    let steps = drive(stack, o, &store, &legacy, &mut report, started).await;
+    // The clients stop whether the steps went through or not.
     let _ = stop_tx.send(true);
     report.traffic = traffic.await?;
-    step(&mut report, "traffic stopped".into());
+    steps?;
+    report
+        .steps
+        .push((started.elapsed(), "traffic stopped".into()));
 
     // Lost writes: each client's last acknowledged nickname is the identity service's;
     // the legacy holds every client (all signed up before the cutover).

@@ -169,8 +169,9 @@ impl Syncer {
     }
 
     /// Polls every `interval` until `stop` resolves or the cutover is recorded: then the
-    /// legacy's newest sessions are imported, the id sequence raised, and `on_cutover`
-    /// called (the replica leaves the legacy). Failures are logged and retried.
+    /// legacy's newest sessions are imported and the id sequence raised (best effort),
+    /// and `on_cutover` is called (the replica leaves the legacy). Failed polls are
+    /// logged and retried.
     pub async fn run(
         &self,
         interval: Duration,
@@ -181,17 +182,24 @@ impl Syncer {
         let mut lead: Option<Leadership> = None;
         loop {
             if crate::is_cut_over(&self.store).await.unwrap_or(false) {
+                // The cutover imported the sessions and left room above the ids
+                // already: this last look is a complement, and a legacy that cannot be
+                // reached any more does not keep this replica writing to it.
                 match crate::leave_legacy(&self.store, &self.legacy).await {
-                    Ok(s) => {
-                        tracing::info!(
-                            imported_sessions = s.imported,
-                            "cut over: leaving the legacy database"
-                        );
-                        on_cutover();
-                        return;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "leaving the legacy failed; retrying"),
+                    Ok(s) => tracing::info!(
+                        imported_sessions = s.imported,
+                        "cut over: leaving the legacy database"
+                    ),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "cut over: the legacy's newest sessions could not be imported; leaving it anyway"
+                    ),
                 }
+                if let Some(l) = lead.take() {
+                    l.release().await;
+                }
+                on_cutover();
+                return;
             } else if self.lead(&mut lead).await {
                 match self.sync_once().await {
                     Ok(r) => {
