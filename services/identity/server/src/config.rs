@@ -166,6 +166,10 @@ pub struct ServeArgs {
     /// unset, or after cutover, the service stands alone.
     #[arg(long, env = "LEGACY_DATABASE_URL", hide_env_values = true)]
     pub legacy_database_url: Option<SecretString>,
+    /// Connections to the legacy database while migrating: every write goes through it
+    /// and every authenticated request reads its session there.
+    #[arg(long, env = "LEGACY_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub legacy_db_max_connections: u32,
     /// bcrypt cost of the digests written through to the legacy (the legacy's own: 12).
     #[arg(long, env = "LEGACY_BCRYPT_COST", default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=31))]
     pub legacy_bcrypt_cost: u32,
@@ -265,6 +269,12 @@ impl ServeArgs {
         }
         if self.db_max_connections == 0 {
             return Err(invalid("--db-max-connections", "must be at least 1"));
+        }
+        if self.legacy_db_max_connections < 2 {
+            return Err(invalid(
+                "--legacy-db-max-connections",
+                "must be at least 2 (the sync holds one while the requests use the others)",
+            ));
         }
         if self.log_format != "json" && self.log_format != "text" {
             return Err(invalid("--log-format", "must be json or text"));

@@ -95,9 +95,12 @@ impl Application {
         let syncer = match &args.legacy_database_url {
             Some(url) => {
                 use secrecy::ExposeSecret;
-                let legacy = legacy_db::LegacyDb::connect(url.expose_secret(), 4)
-                    .await
-                    .context("cannot open the legacy database (--legacy-database-url)")?;
+                let legacy = legacy_db::LegacyDb::connect(
+                    url.expose_secret(),
+                    args.legacy_db_max_connections,
+                )
+                .await
+                .context("cannot open the legacy database (--legacy-database-url)")?;
                 if identity_migration::is_cut_over(identity.store()).await? {
                     tracing::info!(
                         "the migration was cut over: the legacy database is not synced any more"

@@ -10,7 +10,7 @@ fn identity() -> Command {
 
 #[test]
 fn invalid_settings_name_the_setting_and_exit_64() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["serve", "--http-addr", "not-an-address"], "--http-addr"),
         (
             &["serve", "--argon2-iterations", "0"],
@@ -20,6 +20,14 @@ fn invalid_settings_name_the_setting_and_exit_64() {
         (
             &["serve", "--throttle-per-account", "0"],
             "--throttle-per-account",
+        ),
+        (
+            &["serve", "--legacy-db-max-connections", "1"],
+            "--legacy-db-max-connections",
+        ),
+        (
+            &["serve", "--legacy-database-url", "mysql://x"],
+            "--legacy-database-url",
         ),
     ];
     for (args, setting) in cases {
@@ -32,6 +40,10 @@ fn invalid_settings_name_the_setting_and_exit_64() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(setting), "{args:?}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(
+            !stderr.contains("mysql://"),
+            "a database URL is never echoed: {stderr}"
+        );
     }
 }
 
