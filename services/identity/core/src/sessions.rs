@@ -72,9 +72,7 @@ impl Identity {
         self.import_legacy_user(&user).await.map(Some)
     }
 
-    /// Copies one legacy member as it is now (the sync would within moments). Read
-    /// first: the write transaction is taken only when the legacy's row differs, so
-    /// that the authenticated reads that call this do not queue for the write lock.
+    /// Copies one legacy member as it is now (the sync would within moments).
     async fn import_legacy_user(
         &self,
         user: &legacy_db::LegacyUser,
@@ -84,11 +82,24 @@ impl Identity {
             .store
             .members_with_legacy_digests(&[user.id])
             .await?;
-        let here = current.get(&user.id).map(|(m, d)| (m, d.as_deref()));
-        if identity_migration::target_for(user, here).is_none()
-            && let Some((member, _)) = current.remove(&user.id)
+        let here = current.remove(&user.id);
+        self.member_as_legacy_has_it(user, here.as_ref().map(|(m, d)| (m, d.as_deref())))
+            .await
+    }
+
+    /// The member as the legacy's row says, given the member as it is here and the
+    /// legacy digest recorded for it. The write transaction is taken only when they
+    /// differ, so that the authenticated reads that call this do not queue for the
+    /// write lock.
+    async fn member_as_legacy_has_it(
+        &self,
+        user: &legacy_db::LegacyUser,
+        here: Option<(&MemberRow, Option<&str>)>,
+    ) -> Result<MemberRow, CoreError> {
+        if let Some((member, _)) = here
+            && identity_migration::target_for(user, here).is_none()
         {
-            return Ok(member);
+            return Ok(member.clone());
         }
         let mut tx = self.inner.store.begin().await?;
         let (member, changed) = identity_migration::apply_legacy_user(&mut tx, user).await?;
@@ -357,8 +368,23 @@ impl Identity {
             .tokens
             .verify(access_token, now.as_secs())
             .map_err(|_| CoreError::Unauthorized)?;
-        let Some((session, member)) = self.inner.store.session_with_member(&claims.sid).await?
-        else {
+        let link = self.legacy();
+        let found = match link {
+            // While migrating, the legacy digest recorded here comes in the same query.
+            Some(_) => {
+                self.inner
+                    .store
+                    .session_with_member_and_legacy_digest(&claims.sid)
+                    .await?
+            }
+            None => self
+                .inner
+                .store
+                .session_with_member(&claims.sid)
+                .await?
+                .map(|(s, m)| (s, m, None)),
+        };
+        let Some((session, member, recorded_digest)) = found else {
             return Err(CoreError::Unauthorized);
         };
         let current = !session.is_ended()
@@ -373,7 +399,7 @@ impl Identity {
         // that side), and the member is read as the legacy has it now: a change made
         // there moments ago (not synced yet) is applied, so that nobody reads their own
         // profile stale after being moved here.
-        let member = match (self.legacy(), session.legacy_session_id) {
+        let member = match (link, session.legacy_session_id) {
             (Some(link), Some(lid)) => {
                 let Some(user) = link
                     .db
@@ -382,7 +408,9 @@ impl Identity {
                 else {
                     return Err(CoreError::Unauthorized);
                 };
-                let member = self.import_legacy_user(&user).await?;
+                let member = self
+                    .member_as_legacy_has_it(&user, Some((&member, recorded_digest.as_deref())))
+                    .await?;
                 if member.is_withdrawn() || member.id != session.member_id {
                     return Err(CoreError::Unauthorized);
                 }

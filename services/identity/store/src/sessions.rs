@@ -14,6 +14,15 @@ const SESSION_WITH_MEMBER: &str = concat!(
     " FROM sessions s JOIN members m ON m.id = s.member_id WHERE s.id = $1"
 );
 
+const SESSION_WITH_MEMBER_AND_DIGEST: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    ", ",
+    member_columns!(),
+    ", d.digest AS legacy_digest FROM sessions s JOIN members m ON m.id = s.member_id \
+     LEFT JOIN legacy_digests d ON d.member_id = m.id WHERE s.id = $1"
+);
+
 const REFRESH_WITH_SESSION: &str = concat!(
     "SELECT r.token_hash, r.rotated_at, ",
     session_columns!(),
@@ -45,6 +54,26 @@ impl Store {
             .await?;
         match row {
             Some(r) => Ok(Some((SessionRow::from_row(&r)?, MemberRow::from_row(&r)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// A session, its member and the legacy digest last recorded for the member (while
+    /// migrating: to tell the legacy's row apart from ours in one query).
+    pub async fn session_with_member_and_legacy_digest(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<(SessionRow, MemberRow, Option<String>)>, StoreError> {
+        let row = sqlx::query(SESSION_WITH_MEMBER_AND_DIGEST)
+            .bind(session_id)
+            .fetch_optional(self.pool())
+            .await?;
+        match row {
+            Some(r) => Ok(Some((
+                SessionRow::from_row(&r)?,
+                MemberRow::from_row(&r)?,
+                r.try_get("legacy_digest")?,
+            ))),
             None => Ok(None),
         }
     }
