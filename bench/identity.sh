@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Identity service benchmarks, every figure beside its baseline from the same run:
 #   - log-ins per second through REST against the raw argon2id hash rate (same parameters);
-#   - authenticated GET /api/v1/users/me (wrk) against the legacy Rails app on this machine;
+#   - authenticated GET /api/v1/users/me (wrk) against the legacy Rails app on this machine,
+#     and the same while migrating (write-through and read-through to a legacy simulator
+#     on SQLite) against the service standing alone;
 #   - gRPC GetMember, BatchGetMembers of 100 and VerifyAccessToken.
 # Usage: bench/identity.sh [seconds per measurement, default 10]
 set -euo pipefail
@@ -31,7 +33,7 @@ wrk_me() { # label, base url, token, connections
   echo "$rps" > "$work/$5.rps"
 }
 
-cargo build --release --locked -p identity -p member-load >/dev/null
+cargo build --release --locked -p identity -p member-load -p legacy-sim >/dev/null
 bin="${CARGO_TARGET_DIR:-target}/release"
 
 http=$(free_port); grpc=$(free_port)
@@ -57,6 +59,19 @@ if [ -f tests/legacy-rails/start.sh ] && command -v ruby >/dev/null; then
   wrk_me "legacy Rails (SQLite), 64 connections" "http://127.0.0.1:$rails" "$rtoken" 64 rails64
   python3 -c "print(f'identity / Rails throughput: {float(open(\"$work/identity64.rps\").read())/float(open(\"$work/rails1.rps\").read()):.1f}x of Rails one-client (goal 30x), {float(open(\"$work/identity64.rps\").read())/float(open(\"$work/rails64.rps\").read()):.1f}x of Rails at 64 connections')"
 fi
+
+echo "== GET /api/v1/users/me while migrating (each request also reads its legacy session and member)"
+sim=$(free_port)
+"$bin/legacy-sim" --addr "127.0.0.1:$sim" --database-url "sqlite://$work/legacy.sqlite3?mode=rwc" --bcrypt-cost 4 >"$work/sim.log" 2>&1 &
+pids+=($!); wait_http "http://127.0.0.1:$sim/api/v1/users/0"
+mhttp=$(free_port); mgrpc=$(free_port)
+"$bin/identity" serve --data-dir "$work/migrating" --http-addr "127.0.0.1:$mhttp" --grpc-addr "127.0.0.1:$mgrpc" \
+  --legacy-database-url "sqlite://$work/legacy.sqlite3?mode=rwc" --legacy-bcrypt-cost 4 --log-format text >"$work/migrating.log" 2>&1 &
+pids+=($!); wait_http "http://127.0.0.1:$mhttp/healthz"
+mtoken=$(token_for "http://127.0.0.1:$mhttp" "bench-migrating@example.com")
+wrk_me "identity (SQLite) again, 64 connections" "http://127.0.0.1:$http" "$token" 64 standalone64
+wrk_me "identity migrating, 64 connections" "http://127.0.0.1:$mhttp" "$mtoken" 64 migrating64
+python3 -c "print(f'migrating / standing alone: {float(open(\"$work/migrating64.rps\").read())/float(open(\"$work/standalone64.rps\").read()):.2f}x')"
 
 echo "== gRPC (32 concurrent calls on one HTTP/2 connection)"
 "$bin/member-load" grpc --addr "http://127.0.0.1:$grpc" --base-url "http://127.0.0.1:$http" --seconds "$((secs / 2 > 0 ? secs / 2 : 1))"
