@@ -238,9 +238,15 @@ async fn run(proxy: &Proxy, mut job: ShadowJob) {
     proxy
         .guard
         .record_request(&route, job.shadow_side, elapsed, failed, now);
-    let Ok(captured) = (&mut job.captured).await else {
+    let Ok(mut captured) = (&mut job.captured).await else {
         return;
     };
+    // A 204 or 304, or an answer to HEAD, has no body: the server never reads it to
+    // its end, and an empty body is complete.
+    let bodiless = matches!(job.primary_status, 204 | 304) || job.inbound.method == Method::HEAD;
+    if bodiless && captured.bytes.is_empty() {
+        captured.incomplete = false;
+    }
     if captured.incomplete {
         count(
             proxy,

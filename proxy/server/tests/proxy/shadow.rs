@@ -106,4 +106,31 @@ async fn replayed_writes_are_dry_runs() {
         201,
         "the client's write was applied on the legacy"
     );
+    // A log-out answers 204 without a body: its replay is compared all the same.
+    let token = login.json::<serde_json::Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = s
+        .client
+        .delete(format!("http://{}/api/v1/sessions", s.proxy))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let compared = |m: &str| -> u64 {
+        m.lines()
+            .filter(|l| l.starts_with(r#"proxy_comparisons_total{route="writes""#))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+            .sum()
+    };
+    assert!(
+        eventually(|| async { compared(&s.metrics().await) == 3 }).await,
+        "the two sign-ups and the log-out compared: {}",
+        s.metrics().await
+    );
+    let m = s.metrics().await;
+    assert!(m.contains(r#"proxy_shadow_requests_total{route="writes",side="new"} 3"#));
+    assert!(!m.contains(r#"route="writes",result="skipped""#), "{m}");
 }
