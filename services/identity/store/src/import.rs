@@ -61,23 +61,18 @@ impl Store {
         &self,
         ids: &[i64],
     ) -> Result<std::collections::HashMap<i64, (MemberRow, Option<String>)>, StoreError> {
-        let mut out = std::collections::HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(500) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "SELECT {}, d.digest AS legacy_digest FROM members m LEFT JOIN legacy_digests d ON d.member_id = m.id WHERE m.id IN ({})",
-                member_columns!(),
-                placeholders.join(",")
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            for row in q.fetch_all(self.pool()).await? {
-                let member = MemberRow::from_row(&row)?;
-                let digest: Option<String> = sqlx::Row::try_get(&row, "legacy_digest")?;
-                out.insert(member.id, (member, digest));
-            }
+        let rows = crate::fetch_for_ids(self.pool(), ids, |list| {
+            format!(
+                "SELECT {}, d.digest AS legacy_digest FROM members m LEFT JOIN legacy_digests d ON d.member_id = m.id WHERE m.id IN ({list})",
+                member_columns!()
+            )
+        })
+        .await?;
+        let mut out = std::collections::HashMap::with_capacity(rows.len());
+        for row in rows {
+            let member = MemberRow::from_row(&row)?;
+            let digest: Option<String> = sqlx::Row::try_get(&row, "legacy_digest")?;
+            out.insert(member.id, (member, digest));
         }
         Ok(out)
     }

@@ -174,6 +174,26 @@ impl Store {
     }
 }
 
+/// The rows `select` returns for every id of `ids`: `select` is given the parameter
+/// list of an `IN (…)` (`$1,$2,…`), and the ids go in chunks of 500 so that no
+/// statement's parameter list grows past what either engine takes.
+pub(crate) async fn fetch_for_ids(
+    pool: &AnyPool,
+    ids: &[i64],
+    select: impl Fn(&str) -> String,
+) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
+    let mut rows = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(select(&list.join(","))));
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        rows.extend(q.fetch_all(pool).await?);
+    }
+    Ok(rows)
+}
+
 fn sqlite_path(url: &str) -> Option<&str> {
     let rest = url
         .strip_prefix("sqlite://")

@@ -1,7 +1,5 @@
 //! Member queries: look-ups, sign-up, profile changes, password hashes and withdrawal.
 
-use sqlx::AssertSqlSafe;
-
 use crate::rows::{MemberRow, member_columns};
 use crate::{Store, StoreError, Tx};
 
@@ -72,24 +70,17 @@ impl Store {
         let mut unique: Vec<i64> = ids.to_vec();
         unique.sort_unstable();
         unique.dedup();
-        let mut out = Vec::with_capacity(unique.len());
-        // Bounded parameter lists: SQLite's default limit is far above, PostgreSQL's too.
-        for chunk in unique.chunks(500) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "SELECT {} FROM members m WHERE m.deleted_at IS NULL AND m.id IN ({}) ORDER BY m.id",
-                member_columns!(),
-                placeholders.join(",")
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            for row in q.fetch_all(self.pool()).await? {
-                out.push(MemberRow::from_row(&row)?);
-            }
-        }
-        Ok(out)
+        let rows = crate::fetch_for_ids(self.pool(), &unique, |list| {
+            format!(
+                "SELECT {} FROM members m WHERE m.deleted_at IS NULL AND m.id IN ({list}) ORDER BY m.id",
+                member_columns!()
+            )
+        })
+        .await?;
+        Ok(rows
+            .iter()
+            .map(MemberRow::from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Whether another member holds this email (`except` excludes a member's own row).

@@ -2,6 +2,7 @@
 //! tokens by hash with their rotation time, and ending sessions.
 
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use crate::rows::{MemberRow, RefreshRow, SessionRow, member_columns, session_columns};
 use crate::{Store, StoreError, Tx};
@@ -41,6 +42,11 @@ const IMPORTED_WITH_MEMBER: &str = concat!(
 /// legacy access token is the current one (a refresh replaces it with a JWT's `jti`).
 pub const IMPORTED_LEGACY_JTI: &str = "legacy";
 
+/// A row of a query joining `sessions s` and `members m`.
+fn session_and_member(row: &AnyRow) -> Result<(SessionRow, MemberRow), sqlx::Error> {
+    Ok((SessionRow::from_row(row)?, MemberRow::from_row(row)?))
+}
+
 impl Store {
     /// The session imported at cutover whose legacy access token hashes to `hash`, and
     /// its member, whatever their state.
@@ -52,10 +58,7 @@ impl Store {
             .bind(access_hash)
             .fetch_optional(self.pool())
             .await?;
-        match row {
-            Some(r) => Ok(Some((SessionRow::from_row(&r)?, MemberRow::from_row(&r)?))),
-            None => Ok(None),
-        }
+        Ok(row.as_ref().map(session_and_member).transpose()?)
     }
 
     /// A session, its member and the legacy digest last recorded for the member (while
@@ -68,14 +71,9 @@ impl Store {
             .bind(session_id)
             .fetch_optional(self.pool())
             .await?;
-        match row {
-            Some(r) => Ok(Some((
-                SessionRow::from_row(&r)?,
-                MemberRow::from_row(&r)?,
-                r.try_get("legacy_digest")?,
-            ))),
-            None => Ok(None),
-        }
+        let Some(r) = row else { return Ok(None) };
+        let (session, member) = session_and_member(&r)?;
+        Ok(Some((session, member, r.try_get("legacy_digest")?)))
     }
 
     /// A session and its member, whatever their state (the caller decides).
@@ -87,10 +85,7 @@ impl Store {
             .bind(session_id)
             .fetch_optional(self.pool())
             .await?;
-        match row {
-            Some(r) => Ok(Some((SessionRow::from_row(&r)?, MemberRow::from_row(&r)?))),
-            None => Ok(None),
-        }
+        Ok(row.as_ref().map(session_and_member).transpose()?)
     }
 }
 
@@ -103,10 +98,7 @@ impl Tx {
             .bind(session_id)
             .fetch_optional(self.conn())
             .await?;
-        match row {
-            Some(r) => Ok(Some((SessionRow::from_row(&r)?, MemberRow::from_row(&r)?))),
-            None => Ok(None),
-        }
+        Ok(row.as_ref().map(session_and_member).transpose()?)
     }
 
     /// A refresh token by its hash, with its session.
