@@ -55,9 +55,23 @@ struct Client {
     http: reqwest::Client,
     base: String,
     report: TrafficReport,
+    email: String,
+    token: String,
+    refresh: String,
 }
 
 impl Client {
+    fn new(base: String, email: String) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base,
+            report: TrafficReport::default(),
+            email,
+            token: String::new(),
+            refresh: String::new(),
+        }
+    }
+
     async fn call(
         &mut self,
         method: &str,
@@ -97,23 +111,73 @@ impl Client {
         (status, value)
     }
 
-    async fn log_in(&mut self, email: &str) -> Option<(String, String)> {
+    /// Signs up with `nickname` and logs in: the member's id.
+    async fn join(&mut self, nickname: &str) -> Option<i64> {
+        let user = json!({"user": {"email": self.email, "password": "password-traffic", "nickname": nickname}});
+        let (s, v) = self
+            .call(
+                "POST",
+                "/api/v1/users",
+                "/api/v1/users",
+                None,
+                Some(user),
+                &[201],
+            )
+            .await;
+        if s != 201 {
+            return None;
+        }
+        self.report.writes += 1;
+        let id = v["id"].as_i64().unwrap_or(0);
+        self.log_in().await.then_some(id)
+    }
+
+    /// A new session: its tokens replace the client's.
+    async fn log_in(&mut self) -> bool {
+        let credentials = json!({"email": self.email, "password": "password-traffic"});
         let (s, v) = self
             .call(
                 "POST",
                 "/api/v1/sessions",
                 "/api/v1/sessions",
                 None,
-                Some(json!({"email": email, "password": "password-traffic"})),
+                Some(credentials),
                 &[201],
             )
             .await;
-        (s == 201).then(|| {
-            (
-                v["token"].as_str().unwrap_or("").to_owned(),
-                v["refresh_token"].as_str().unwrap_or("").to_owned(),
+        if s == 201 {
+            self.token = v["token"].as_str().unwrap_or("").to_owned();
+            self.refresh = v["refresh_token"].as_str().unwrap_or("").to_owned();
+        }
+        s == 201
+    }
+
+    /// A token refused that the client had not ended: counted, and the client logs in
+    /// again.
+    async fn forced_out(&mut self) {
+        self.report.forced_logouts += 1;
+        self.log_in().await;
+    }
+
+    /// Reads its own profile: a refusal is a forced log-out, another nickname than the
+    /// last one written a stale read.
+    async fn read_me(&mut self, nickname: &str) {
+        let token = self.token.clone();
+        let (s, v) = self
+            .call(
+                "GET",
+                "/api/v1/users/me",
+                "/api/v1/users/me",
+                Some(&token),
+                None,
+                &[200],
             )
-        })
+            .await;
+        if s == 401 {
+            self.forced_out().await;
+        } else if s == 200 && v["nickname"] != json!(nickname) {
+            self.report.stale_reads += 1;
+        }
     }
 }
 
@@ -124,28 +188,16 @@ async fn one_client(
     pace: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> TrafficReport {
-    let mut c = Client {
-        http: reqwest::Client::new(),
-        base,
-        report: TrafficReport::default(),
-    };
-    let email = format!("client-{run}-{n}@example.com");
+    let mut c = Client::new(base, format!("client-{run}-{n}@example.com"));
     let mut nickname = format!("c{n}");
-    let (s, v) = c
-        .call("POST", "/api/v1/users", "/api/v1/users", None, Some(json!({"user": {"email": email, "password": "password-traffic", "nickname": nickname}})), &[201])
-        .await;
-    if s != 201 {
-        return c.report;
-    }
-    c.report.writes += 1;
-    let id = v["id"].as_i64().unwrap_or(0);
-    let Some((mut token, mut refresh)) = c.log_in(&email).await else {
+    let Some(id) = c.join(&nickname).await else {
         return c.report;
     };
     let mut k: u64 = 0;
     while !*stop.borrow() {
         k += 1;
         let me = format!("/api/v1/users/{id}");
+        let token = c.token.clone();
         // A member mostly reads; now and then changes a profile field, refreshes the
         // tokens, logs out and in again.
         let step = k % 50;
@@ -165,30 +217,25 @@ async fn one_client(
                 nickname = next;
                 c.report.writes += 1;
             } else if s == 401 {
-                c.report.forced_logouts += 1;
-                if let Some(t) = c.log_in(&email).await {
-                    (token, refresh) = t;
-                }
+                c.forced_out().await;
             }
         } else if step == 40 {
+            let refresh = json!({"refresh_token": c.refresh});
             let (s, v) = c
                 .call(
                     "POST",
                     "/api/v1/sessions/refresh",
                     "/api/v1/sessions/refresh",
                     None,
-                    Some(json!({"refresh_token": refresh})),
+                    Some(refresh),
                     &[201],
                 )
                 .await;
             if s == 201 {
-                token = v["token"].as_str().unwrap_or("").to_owned();
-                refresh = v["refresh_token"].as_str().unwrap_or("").to_owned();
+                c.token = v["token"].as_str().unwrap_or("").to_owned();
+                c.refresh = v["refresh_token"].as_str().unwrap_or("").to_owned();
             } else if s == 401 {
-                c.report.forced_logouts += 1;
-                if let Some(t) = c.log_in(&email).await {
-                    (token, refresh) = t;
-                }
+                c.forced_out().await;
             }
         } else if step == 49 {
             c.call(
@@ -200,9 +247,7 @@ async fn one_client(
                 &[204],
             )
             .await;
-            if let Some(t) = c.log_in(&email).await {
-                (token, refresh) = t;
-            }
+            c.log_in().await;
         } else if step % 3 == 2 {
             c.call("GET", &me, "/api/v1/users/:id", None, None, &[200])
                 .await;
@@ -216,30 +261,14 @@ async fn one_client(
             )
             .await;
         } else {
-            let (s, v) = c
-                .call(
-                    "GET",
-                    "/api/v1/users/me",
-                    "/api/v1/users/me",
-                    Some(&token),
-                    None,
-                    &[200],
-                )
-                .await;
-            if s == 401 {
-                c.report.forced_logouts += 1;
-                if let Some(t) = c.log_in(&email).await {
-                    (token, refresh) = t;
-                }
-            } else if s == 200 && v["nickname"] != json!(nickname) {
-                c.report.stale_reads += 1;
-            }
+            c.read_me(&nickname).await;
         }
         tokio::select! {
             () = tokio::time::sleep(pace) => {},
             _ = stop.changed() => {},
         }
     }
+    let email = std::mem::take(&mut c.email);
     c.report.members.push((id, email, nickname));
     c.report
 }
@@ -254,48 +283,19 @@ async fn one_sleeper(
     pace: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> TrafficReport {
-    let mut c = Client {
-        http: reqwest::Client::new(),
-        base,
-        report: TrafficReport::default(),
-    };
-    let email = format!("sleeper-{run}-{n}@example.com");
+    let mut c = Client::new(base, format!("sleeper-{run}-{n}@example.com"));
     let nickname = format!("s{n}");
-    let (s, v) = c
-        .call("POST", "/api/v1/users", "/api/v1/users", None, Some(json!({"user": {"email": email, "password": "password-traffic", "nickname": nickname}})), &[201])
-        .await;
-    if s != 201 {
-        return c.report;
-    }
-    c.report.writes += 1;
-    let id = v["id"].as_i64().unwrap_or(0);
-    let Some((mut token, _)) = c.log_in(&email).await else {
+    let Some(id) = c.join(&nickname).await else {
         return c.report;
     };
     while !*stop.borrow() {
-        let (s, v) = c
-            .call(
-                "GET",
-                "/api/v1/users/me",
-                "/api/v1/users/me",
-                Some(&token),
-                None,
-                &[200],
-            )
-            .await;
-        if s == 401 {
-            c.report.forced_logouts += 1;
-            if let Some((t, _)) = c.log_in(&email).await {
-                token = t;
-            }
-        } else if s == 200 && v["nickname"] != json!(nickname) {
-            c.report.stale_reads += 1;
-        }
+        c.read_me(&nickname).await;
         tokio::select! {
             () = tokio::time::sleep(pace * 4) => {},
             _ = stop.changed() => {},
         }
     }
+    let email = std::mem::take(&mut c.email);
     c.report.members.push((id, email, nickname));
     c.report
 }
