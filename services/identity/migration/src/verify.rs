@@ -224,62 +224,37 @@ async fn scan(store: &Store, legacy: &LegacyDb) -> Result<Scan, MigrationError> 
             digests = digests_for(store, &identity_rows).await?;
             ii = 0;
         }
-        let (l, i) = (legacy_rows.get(li), identity_rows.get(ii));
-        match (l, i) {
+        // The lower next id of the two sides: on one side only, or on both and compared.
+        let one_side = |id, fields| {
+            Some(Deviation {
+                id,
+                fields: vec![fields],
+            })
+        };
+        let deviation = match (legacy_rows.get(li), identity_rows.get(ii)) {
             (None, None) => break,
-            (Some(u), None) => {
-                report.compared += 1;
-                record(
-                    &mut report,
-                    Deviation {
-                        id: u.id,
-                        fields: vec!["missing in identity"],
-                    },
-                );
+            (Some(u), Some(m)) if u.id == m.id => {
                 li += 1;
-            }
-            (None, Some(m)) => {
-                report.compared += 1;
-                record(
-                    &mut report,
-                    Deviation {
-                        id: m.id,
-                        fields: vec!["extra in identity"],
-                    },
-                );
                 ii += 1;
-            }
-            (Some(u), Some(m)) if u.id < m.id => {
-                report.compared += 1;
-                record(
-                    &mut report,
-                    Deviation {
-                        id: u.id,
-                        fields: vec!["missing in identity"],
-                    },
-                );
-                li += 1;
+                let fields = differing_fields(u, m, digests.get(&u.id).map(String::as_str));
+                (!fields.is_empty()).then_some(Deviation { id: u.id, fields })
             }
             (Some(u), Some(m)) if u.id > m.id => {
-                report.compared += 1;
-                record(
-                    &mut report,
-                    Deviation {
-                        id: m.id,
-                        fields: vec!["extra in identity"],
-                    },
-                );
                 ii += 1;
+                one_side(m.id, "extra in identity")
             }
-            (Some(u), Some(m)) => {
-                report.compared += 1;
-                let fields = differing_fields(u, m, digests.get(&u.id).map(String::as_str));
-                if !fields.is_empty() {
-                    record(&mut report, Deviation { id: u.id, fields });
-                }
+            (None, Some(m)) => {
+                ii += 1;
+                one_side(m.id, "extra in identity")
+            }
+            (Some(u), _) => {
                 li += 1;
-                ii += 1;
+                one_side(u.id, "missing in identity")
             }
+        };
+        report.compared += 1;
+        if let Some(d) = deviation {
+            record(&mut report, d);
         }
     }
     Ok(report)
