@@ -81,8 +81,7 @@ pub async fn cutover(
         )));
     }
     let sessions = import_legacy_sessions(store, legacy).await?;
-    let (_, legacy_max) = legacy.user_stats(legacy.pool()).await?;
-    let next_id = legacy_max.max(store.max_member_id().await?) + CUTOVER_ID_MARGIN + 1;
+    let next_id = highest_member_id(store, legacy).await? + CUTOVER_ID_MARGIN + 1;
     store.bump_member_sequence(next_id - 1).await?;
     let mut tx = store.begin().await?;
     tx.set_migration_value(
@@ -106,8 +105,14 @@ pub async fn leave_legacy(
     legacy: &LegacyDb,
 ) -> Result<SessionImport, MigrationError> {
     let sessions = import_legacy_sessions(store, legacy).await?;
-    let (_, legacy_max) = legacy.user_stats(legacy.pool()).await?;
-    let highest = legacy_max.max(store.max_member_id().await?);
-    store.bump_member_sequence(highest).await?;
+    store
+        .bump_member_sequence(highest_member_id(store, legacy).await?)
+        .await?;
     Ok(sessions)
+}
+
+/// The highest member id either side holds.
+async fn highest_member_id(store: &Store, legacy: &LegacyDb) -> Result<i64, MigrationError> {
+    let (_, legacy_max) = legacy.user_stats(legacy.pool()).await?;
+    Ok(legacy_max.max(store.max_member_id().await?))
 }
