@@ -124,6 +124,17 @@ impl RehearsalReport {
 
 const ROUTES: [&str; 3] = ["sessions", "users-read", "users-write"];
 
+/// An operator's admin call (`abort`, `resume`) on every route.
+async fn on_every_route(stack: &Stack, action: &str) -> anyhow::Result<()> {
+    for route in ROUTES {
+        let code = stack
+            .admin("POST", &format!("/admin/routes/{route}/{action}"))
+            .await?;
+        anyhow::ensure!(code == 200, "{action} of {route}: {code}");
+    }
+    Ok(())
+}
+
 /// The steps, under the traffic `rehearse` started.
 async fn drive(
     stack: &Stack,
@@ -147,24 +158,14 @@ async fn drive(
         step(report, format!("{percent}% to the identity service"));
         tokio::time::sleep(o.phase).await;
     }
-    for route in ROUTES {
-        let code = stack
-            .admin("POST", &format!("/admin/routes/{route}/abort"))
-            .await?;
-        anyhow::ensure!(code == 200, "abort of {route}: {code}");
-    }
+    on_every_route(stack, "abort").await?;
     anyhow::ensure!(
         stack.shares().await?.iter().all(|s| *s == 0.0),
         "an abort did not bring every user back to the legacy"
     );
     step(report, "abort: every route back to 0%".into());
     tokio::time::sleep(o.phase).await;
-    for route in ROUTES {
-        let code = stack
-            .admin("POST", &format!("/admin/routes/{route}/resume"))
-            .await?;
-        anyhow::ensure!(code == 200, "resume of {route}: {code}");
-    }
+    on_every_route(stack, "resume").await?;
     anyhow::ensure!(
         stack.shares().await?.iter().all(|s| *s == 100.0),
         "a resume did not bring back 100%"
