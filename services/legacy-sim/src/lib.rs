@@ -20,3 +20,30 @@ pub async fn connect(database_url: &str, bcrypt_cost: u32) -> anyhow::Result<Sim
         bcrypt_cost,
     })
 }
+
+/// A simulator serving in a task of its own.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    /// Sending (or dropping) it stops the server after its in-flight requests.
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Serves `state` on `addr` (port 0: any free port) until stopped: the local stack and
+/// the tests' legacy.
+pub async fn spawn(state: SimState, addr: std::net::SocketAddr) -> std::io::Result<Running> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, router(state))
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "the legacy simulator stopped");
+        }
+    });
+    Ok(Running { addr, stop, task })
+}

@@ -129,20 +129,12 @@ impl Stack {
         legacy_sim::seed::seed(&sim, o.seed_members).await?;
         let legacy = match &o.legacy {
             LegacySource::Simulator(addr) => {
-                let listener = tokio::net::TcpListener::bind(*addr)
+                let running = legacy_sim::spawn(sim, *addr)
                     .await
                     .context("legacy address")?;
-                let legacy = listener.local_addr()?;
-                let (tx, rx) = oneshot::channel::<()>();
-                stops.push(tx);
-                tasks.push(tokio::spawn(async move {
-                    let _ = axum::serve(listener, legacy_sim::router(sim))
-                        .with_graceful_shutdown(async {
-                            let _ = rx.await;
-                        })
-                        .await;
-                }));
-                legacy
+                stops.push(running.stop);
+                tasks.push(running.task);
+                running.addr
             }
             LegacySource::External { addr, .. } => *addr,
         };

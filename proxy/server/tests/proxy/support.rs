@@ -103,18 +103,11 @@ pub async fn stack(legacy_weight: u32, new_weight: u32, mirror_percent: f64) -> 
         dir.path().join("legacy.sqlite3").display()
     );
     let sim = legacy_sim::connect(&legacy_url, 4).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let legacy = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    stops.push(tx);
-    tokio::spawn(async move {
-        axum::serve(listener, legacy_sim::router(sim))
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
-            .ok();
-    });
+    let running = legacy_sim::spawn(sim, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let legacy = running.addr;
+    stops.push(running.stop);
 
     let data = dir.path().join("identity");
     let id_url = format!(

@@ -22,21 +22,13 @@ impl Drop for Legacy {
 
 async fn legacy(db_url: &str) -> Legacy {
     let state = legacy_sim::connect(db_url, 4).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        axum::serve(listener, legacy_sim::router(state))
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
-            .ok();
-    });
+    let running = legacy_sim::spawn(state, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     Legacy {
-        url,
+        url: format!("http://{}", running.addr),
         db_url: db_url.to_owned(),
-        stop: Some(tx),
+        stop: Some(running.stop),
     }
 }
 
