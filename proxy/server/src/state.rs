@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use proxy_routing::{Overrides, ProxyConfig, RouteTable, VirtualService};
 
@@ -137,9 +137,13 @@ impl Live {
     pub fn reload_if_changed(&self) -> Result<bool, LoadError> {
         let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
         let (vs_m, cfg_m) = (mtime(&files.virtual_service), mtime(&files.config));
+        // Unchanged times prove nothing while they are recent: file times come from a
+        // coarse clock, and two writes within one of its ticks carry the same time.
         if let Some((a, b, _)) = files.seen
             && a == vs_m
             && b == cfg_m
+            && settled(vs_m)
+            && settled(cfg_m)
         {
             return Ok(false);
         }
@@ -210,4 +214,53 @@ impl Live {
 
 fn mtime(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// How long after its modification time a file's time is trusted to tell a change:
+/// longer than the tick of any file system's clock (1 s on some).
+const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+/// Whether a file time is old enough that a later write would carry another one.
+fn settled(time: Option<SystemTime>) -> bool {
+    time.and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age > RACY_WINDOW)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST: &str = include_str!("../../../istio/virtualservice-member-api.yaml");
+    const CONFIG: &str = include_str!("../../config/local.yaml");
+
+    #[test]
+    fn a_change_within_one_tick_of_the_file_clock_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vs, cfg) = (dir.path().join("vs.yaml"), dir.path().join("proxy.yaml"));
+        std::fs::write(&vs, MANIFEST).unwrap();
+        std::fs::write(&cfg, CONFIG).unwrap();
+        let live = Live::load(&vs, &cfg).unwrap();
+        let before = mtime(&vs).unwrap();
+        let share = |live: &Live| live.snapshot().table.routes()[0].manifest_basis_points();
+        assert_eq!(share(&live), 100);
+        // A new manifest carrying the same modification time as the one loaded.
+        let changed = MANIFEST.replacen("weight: 99", "weight: 90", 1).replacen(
+            "weight: 1\n",
+            "weight: 10\n",
+            1,
+        );
+        assert_ne!(changed, MANIFEST);
+        std::fs::write(&vs, &changed).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&vs)
+            .unwrap()
+            .set_modified(before)
+            .unwrap();
+        assert_eq!(mtime(&vs), Some(before));
+        assert!(live.reload_if_changed().unwrap());
+        assert_eq!(share(&live), 1000);
+        // Nothing new: nothing reloaded.
+        assert!(!live.reload_if_changed().unwrap());
+    }
 }
