@@ -18,8 +18,8 @@
 #   - Upstreams: two nginx processes ("legacy" and "new"), 1 worker each, answering
 #     GET /api/v1/users/1 with a fixed public-member JSON body; stub_status counts the
 #     requests each receives, which shows the split and the mirror really happen.
-#   - Proxies get 2 workers each, the core count: what tokio's default runtime uses here
-#     (our proxy), Envoy's default --concurrency, and nginx's `worker_processes auto`.
+#   - Proxies get 2 workers each, the core count: our proxy's default --workers, Envoy's
+#     default --concurrency, and nginx's `worker_processes auto`.
 #     All share the 2 cores with wrk and the upstreams; nothing is pinned.
 #   - Load: wrk -t1 -c32 --latency, after a 2 s warm-up (connection pools filled), with
 #     a small Lua script (written below) that sends a random opaque bearer per request, so the

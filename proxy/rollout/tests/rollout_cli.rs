@@ -48,6 +48,7 @@ async fn steps_follow_the_plan_and_reach_the_proxy() {
         admin: Some("127.0.0.1:0".parse().unwrap()),
         reload_interval: Duration::from_secs(60),
         drain: Duration::from_secs(1),
+        workers: 0,
     })
     .await
     .unwrap();

@@ -1,5 +1,5 @@
-//! Forwarding one request to one upstream: a pooled HTTP/1.1 client per proxy (keep-alive
-//! connections per upstream authority), hop-by-hop headers removed, `X-Forwarded-For`,
+//! Forwarding one request to one upstream: a pooled HTTP/1.1 client per worker thread
+//! (keep-alive connections per upstream authority), hop-by-hop headers removed, `X-Forwarded-For`,
 //! `X-Forwarded-Proto` and `X-Request-Id` set, a per-try timeout, and the error tagged
 //! with where it came from and whether a retry is safe (pingora's
 //! `Error { etype, esource, retry }`).
@@ -86,23 +86,43 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &str) {
     }
 }
 
-/// The pooled client used for every upstream.
+/// The pooled clients, one per worker thread: a connection is driven by the thread whose
+/// requests use it, so a request never wakes another thread (see `serve`).
 #[derive(Clone)]
 pub struct Upstreams {
-    client: Client<HttpConnector, ProxyBody>,
+    clients: std::sync::Arc<[Client<HttpConnector, ProxyBody>]>,
+}
+
+thread_local! {
+    /// The worker this thread is (0 on any other thread).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as worker `index`: its requests use that worker's pool.
+pub(crate) fn enter_worker(index: usize) {
+    WORKER.with(|w| w.set(index));
 }
 
 impl Upstreams {
-    pub fn new(connect_timeout: Duration, idle_per_host: usize) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(idle_per_host)
-            .build(connector);
-        Self { client }
+    pub fn new(connect_timeout: Duration, idle_per_host: usize, workers: usize) -> Self {
+        let client = || {
+            let mut connector = HttpConnector::new();
+            connector.set_connect_timeout(Some(connect_timeout));
+            connector.set_nodelay(true);
+            connector.enforce_http(true);
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(idle_per_host)
+                .build(connector)
+        };
+        Self {
+            clients: (0..workers.max(1)).map(|_| client()).collect(),
+        }
+    }
+
+    fn client(&self) -> &Client<HttpConnector, ProxyBody> {
+        let index = WORKER.with(std::cell::Cell::get);
+        &self.clients[index % self.clients.len()]
     }
 
     /// Sends `req` (whose URI holds the path and query) to `address` (`host:port`),
@@ -128,7 +148,7 @@ impl Upstreams {
                 retry_safe: false,
                 reason: e.to_string(),
             })?;
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
+        match tokio::time::timeout(timeout, self.client().request(req)).await {
             Err(_) => Err(ForwardError {
                 source_kind: ErrorSource::Timeout,
                 retry_safe: false,

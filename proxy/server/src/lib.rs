@@ -45,6 +45,19 @@ pub struct Settings {
     pub reload_interval: Duration,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub drain: Duration,
+    /// Worker threads serving client traffic (0: one per core).
+    pub workers: usize,
+}
+
+impl Settings {
+    /// The worker threads to start: as configured, else one per core.
+    fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        }
+    }
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
@@ -118,7 +131,13 @@ impl Proxy {
             Comparator::new(compare_config(&snap.config)).context("comparison settings")?;
         let noise = comparator.noise_model();
         let guard = Guard::new(guard_config(&snap.config)).context("guard settings")?;
-        let upstreams = forward::Upstreams::new(snap.config.timeouts.connect, MAX_REPLAYS + 64);
+        let mut settings = settings;
+        settings.workers = settings.worker_count();
+        let upstreams = forward::Upstreams::new(
+            snap.config.timeouts.connect,
+            MAX_REPLAYS + 64,
+            settings.workers,
+        );
         let listen = settings
             .listen
             .or(snap.config.listen)

@@ -30,6 +30,9 @@ struct Cli {
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, env = "PROXY_DRAIN_SECS", default_value_t = 20)]
     drain_secs: u64,
+    /// Worker threads serving client traffic (0: one per core).
+    #[arg(long, env = "PROXY_WORKERS", default_value_t = 0)]
+    workers: usize,
     /// Log format: json or text.
     #[arg(long, env = "PROXY_LOG_FORMAT", default_value = "json")]
     log_format: String,
@@ -61,8 +64,10 @@ fn main() -> ExitCode {
         admin: cli.admin,
         reload_interval: Duration::from_millis(cli.reload_interval_ms.max(50)),
         drain: Duration::from_secs(cli.drain_secs),
+        workers: cli.workers,
     };
-    let runtime = match process_support::runtime() {
+    // The admin port, reloads and the guard's timer; client traffic has worker threads.
+    let runtime = match process_support::single_thread_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };

@@ -215,6 +215,7 @@ impl Stack {
             admin: Some(o.admin_addr),
             reload_interval: Duration::from_millis(200),
             drain: Duration::from_secs(5),
+            workers: 0,
         })
         .await?;
         let (proxy, admin) = (bound.addr(), bound.admin_addr());

@@ -33,13 +33,20 @@ pub fn parse_or_exit<T: clap::Parser>() -> Result<T, ExitCode> {
 
 /// A multi-threaded runtime, or the exit code after saying why there is none.
 pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("error: cannot start the runtime: {e}");
-            ExitCode::FAILURE
-        })
+    built(tokio::runtime::Builder::new_multi_thread().enable_all())
+}
+
+/// A runtime on the calling thread alone (for a process whose heavy work runs on
+/// threads of its own), or the exit code after saying why there is none.
+pub fn single_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    built(tokio::runtime::Builder::new_current_thread().enable_all())
+}
+
+fn built(builder: &mut tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.build().map_err(|e| {
+        eprintln!("error: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.

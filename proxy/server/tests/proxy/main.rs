@@ -4,6 +4,7 @@
 mod support;
 
 mod dashboard;
+mod drain;
 mod guard;
 mod reload;
 mod shadow;

@@ -158,6 +158,7 @@ pub async fn stack(legacy_weight: u32, new_weight: u32, mirror_percent: f64) -> 
         admin: Some("127.0.0.1:0".parse().unwrap()),
         reload_interval: Duration::from_millis(100),
         drain: Duration::from_secs(2),
+        workers: 2,
     })
     .await
     .unwrap();

@@ -1,0 +1,116 @@
+//! Graceful shutdown: a request in flight when the signal comes is answered, the listener
+//! closes, and the proxy returns once drained. The upstream here answers slowly on
+//! purpose (a plain socket that waits before it answers).
+
+use std::time::{Duration, Instant};
+
+use migration_proxy::{Proxy, Settings};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// An upstream that answers every request on a connection after `delay`.
+async fn slow_upstream(delay: Duration) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                loop {
+                    let Ok(n) = stream.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        tokio::time::sleep(delay).await;
+                        let body = br#"{"id":1,"nickname":"slow"}"#;
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        if stream.write_all(head.as_bytes()).await.is_err()
+                            || stream.write_all(body).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_request_in_flight_at_shutdown_is_answered_and_then_the_proxy_stops() {
+    let upstream = slow_upstream(Duration::from_millis(600)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (vs, cfg) = (dir.path().join("vs.yaml"), dir.path().join("proxy.yaml"));
+    std::fs::write(
+        &vs,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: slow}\n\
+         spec:\n  hosts: [member-api]\n  http:\n  - name: all\n    route:\n    \
+         - destination: {host: slow.test}\n    timeout: 5s\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &cfg,
+        format!("upstreams:\n  slow.test: {{address: \"{upstream}\", role: legacy}}\n"),
+    )
+    .unwrap();
+    let bound = Proxy::build(Settings {
+        virtual_service: vs,
+        config: cfg,
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        admin: Some("127.0.0.1:0".parse().unwrap()),
+        reload_interval: Duration::from_millis(100),
+        drain: Duration::from_secs(30),
+        workers: 2,
+    })
+    .await
+    .unwrap();
+    let addr = bound.addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(bound.run_until(async {
+        let _ = stopped.await;
+    }));
+
+    let client = reqwest::Client::new();
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .get(format!("http://{addr}/api/v1/users/1"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    // The request reached the upstream, which holds it for 600 ms.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let signalled = Instant::now();
+    stop.send(()).unwrap();
+
+    assert_eq!(in_flight.await.unwrap().unwrap(), 200);
+    tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("the proxy stops once drained")
+        .unwrap()
+        .unwrap();
+    assert!(
+        signalled.elapsed() < Duration::from_secs(15),
+        "stopped when the request finished, not at the end of the drain period"
+    );
+    // The listener is closed: a new client is refused.
+    let refused = reqwest::Client::new()
+        .get(format!("http://{addr}/api/v1/users/1"))
+        .send()
+        .await;
+    assert!(refused.is_err(), "a stopped proxy accepts nothing");
+}
