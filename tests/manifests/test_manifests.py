@@ -128,8 +128,9 @@ def test_dockerfile_builds_and_runs_the_binary(image):
         f"builder {build.image} is not the workspace's rust-version {rust_version}"
     )
     runs = " ".join(build.all("RUN"))
-    assert re.search(rf"cargo build --release --locked -p {re.escape(bin_.package)}(\s|$)", runs), runs
-    assert f"target/release/{bin_.name}" in runs
+    # The images ship the `production` profile (Cargo.toml: fat LTO).
+    assert re.search(rf"cargo build --profile production --locked -p {re.escape(bin_.package)}(\s|$)", runs), runs
+    assert f"target/production/{bin_.name}" in runs
     assert runtime.image in ("gcr.io/distroless/cc-debian12:nonroot", "debian:bookworm-slim"), runtime.image
     assert any(f"--from={build.name}" in c for c in runtime.all("COPY")), "the runtime stage copies the build's output"
     entrypoint = sources.exec_form(runtime.last("ENTRYPOINT"))

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper_util::client::legacy::Client;
@@ -53,6 +54,10 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names instead of a lookup of each.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(http::header::CONNECTION)
         .iter()
@@ -125,29 +130,25 @@ impl Upstreams {
         &self.clients[index % self.clients.len()]
     }
 
-    /// Sends `req` (whose URI holds the path and query) to `address` (`host:port`),
+    /// Sends `req` (whose URI holds the path and query) to `authority` (`host:port`),
     /// within `timeout`.
     pub async fn send(
         &self,
-        address: &str,
+        authority: &Authority,
         mut req: Request<ProxyBody>,
         timeout: Duration,
     ) -> Result<Response<hyper::body::Incoming>, ForwardError> {
-        let path_and_query = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        *req.uri_mut() = Uri::builder()
-            .scheme("http")
-            .authority(address)
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| ForwardError {
-                source_kind: ErrorSource::Internal,
-                retry_safe: false,
-                reason: e.to_string(),
-            })?;
+        let mut uri = std::mem::take(req.uri_mut()).into_parts();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(authority.clone());
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
+        *req.uri_mut() = Uri::from_parts(uri).map_err(|e| ForwardError {
+            source_kind: ErrorSource::Internal,
+            retry_safe: false,
+            reason: e.to_string(),
+        })?;
         match tokio::time::timeout(timeout, self.client().request(req)).await {
             Err(_) => Err(ForwardError {
                 source_kind: ErrorSource::Timeout,

@@ -22,7 +22,7 @@ use crate::tee::TeeBody;
 /// A request's facts the proxy keeps while it is in flight.
 pub struct Inbound {
     pub method: Method,
-    pub path_and_query: String,
+    pub path_and_query: http::uri::PathAndQuery,
     pub headers: http::HeaderMap,
     pub request_id: String,
 }
@@ -110,8 +110,8 @@ impl Proxy {
         let path_and_query = parts
             .uri
             .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         let Some(route) = snap
             .table
             .route(parts.method.as_str(), parts.uri.path(), &headers)
@@ -255,7 +255,7 @@ impl Proxy {
         let address = route
             .upstream(side)
             .and_then(|u| config.upstream(&u.host))
-            .map(|u| u.address.to_string())
+            .map(|u| u.address.authority())
             .ok_or_else(|| ForwardError {
                 source_kind: forward::ErrorSource::Internal,
                 retry_safe: false,
@@ -263,7 +263,7 @@ impl Proxy {
             })?;
         let req = build_request(inbound, body, None);
         let t = Instant::now();
-        let result = self.upstreams.send(&address, req, timeout).await;
+        let result = self.upstreams.send(address, req, timeout).await;
         let failed = result
             .as_ref()
             .map_or(true, |r| r.status().is_server_error());
@@ -393,10 +393,7 @@ pub fn build_request(
 ) -> Request<ProxyBody> {
     let mut req = Request::new(body);
     *req.method_mut() = inbound.method.clone();
-    *req.uri_mut() = inbound
-        .path_and_query
-        .parse()
-        .unwrap_or_else(|_| http::Uri::from_static("/"));
+    *req.uri_mut() = http::Uri::from(inbound.path_and_query.clone());
     *req.headers_mut() = inbound.headers.clone();
     req.headers_mut().remove(http::header::HOST);
     if let Some(mark) = shadow_mark {

@@ -166,7 +166,7 @@ async fn fetch(
         .route
         .upstream(side)
         .and_then(|u| snap.config.upstream(&u.host))
-        .map(|u| u.address.to_string())?;
+        .map(|u| u.address.authority().clone())?;
     let req = build_request(&job.inbound, forward::full(job.body.clone()), mark);
     let limit = snap.config.comparison.max_body_bytes;
     let started = Instant::now();
@@ -261,13 +261,7 @@ async fn run(proxy: &Proxy, mut job: ShadowJob) {
         captured.bytes,
         captured.truncated,
     );
-    let path = job
-        .inbound
-        .path_and_query
-        .split('?')
-        .next()
-        .unwrap_or("/")
-        .to_owned();
+    let path = job.inbound.path_and_query.path().to_owned();
     let request_headers: Vec<(String, String)> = job
         .inbound
         .headers

@@ -26,6 +26,8 @@ pub struct Upstream {
 pub struct UpstreamAddress {
     host: String,
     port: u16,
+    /// The same as a URI authority, built once for every request sent there.
+    authority: http::uri::Authority,
 }
 
 /// An address that is not `host:port`.
@@ -45,6 +47,11 @@ impl UpstreamAddress {
     /// The port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `host:port` (brackets around an IPv6 address) as a URI authority.
+    pub fn authority(&self) -> &http::uri::Authority {
+        &self.authority
     }
 }
 
@@ -84,9 +91,17 @@ impl FromStr for UpstreamAddress {
                 host
             }
         };
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let authority = http::uri::Authority::from_maybe_shared(authority)
+            .map_err(|_| fail("the host must be a name or an IP address"))?;
         Ok(UpstreamAddress {
             host: host.to_owned(),
             port,
+            authority,
         })
     }
 }
@@ -101,11 +116,7 @@ impl TryFrom<String> for UpstreamAddress {
 
 impl fmt::Display for UpstreamAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
+        f.write_str(self.authority.as_str())
     }
 }
 
