@@ -1,8 +1,11 @@
 //! `rollout`: status, set-weight, step, abort, resume and promote for the member API's
 //! migration. Weights are changed in the VirtualService manifest (the source of truth)
 //! and the proxy is told to reload; abort and resume also act at once through the admin
-//! API. Exit codes: 0 done, 1 refused as unsafe (use --force), 2 bad usage or manifest,
-//! 3 the proxy's admin API could not be reached.
+//! API. Every command acts on every replica given (`--admin`, comma-separated): each
+//! proxy replica keeps its own guard, overrides and figures, so an abort must reach them
+//! all, and a step is refused if any replica finds it unsafe or cannot be asked.
+//! Exit codes: 0 done, 1 refused as unsafe (use --force), 2 bad usage or manifest,
+//! 3 a replica's admin API could not be reached.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,14 +20,15 @@ use rollout::{manifest, plan, status};
     about = "Roll the member API out from the legacy to the identity service"
 )]
 struct Cli {
-    /// The proxy's admin API.
+    /// The proxy's admin API, one URL per replica, comma-separated.
     #[arg(
         long,
         env = "ROLLOUT_ADMIN_URL",
         default_value = "http://127.0.0.1:9901",
+        value_delimiter = ',',
         global = true
     )]
-    admin: String,
+    admin: Vec<String>,
     /// The admin bearer token.
     #[arg(
         long,
@@ -93,41 +97,106 @@ enum Failure {
     Unreachable(String),
 }
 
+/// How long one admin call may take: a replica that hangs must not hang an abort.
+const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One call to one replica's admin API.
 async fn admin(
     cli: &Cli,
+    replica: &str,
     method: reqwest::Method,
     path: &str,
 ) -> Result<serde_json::Value, Failure> {
-    let mut req = reqwest::Client::new()
-        .request(method, format!("{}{path}", cli.admin.trim_end_matches('/')));
+    let client = reqwest::Client::builder()
+        .timeout(ADMIN_TIMEOUT)
+        .build()
+        .map_err(|e| Failure::Usage(format!("HTTP client: {e}")))?;
+    let mut req = client.request(method, format!("{}{path}", replica.trim_end_matches('/')));
     if let Some(t) = &cli.token {
         req = req.bearer_auth(t);
     }
     let resp = req
         .send()
         .await
-        .map_err(|e| Failure::Unreachable(format!("admin API at {}: {e}", cli.admin)))?;
+        .map_err(|e| Failure::Unreachable(format!("admin API at {replica}: {e}")))?;
     let code = resp.status();
     let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
     if code.as_u16() == 401 || code.as_u16() == 403 {
         return Err(Failure::Usage(format!(
-            "admin API refused the token ({code}): set ROLLOUT_ADMIN_TOKEN"
+            "admin API at {replica} refused the token ({code}): set ROLLOUT_ADMIN_TOKEN"
         )));
     }
     if !code.is_success() {
         return Err(Failure::Usage(format!(
-            "admin API answered {code}: {}",
+            "admin API at {replica} answered {code}: {}",
             body["error"].as_str().unwrap_or("")
         )));
     }
     Ok(body)
 }
 
-async fn route_status(cli: &Cli, route: &str) -> Result<status::RouteStatus, Failure> {
-    let all = status::parse(&admin(cli, reqwest::Method::GET, "/admin/status").await?);
+/// The replicas to act on, without duplicates.
+fn replicas(cli: &Cli) -> Result<Vec<&str>, Failure> {
+    let mut out: Vec<&str> = Vec::new();
+    for url in cli.admin.iter().map(|u| u.trim()).filter(|u| !u.is_empty()) {
+        if !out.contains(&url) {
+            out.push(url);
+        }
+    }
+    if out.is_empty() {
+        return Err(Failure::Usage("--admin: no admin URL given".into()));
+    }
+    Ok(out)
+}
+
+/// Whether more than one replica is given.
+fn several(cli: &Cli) -> bool {
+    replicas(cli).is_ok_and(|r| r.len() > 1)
+}
+
+/// What to put before a line about `replica`: nothing when there is only one.
+fn label(cli: &Cli, replica: &str) -> String {
+    if several(cli) {
+        format!("[{replica}] ")
+    } else {
+        String::new()
+    }
+}
+
+/// The same call to every replica, each one tried whatever the others answered.
+async fn on_every_replica(
+    cli: &Cli,
+    method: reqwest::Method,
+    path: &str,
+) -> Result<Vec<(String, Result<serde_json::Value, Failure>)>, Failure> {
+    let mut out = Vec::new();
+    for replica in replicas(cli)? {
+        let result = admin(cli, replica, method.clone(), path).await;
+        out.push((replica.to_owned(), result));
+    }
+    Ok(out)
+}
+
+/// The first failure among the replicas' answers, reported after all were tried.
+fn first_failure(
+    answers: Vec<(String, Result<serde_json::Value, Failure>)>,
+) -> Result<Vec<(String, serde_json::Value)>, Failure> {
+    let mut ok = Vec::new();
+    for (replica, answer) in answers {
+        ok.push((replica, answer?));
+    }
+    Ok(ok)
+}
+
+async fn route_status(
+    cli: &Cli,
+    replica: &str,
+    route: &str,
+) -> Result<status::RouteStatus, Failure> {
+    let all = status::parse(&admin(cli, replica, reqwest::Method::GET, "/admin/status").await?);
     all.into_iter()
         .find(|r| r.name == route)
-        .ok_or_else(|| Failure::Usage(format!("the proxy has no route `{route}`")))
+        .ok_or_else(|| Failure::Usage(format!("the proxy at {replica} has no route `{route}`")))
 }
 
 fn read_manifest(cli: &Cli) -> Result<String, Failure> {
@@ -146,18 +215,23 @@ async fn apply(cli: &Cli, route: &str, percent: u32) -> Result<(), Failure> {
         cli.virtual_service.display(),
         100 - percent
     );
-    match admin(cli, reqwest::Method::POST, "/admin/reload").await {
-        Ok(_) => {
-            let r = route_status(cli, route).await?;
-            println!(
-                "proxy: {route} serves {:.1}% of users from the identity service ({})",
-                r.share, r.state
-            );
+    for replica in replicas(cli)? {
+        match admin(cli, replica, reqwest::Method::POST, "/admin/reload").await {
+            Ok(_) => {
+                let r = route_status(cli, replica, route).await?;
+                println!(
+                    "{}proxy: {route} serves {:.1}% of users from the identity service ({})",
+                    label(cli, replica),
+                    r.share,
+                    r.state
+                );
+            }
+            Err(Failure::Unreachable(e)) => println!(
+                "{}proxy not reachable ({e}); it applies the manifest when it reloads it",
+                label(cli, replica)
+            ),
+            Err(other) => return Err(other),
         }
-        Err(Failure::Unreachable(e)) => {
-            println!("proxy not reachable ({e}); it applies the manifest when it reloads it")
-        }
-        Err(other) => return Err(other),
     }
     Ok(())
 }
@@ -179,9 +253,13 @@ async fn check_safe(
             plan::next(steps, current).unwrap_or(100)
         )));
     }
-    let r = route_status(cli, route).await?;
-    if let Some(reason) = status::unsafe_reason(&r, cli.max_error_rate, cli.max_mismatch_rate) {
-        return Err(Failure::Refused(reason));
+    // Every replica judges on its own traffic: one that cannot be asked, or finds the
+    // step unsafe, stops it.
+    for replica in replicas(cli)? {
+        let r = route_status(cli, replica, route).await?;
+        if let Some(reason) = status::unsafe_reason(&r, cli.max_error_rate, cli.max_mismatch_rate) {
+            return Err(Failure::Refused(format!("{}{reason}", label(cli, replica))));
+        }
     }
     Ok(())
 }
@@ -196,8 +274,24 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
     };
     match &cli.command {
         Command::Status => {
-            let routes = status::parse(&admin(cli, reqwest::Method::GET, "/admin/status").await?);
-            print!("{}", status::table(&routes));
+            let answers = on_every_replica(cli, reqwest::Method::GET, "/admin/status").await?;
+            let mut unreachable = Vec::new();
+            for (replica, answer) in answers {
+                if several(cli) {
+                    println!("replica {replica}");
+                }
+                match answer {
+                    Ok(body) => print!("{}", status::table(&status::parse(&body))),
+                    Err(Failure::Unreachable(e)) => {
+                        println!("  not reachable: {e}");
+                        unreachable.push(e);
+                    }
+                    Err(other) => return Err(other),
+                }
+            }
+            if !unreachable.is_empty() {
+                return Err(Failure::Unreachable(unreachable.join("; ")));
+            }
         }
         Command::SetWeight { route, percent } => {
             if *percent > 100 {
@@ -224,13 +318,25 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             apply(cli, route, 100).await?;
         }
         Command::Abort { route } => {
-            admin(
-                cli,
-                reqwest::Method::POST,
-                &format!("/admin/routes/{route}/abort"),
-            )
-            .await?;
-            println!("proxy: {route} aborted: every user on the legacy");
+            // Every replica at once, the manifest even if some cannot be reached.
+            let path = format!("/admin/routes/{route}/abort");
+            let mut answers = on_every_replica(cli, reqwest::Method::POST, &path).await?;
+            // A refused token or an unknown route changes nothing; only a replica that
+            // cannot be reached does not stop the others and the manifest.
+            if let Some(i) = answers
+                .iter()
+                .position(|(_, a)| matches!(a, Err(f) if !matches!(f, Failure::Unreachable(_))))
+            {
+                answers.swap_remove(i).1?;
+            }
+            for (replica, answer) in &answers {
+                if answer.is_ok() {
+                    println!(
+                        "{}proxy: {route} aborted: every user on the legacy",
+                        label(cli, replica)
+                    );
+                }
+            }
             let text = read_manifest(cli)?;
             let edited = manifest::set_weights(&text, route, &cli.legacy_host, &cli.new_host, 0)
                 .map_err(|e| Failure::Usage(e.to_string()))?;
@@ -240,22 +346,29 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
                 "{}: {route} → 0% identity (commit it)",
                 cli.virtual_service.display()
             );
-            // The proxy takes the manifest's 0% too, so that a resume does not bring the
-            // old weight back.
-            admin(cli, reqwest::Method::POST, "/admin/reload").await?;
+            // The proxies take the manifest's 0% too, so that a resume does not bring
+            // the old weight back.
+            let reloads = on_every_replica(cli, reqwest::Method::POST, "/admin/reload").await?;
+            let missed = |failure| match failure {
+                Failure::Unreachable(e) => Failure::Unreachable(format!(
+                    "{e} (that replica takes the manifest's 0% when it reloads it)"
+                )),
+                other => other,
+            };
+            first_failure(answers).map_err(missed)?;
+            first_failure(reloads).map_err(missed)?;
         }
         Command::Resume { route } => {
-            admin(
-                cli,
-                reqwest::Method::POST,
-                &format!("/admin/routes/{route}/resume"),
-            )
-            .await?;
-            let r = route_status(cli, route).await?;
-            println!(
-                "proxy: {route} resumed at the manifest's weight, {:.1}% identity",
-                r.share
-            );
+            let path = format!("/admin/routes/{route}/resume");
+            first_failure(on_every_replica(cli, reqwest::Method::POST, &path).await?)?;
+            for replica in replicas(cli)? {
+                let r = route_status(cli, replica, route).await?;
+                println!(
+                    "{}proxy: {route} resumed at the manifest's weight, {:.1}% identity",
+                    label(cli, replica),
+                    r.share
+                );
+            }
         }
     }
     Ok(())

@@ -1,6 +1,7 @@
-//! The `rollout` binary against a real proxy (upstreams need not answer for these
+//! The `rollout` binary against real proxies (upstreams need not answer for these
 //! commands): a step edits the manifest and the proxy follows, a skipped step and a
-//! bad token are refused with their exit codes, abort and resume act at once.
+//! bad token are refused with their exit codes, abort and resume act at once; with
+//! several replicas, every one is asked and an abort reaches all it can.
 
 use std::process::Command;
 use std::time::Duration;
@@ -23,17 +24,16 @@ fn rollout(admin: &str, vs: &std::path::Path, token: &str, args: &[&str]) -> (i3
     (out.status.code().unwrap_or(-1), text)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn steps_follow_the_plan_and_reach_the_proxy() {
-    let dir = tempfile::tempdir().unwrap();
-    let vs = dir.path().join("vs.yaml");
+/// The repository's VirtualService and a proxy config, in a temp dir.
+fn files(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let vs = dir.join("vs.yaml");
     let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo");
     let manifest = std::fs::read_to_string(
         std::path::Path::new(&crate_dir).join("../../istio/virtualservice-member-api.yaml"),
     )
     .unwrap();
     std::fs::write(&vs, &manifest).unwrap();
-    let cfg = dir.path().join("proxy.yaml");
+    let cfg = dir.join("proxy.yaml");
     std::fs::write(
         &cfg,
         format!(
@@ -41,14 +41,22 @@ async fn steps_follow_the_plan_and_reach_the_proxy() {
         ),
     )
     .unwrap();
+    (vs, cfg, manifest)
+}
+
+/// A proxy replica on the files; its admin URL, and what stops it when dropped.
+async fn replica(
+    vs: &std::path::Path,
+    cfg: &std::path::Path,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
     let bound = migration_proxy::Proxy::build(migration_proxy::Settings {
-        virtual_service: vs.clone(),
-        config: cfg,
+        virtual_service: vs.to_owned(),
+        config: cfg.to_owned(),
         listen: Some("127.0.0.1:0".parse().unwrap()),
         admin: Some("127.0.0.1:0".parse().unwrap()),
         reload_interval: Duration::from_secs(60),
         drain: Duration::from_secs(1),
-        workers: 0,
+        workers: 1,
     })
     .await
     .unwrap();
@@ -57,6 +65,38 @@ async fn steps_follow_the_plan_and_reach_the_proxy() {
     tokio::spawn(bound.run_until(async {
         let _ = rx.await;
     }));
+    (admin, tx)
+}
+
+/// What one replica's admin API says of `route`: its state and new share.
+async fn route_state(admin: &str, route: &str) -> (String, f64) {
+    let status: serde_json::Value = reqwest::Client::new()
+        .get(format!("{admin}/admin/status"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = status["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == route)
+        .unwrap()
+        .clone();
+    (
+        r["state"].as_str().unwrap().to_owned(),
+        r["new_share_percent"].as_f64().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_follow_the_plan_and_reach_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vs, cfg, manifest) = files(dir.path());
+    let (admin, tx) = replica(&vs, &cfg).await;
 
     let run = |args: &'static [&'static str], token: &'static str| {
         let (admin, vs) = (admin.clone(), vs.clone());
@@ -93,4 +133,91 @@ async fn steps_follow_the_plan_and_reach_the_proxy() {
     assert_eq!(edited.lines().count(), manifest.lines().count());
     assert!(edited.contains("# Routing of the legacy member REST API"));
     let _ = tx.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_is_asked_and_an_abort_reaches_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vs, cfg, _) = files(dir.path());
+    let (first, _stop_first) = replica(&vs, &cfg).await;
+    let (second, _stop_second) = replica(&vs, &cfg).await;
+    let gone = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let run = |admins: Vec<String>, args: &'static [&'static str]| {
+        let vs = vs.clone();
+        async move {
+            tokio::task::spawn_blocking(move || rollout(&admins.join(","), &vs, TOKEN, args))
+                .await
+                .unwrap()
+        }
+    };
+    let both = vec![first.clone(), second.clone()];
+
+    let (code, out) = run(both.clone(), &["status"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("replica {first}")) && out.contains(&format!("replica {second}")),
+        "{out}"
+    );
+
+    // The guard of one replica aborted the route (here: its admin API): a step is
+    // refused, and says which replica stops it.
+    let aborted = reqwest::Client::new()
+        .post(format!("{second}/admin/routes/users-read/abort"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(aborted.status().is_success());
+    let (code, out) = run(both.clone(), &["step", "users-read"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&second), "{out}");
+    assert!(std::fs::read_to_string(&vs).unwrap().contains("weight: 99"));
+
+    let (code, out) = run(both.clone(), &["resume", "users-read"]).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(both.clone(), &["step", "users-read"]).await;
+    assert_eq!(code, 0, "{out}");
+    for admin in [&first, &second] {
+        assert_eq!(
+            route_state(admin, "users-read").await,
+            ("running".into(), 5.0)
+        );
+    }
+
+    // An abort with one replica unreachable: the others abort at once, the manifest
+    // says 0%, and the exit code says a replica was missed.
+    let (code, out) = run(
+        vec![first.clone(), gone.clone(), second.clone()],
+        &["abort", "users-read"],
+    )
+    .await;
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains(&gone), "{out}");
+    for admin in [&first, &second] {
+        assert_eq!(
+            route_state(admin, "users-read").await,
+            ("aborted".into(), 0.0)
+        );
+    }
+    assert!(
+        std::fs::read_to_string(&vs)
+            .unwrap()
+            .contains("weight: 100")
+    );
+
+    // A step cannot be judged without every replica.
+    let (code, out) = run(vec![first.clone()], &["resume", "users-read"]).await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(vec![first.clone(), gone.clone()], &["status"]).await;
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("running"),
+        "the reachable replica is shown: {out}"
+    );
+    let (code, out) = run(vec![first, gone.clone()], &["step", "users-read"]).await;
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains(&gone), "{out}");
 }
