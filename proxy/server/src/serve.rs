@@ -137,25 +137,29 @@ fn start_worker(
     })
 }
 
-/// Hands a new connection to the worker with the fewest open.
+/// Hands a new connection to the worker with the fewest open (the next one if that
+/// worker is gone).
 fn dispatch(workers: &[Worker], stream: TcpStream, peer: SocketAddr) {
-    let Some(worker) = workers
-        .iter()
-        .min_by_key(|w| w.open.load(Ordering::Relaxed))
-    else {
-        return;
-    };
-    let stream = match stream.into_std() {
+    let mut stream = match stream.into_std() {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot hand over a connection");
             return;
         }
     };
-    worker.open.fetch_add(1, Ordering::Relaxed);
-    if worker.connections.send((stream, peer)).is_err() {
-        worker.open.fetch_sub(1, Ordering::Relaxed);
+    let mut by_load: Vec<&Worker> = workers.iter().collect();
+    by_load.sort_by_key(|w| w.open.load(Ordering::Relaxed));
+    for worker in by_load {
+        worker.open.fetch_add(1, Ordering::Relaxed);
+        match worker.connections.send((stream, peer)) {
+            Ok(()) => return,
+            Err(mpsc::error::SendError((back, _))) => {
+                worker.open.fetch_sub(1, Ordering::Relaxed);
+                stream = back;
+            }
+        }
     }
+    tracing::error!("no worker takes connections: closing one");
 }
 
 pub async fn run(
