@@ -100,18 +100,69 @@ enum Failure {
 /// How long one admin call may take: a replica that hangs must not hang an abort.
 const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// What every command works with: the command line, the replicas' admin URLs (each
+/// once) and one HTTP client for all the calls.
+struct Ctx {
+    cli: Cli,
+    replicas: Vec<String>,
+    http: reqwest::Client,
+}
+
+impl std::ops::Deref for Ctx {
+    type Target = Cli;
+
+    fn deref(&self) -> &Cli {
+        &self.cli
+    }
+}
+
+impl Ctx {
+    fn new(cli: Cli) -> Result<Self, Failure> {
+        let mut replicas: Vec<String> = Vec::new();
+        for url in cli.admin.iter().map(|u| u.trim()).filter(|u| !u.is_empty()) {
+            if !replicas.iter().any(|r| r == url) {
+                replicas.push(url.to_owned());
+            }
+        }
+        if replicas.is_empty() {
+            return Err(Failure::Usage("--admin: no admin URL given".into()));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(ADMIN_TIMEOUT)
+            .build()
+            .map_err(|e| Failure::Usage(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            cli,
+            replicas,
+            http,
+        })
+    }
+
+    /// Whether more than one replica is given.
+    fn several(&self) -> bool {
+        self.replicas.len() > 1
+    }
+
+    /// What to put before a line about `replica`: nothing when there is only one.
+    fn label(&self, replica: &str) -> String {
+        if self.several() {
+            format!("[{replica}] ")
+        } else {
+            String::new()
+        }
+    }
+}
+
 /// One call to one replica's admin API.
 async fn admin(
-    cli: &Cli,
+    cli: &Ctx,
     replica: &str,
     method: reqwest::Method,
     path: &str,
 ) -> Result<serde_json::Value, Failure> {
-    let client = reqwest::Client::builder()
-        .timeout(ADMIN_TIMEOUT)
-        .build()
-        .map_err(|e| Failure::Usage(format!("HTTP client: {e}")))?;
-    let mut req = client.request(method, format!("{}{path}", replica.trim_end_matches('/')));
+    let mut req = cli
+        .http
+        .request(method, format!("{}{path}", replica.trim_end_matches('/')));
     if let Some(t) = &cli.token {
         req = req.bearer_auth(t);
     }
@@ -135,61 +186,32 @@ async fn admin(
     Ok(body)
 }
 
-/// The replicas to act on, without duplicates.
-fn replicas(cli: &Cli) -> Result<Vec<&str>, Failure> {
-    let mut out: Vec<&str> = Vec::new();
-    for url in cli.admin.iter().map(|u| u.trim()).filter(|u| !u.is_empty()) {
-        if !out.contains(&url) {
-            out.push(url);
-        }
-    }
-    if out.is_empty() {
-        return Err(Failure::Usage("--admin: no admin URL given".into()));
-    }
-    Ok(out)
-}
-
-/// Whether more than one replica is given.
-fn several(cli: &Cli) -> bool {
-    replicas(cli).is_ok_and(|r| r.len() > 1)
-}
-
-/// What to put before a line about `replica`: nothing when there is only one.
-fn label(cli: &Cli, replica: &str) -> String {
-    if several(cli) {
-        format!("[{replica}] ")
-    } else {
-        String::new()
-    }
-}
-
 /// The same call to every replica, each one tried whatever the others answered.
 async fn on_every_replica(
-    cli: &Cli,
+    cli: &Ctx,
     method: reqwest::Method,
     path: &str,
-) -> Result<Vec<(String, Result<serde_json::Value, Failure>)>, Failure> {
+) -> Vec<(String, Result<serde_json::Value, Failure>)> {
     let mut out = Vec::new();
-    for replica in replicas(cli)? {
+    for replica in &cli.replicas {
         let result = admin(cli, replica, method.clone(), path).await;
-        out.push((replica.to_owned(), result));
+        out.push((replica.clone(), result));
     }
-    Ok(out)
+    out
 }
 
 /// The first failure among the replicas' answers, reported after all were tried.
 fn first_failure(
     answers: Vec<(String, Result<serde_json::Value, Failure>)>,
-) -> Result<Vec<(String, serde_json::Value)>, Failure> {
-    let mut ok = Vec::new();
-    for (replica, answer) in answers {
-        ok.push((replica, answer?));
+) -> Result<(), Failure> {
+    for (_, answer) in answers {
+        answer?;
     }
-    Ok(ok)
+    Ok(())
 }
 
 async fn route_status(
-    cli: &Cli,
+    cli: &Ctx,
     replica: &str,
     route: &str,
 ) -> Result<status::RouteStatus, Failure> {
@@ -204,31 +226,36 @@ fn read_manifest(cli: &Cli) -> Result<String, Failure> {
         .map_err(|e| Failure::Usage(format!("{}: {e}", cli.virtual_service.display())))
 }
 
-/// Writes the new weight into the manifest and asks the proxy to reload it.
-async fn apply(cli: &Cli, route: &str, percent: u32) -> Result<(), Failure> {
+/// Sets `route`'s identity weight to `percent` in the manifest file.
+fn write_weight(cli: &Cli, route: &str, percent: u32) -> Result<(), Failure> {
     let text = read_manifest(cli)?;
     let edited = manifest::set_weights(&text, route, &cli.legacy_host, &cli.new_host, percent)
         .map_err(|e| Failure::Usage(e.to_string()))?;
-    manifest::write(&cli.virtual_service, &edited).map_err(|e| Failure::Usage(e.to_string()))?;
+    manifest::write(&cli.virtual_service, &edited).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+/// Writes the new weight into the manifest and asks every replica to reload it.
+async fn apply(cli: &Ctx, route: &str, percent: u32) -> Result<(), Failure> {
+    write_weight(cli, route, percent)?;
     println!(
         "{}: {route} → {percent}% identity, {}% legacy",
         cli.virtual_service.display(),
         100 - percent
     );
-    for replica in replicas(cli)? {
+    for replica in &cli.replicas {
         match admin(cli, replica, reqwest::Method::POST, "/admin/reload").await {
             Ok(_) => {
                 let r = route_status(cli, replica, route).await?;
                 println!(
                     "{}proxy: {route} serves {:.1}% of users from the identity service ({})",
-                    label(cli, replica),
+                    cli.label(replica),
                     r.share,
                     r.state
                 );
             }
             Err(Failure::Unreachable(e)) => println!(
                 "{}proxy not reachable ({e}); it applies the manifest when it reloads it",
-                label(cli, replica)
+                cli.label(replica)
             ),
             Err(other) => return Err(other),
         }
@@ -237,7 +264,7 @@ async fn apply(cli: &Cli, route: &str, percent: u32) -> Result<(), Failure> {
 }
 
 async fn check_safe(
-    cli: &Cli,
+    cli: &Ctx,
     route: &str,
     current: u32,
     target: u32,
@@ -255,16 +282,16 @@ async fn check_safe(
     }
     // Every replica judges on its own traffic: one that cannot be asked, or finds the
     // step unsafe, stops it.
-    for replica in replicas(cli)? {
+    for replica in &cli.replicas {
         let r = route_status(cli, replica, route).await?;
         if let Some(reason) = status::unsafe_reason(&r, cli.max_error_rate, cli.max_mismatch_rate) {
-            return Err(Failure::Refused(format!("{}{reason}", label(cli, replica))));
+            return Err(Failure::Refused(format!("{}{reason}", cli.label(replica))));
         }
     }
     Ok(())
 }
 
-async fn run(cli: &Cli) -> Result<(), Failure> {
+async fn run(cli: &Ctx) -> Result<(), Failure> {
     let steps = plan::parse(&cli.plan).map_err(Failure::Usage)?;
     let current = |route: &str| -> Result<u32, Failure> {
         let text = read_manifest(cli)?;
@@ -274,10 +301,10 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
     };
     match &cli.command {
         Command::Status => {
-            let answers = on_every_replica(cli, reqwest::Method::GET, "/admin/status").await?;
+            let answers = on_every_replica(cli, reqwest::Method::GET, "/admin/status").await;
             let mut unreachable = Vec::new();
             for (replica, answer) in answers {
-                if several(cli) {
+                if cli.several() {
                     println!("replica {replica}");
                 }
                 match answer {
@@ -320,7 +347,7 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Abort { route } => {
             // Every replica at once, the manifest even if some cannot be reached.
             let path = format!("/admin/routes/{route}/abort");
-            let mut answers = on_every_replica(cli, reqwest::Method::POST, &path).await?;
+            let mut answers = on_every_replica(cli, reqwest::Method::POST, &path).await;
             // A refused token or an unknown route changes nothing; only a replica that
             // cannot be reached does not stop the others and the manifest.
             if let Some(i) = answers
@@ -333,22 +360,18 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
                 if answer.is_ok() {
                     println!(
                         "{}proxy: {route} aborted: every user on the legacy",
-                        label(cli, replica)
+                        cli.label(replica)
                     );
                 }
             }
-            let text = read_manifest(cli)?;
-            let edited = manifest::set_weights(&text, route, &cli.legacy_host, &cli.new_host, 0)
-                .map_err(|e| Failure::Usage(e.to_string()))?;
-            manifest::write(&cli.virtual_service, &edited)
-                .map_err(|e| Failure::Usage(e.to_string()))?;
+            write_weight(cli, route, 0)?;
             println!(
                 "{}: {route} → 0% identity (commit it)",
                 cli.virtual_service.display()
             );
             // The proxies take the manifest's 0% too, so that a resume does not bring
             // the old weight back.
-            let reloads = on_every_replica(cli, reqwest::Method::POST, "/admin/reload").await?;
+            let reloads = on_every_replica(cli, reqwest::Method::POST, "/admin/reload").await;
             let missed = |failure| match failure {
                 Failure::Unreachable(e) => Failure::Unreachable(format!(
                     "{e} (that replica takes the manifest's 0% when it reloads it)"
@@ -360,12 +383,12 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Command::Resume { route } => {
             let path = format!("/admin/routes/{route}/resume");
-            first_failure(on_every_replica(cli, reqwest::Method::POST, &path).await?)?;
-            for replica in replicas(cli)? {
+            first_failure(on_every_replica(cli, reqwest::Method::POST, &path).await)?;
+            for replica in &cli.replicas {
                 let r = route_status(cli, replica, route).await?;
                 println!(
                     "{}proxy: {route} resumed at the manifest's weight, {:.1}% identity",
-                    label(cli, replica),
+                    cli.label(replica),
                     r.share
                 );
             }
@@ -376,8 +399,11 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(&cli).await {
+    let result = match Ctx::new(Cli::parse()) {
+        Ok(ctx) => run(&ctx).await,
+        Err(e) => Err(e),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Refused(why)) => {
             eprintln!("refused: {why} (--force to override)");
