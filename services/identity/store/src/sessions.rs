@@ -47,6 +47,16 @@ fn session_and_member(row: &AnyRow) -> Result<(SessionRow, MemberRow), sqlx::Err
     Ok((SessionRow::from_row(row)?, MemberRow::from_row(row)?))
 }
 
+/// The session and member `sql` finds by its one parameter, on a pool or a transaction.
+async fn one_session_and_member<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
+    ex: E,
+    sql: &'static str,
+    key: &str,
+) -> Result<Option<(SessionRow, MemberRow)>, StoreError> {
+    let row = sqlx::query(sql).bind(key).fetch_optional(ex).await?;
+    Ok(row.as_ref().map(session_and_member).transpose()?)
+}
+
 impl Store {
     /// The session imported at cutover whose legacy access token hashes to `hash`, and
     /// its member, whatever their state.
@@ -54,11 +64,7 @@ impl Store {
         &self,
         access_hash: &str,
     ) -> Result<Option<(SessionRow, MemberRow)>, StoreError> {
-        let row = sqlx::query(IMPORTED_WITH_MEMBER)
-            .bind(access_hash)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(row.as_ref().map(session_and_member).transpose()?)
+        one_session_and_member(self.pool(), IMPORTED_WITH_MEMBER, access_hash).await
     }
 
     /// A session, its member and the legacy digest last recorded for the member (while
@@ -81,11 +87,7 @@ impl Store {
         &self,
         session_id: &str,
     ) -> Result<Option<(SessionRow, MemberRow)>, StoreError> {
-        let row = sqlx::query(SESSION_WITH_MEMBER)
-            .bind(session_id)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(row.as_ref().map(session_and_member).transpose()?)
+        one_session_and_member(self.pool(), SESSION_WITH_MEMBER, session_id).await
     }
 }
 
@@ -94,11 +96,7 @@ impl Tx {
         &mut self,
         session_id: &str,
     ) -> Result<Option<(SessionRow, MemberRow)>, StoreError> {
-        let row = sqlx::query(SESSION_WITH_MEMBER)
-            .bind(session_id)
-            .fetch_optional(self.conn())
-            .await?;
-        Ok(row.as_ref().map(session_and_member).transpose()?)
+        one_session_and_member(self.conn(), SESSION_WITH_MEMBER, session_id).await
     }
 
     /// A refresh token by its hash, with its session.
