@@ -65,13 +65,8 @@ async fn a_request_in_flight_at_shutdown_is_answered_and_then_the_proxy_stops() 
     )
     .unwrap();
     let bound = Proxy::build(Settings {
-        virtual_service: vs,
-        config: cfg,
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        admin: Some("127.0.0.1:0".parse().unwrap()),
-        reload_interval: Duration::from_millis(100),
         drain: Duration::from_secs(30),
-        workers: 2,
+        ..crate::support::settings(&vs, &cfg)
     })
     .await
     .unwrap();

@@ -94,6 +94,20 @@ pub fn write_virtual_service(path: &std::path::Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// The proxy's settings in these tests: both ports chosen by the system, files checked
+/// every 100 ms, 2 s to drain, two workers.
+pub fn settings(virtual_service: &std::path::Path, config: &std::path::Path) -> Settings {
+    Settings {
+        virtual_service: virtual_service.to_owned(),
+        config: config.to_owned(),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        admin: Some("127.0.0.1:0".parse().unwrap()),
+        reload_interval: Duration::from_millis(100),
+        drain: Duration::from_secs(2),
+        workers: 2,
+    }
+}
+
 pub async fn stack(legacy_weight: u32, new_weight: u32, mirror_percent: f64) -> Stack {
     let dir = tempfile::tempdir().unwrap();
     let mut stops = Vec::new();
@@ -151,17 +165,7 @@ pub async fn stack(legacy_weight: u32, new_weight: u32, mirror_percent: f64) -> 
     );
     let cfg_text = proxy_config(legacy, identity);
     std::fs::write(&cfg_path, &cfg_text).unwrap();
-    let bound = Proxy::build(Settings {
-        virtual_service: vs_path.clone(),
-        config: cfg_path.clone(),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        admin: Some("127.0.0.1:0".parse().unwrap()),
-        reload_interval: Duration::from_millis(100),
-        drain: Duration::from_secs(2),
-        workers: 2,
-    })
-    .await
-    .unwrap();
+    let bound = Proxy::build(settings(&vs_path, &cfg_path)).await.unwrap();
     let (proxy, admin) = (bound.addr(), bound.admin_addr());
     let (ptx, prx) = oneshot::channel::<()>();
     stops.push(ptx);
