@@ -29,7 +29,9 @@ pub use upstream::{
 };
 
 use crate::duration;
+use crate::path::PathNormalization;
 use crate::split::StickyKeySource;
+use rollout_guard::GuardConfig;
 
 /// A proxy config that cannot be used; the message names the setting.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,9 +81,21 @@ pub struct ProxyConfig {
     /// How shadow answers are compared with served answers.
     #[serde(default)]
     pub comparison: Comparison,
-    /// When the proxy drops the new side's weight to 0 by itself.
+    /// When the proxy drops the new side's weight to 0 by itself: the guard's own
+    /// settings (`rollout_guard::GuardConfig`), one definition for the file and the guard.
     #[serde(default)]
-    pub guard: Guard,
+    pub guard: GuardConfig,
+    /// How the request path is normalised before it is matched and forwarded (Istio's
+    /// `pathNormalization`): `none`, `base`, `merge_slashes` (the default) or
+    /// `decode_and_merge_slashes`.
+    #[serde(default)]
+    pub path_normalization: PathNormalization,
+    /// Where the client's address is read from (the sticky split's last resort).
+    #[serde(default)]
+    pub client_address: ClientAddress,
+    /// Bounds on what clients and upstreams may hold: time, bytes, connections, streams.
+    #[serde(default)]
+    pub limits: Limits,
     /// Timeouts for rules of the VirtualService that set none.
     #[serde(default)]
     pub timeouts: Timeouts,
@@ -125,37 +139,6 @@ impl Default for Comparison {
     }
 }
 
-/// The thresholds past which the proxy sets every rule's new share to 0 by itself.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Guard {
-    /// Length of the sliding window the rates are measured over, in seconds.
-    pub window_secs: u64,
-    /// Requests the new side must have served in the window before the guard judges.
-    pub min_requests: u64,
-    /// Highest fraction of the new side's requests in the window that may fail (a 5xx
-    /// status or no answer): 0 to 1.
-    pub max_error_rate: f64,
-    /// Highest fraction of compared requests in the window that may mismatch, noise
-    /// excluded: 0 to 1.
-    pub max_mismatch_rate: f64,
-    /// Highest ratio of the new side's 99th percentile latency to the legacy side's in
-    /// the window: 1 or more.
-    pub max_p99_ratio: f64,
-}
-
-impl Default for Guard {
-    fn default() -> Self {
-        Guard {
-            window_secs: 60,
-            min_requests: 100,
-            max_error_rate: 0.01,
-            max_mismatch_rate: 0.01,
-            max_p99_ratio: 2.0,
-        }
-    }
-}
-
 /// Timeouts towards the upstreams.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -174,6 +157,151 @@ impl Default for Timeouts {
             connect: Duration::from_secs(2),
             request: Duration::from_secs(15),
         }
+    }
+}
+
+/// Where the client's address comes from, for the sticky split of requests that carry
+/// no user key (sign-up, log-in, public reads).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientAddress {
+    /// How many proxies in front of this one append the address of their peer to
+    /// `X-Forwarded-For` and are trusted to: 0 (the default) takes the connection's peer
+    /// and ignores the header (any client can write it); 1 takes the last entry (an
+    /// Istio ingress gateway in front); 2 the one before it. A header with fewer entries
+    /// than that falls back to the peer. `x-envoy-external-address` is never read: a
+    /// client can send it past any hop that does not strip it.
+    pub trusted_hops: usize,
+}
+
+impl ClientAddress {
+    /// The client's address: the `X-Forwarded-For` entry written by the outermost
+    /// trusted hop, else `peer`.
+    pub fn client(&self, headers: &http::HeaderMap, peer: std::net::IpAddr) -> std::net::IpAddr {
+        if self.trusted_hops == 0 {
+            return peer;
+        }
+        let entries: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        entries
+            .len()
+            .checked_sub(self.trusted_hops)
+            .and_then(|i| entries[i].parse().ok())
+            .unwrap_or(peer)
+    }
+}
+
+/// What a client, or an upstream, may hold of the proxy: each bound has an answer when
+/// it is hit, and together they keep memory bounded whatever clients do.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Time to receive a request's head (HTTP/1), also the longest a kept-alive
+    /// connection may wait idle for its next request (`60s`). Past it the connection is
+    /// closed.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub header_read_timeout: Duration,
+    /// Time to receive a request's whole body once its head has arrived (`30s`). Past
+    /// it the client gets `408` and the connection is closed.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub body_read_timeout: Duration,
+    /// Longest a connection may stay open with no request in flight before it is closed
+    /// (`120s`); covers HTTP/2 connections and connections that never send a request.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub idle_timeout: Duration,
+    /// Bytes of request and answer bodies held in memory at once by the whole proxy
+    /// (for retries, replays and comparisons). A body that does not fit is streamed
+    /// through uncompared, and an answer not kept for comparison: never refused.
+    pub max_buffered_body_bytes: usize,
+    /// Open client connections; a connection over the bound is closed at once.
+    pub max_connections: usize,
+    /// Largest request head (HTTP/1 request line and headers, HTTP/2 header list), in
+    /// bytes; a larger one gets `431`.
+    pub max_header_bytes: usize,
+    /// Streams an HTTP/2 client may open at once on one connection.
+    pub http2_max_concurrent_streams: u32,
+    /// Flow-control window of one HTTP/2 stream: bytes a client may send ahead of the
+    /// proxy reading them.
+    pub http2_stream_window_bytes: u32,
+    /// Flow-control window of one HTTP/2 connection, all its streams together.
+    pub http2_connection_window_bytes: u32,
+    /// Longest a replay (its request, the wait for the served answer to finish, the
+    /// second look at a differing read) may hold its slot; past it the slot is freed and
+    /// the comparison counted `skipped_timeout` (`30s`).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub replay_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            max_buffered_body_bytes: 16 * 1024 * 1024,
+            max_connections: 8192,
+            max_header_bytes: 32 * 1024,
+            http2_max_concurrent_streams: 100,
+            http2_stream_window_bytes: 64 * 1024,
+            http2_connection_window_bytes: 512 * 1024,
+            replay_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Limits {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (setting, value, least) in [
+            (
+                "limits.max_buffered_body_bytes",
+                self.max_buffered_body_bytes,
+                1,
+            ),
+            ("limits.max_connections", self.max_connections, 1),
+            ("limits.max_header_bytes", self.max_header_bytes, 8192),
+            (
+                "limits.http2_max_concurrent_streams",
+                self.http2_max_concurrent_streams as usize,
+                1,
+            ),
+            // RFC 9113 §6.9.2: no window below the default 65,535 bytes can be announced
+            // for the connection; a stream's may be smaller, but not empty.
+            (
+                "limits.http2_stream_window_bytes",
+                self.http2_stream_window_bytes as usize,
+                1024,
+            ),
+            (
+                "limits.http2_connection_window_bytes",
+                self.http2_connection_window_bytes as usize,
+                65_535,
+            ),
+        ] {
+            if value < least {
+                return invalid(setting, format!("must be at least {least}, got {value}"));
+            }
+        }
+        // RFC 9113 §6.5.2: windows are 31-bit.
+        for (setting, value) in [
+            (
+                "limits.http2_stream_window_bytes",
+                self.http2_stream_window_bytes,
+            ),
+            (
+                "limits.http2_connection_window_bytes",
+                self.http2_connection_window_bytes,
+            ),
+        ] {
+            if value > (1 << 31) - 1 {
+                return invalid(setting, format!("must be at most 2147483647, got {value}"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -236,29 +364,26 @@ impl ProxyConfig {
         if comparison.max_body_bytes == 0 {
             return invalid("comparison.max_body_bytes", "must be more than 0");
         }
-        let guard = &self.guard;
-        if guard.window_secs == 0 {
-            return invalid("guard.window_secs", "must be more than 0");
-        }
-        if guard.min_requests == 0 {
-            return invalid("guard.min_requests", "must be more than 0");
-        }
-        fraction("guard.max_error_rate", guard.max_error_rate)?;
-        fraction("guard.max_mismatch_rate", guard.max_mismatch_rate)?;
-        if !(guard.max_p99_ratio.is_finite() && guard.max_p99_ratio >= 1.0) {
-            return invalid(
-                "guard.max_p99_ratio",
-                format!("must be a number of 1 or more, got {}", guard.max_p99_ratio),
-            );
-        }
+        self.guard.validate().map_err(|e| ConfigError::Invalid {
+            setting: format!("guard.{}", e.setting),
+            problem: e.reason,
+        })?;
         for (setting, value) in [
             ("timeouts.connect", self.timeouts.connect),
             ("timeouts.request", self.timeouts.request),
+            (
+                "limits.header_read_timeout",
+                self.limits.header_read_timeout,
+            ),
+            ("limits.body_read_timeout", self.limits.body_read_timeout),
+            ("limits.idle_timeout", self.limits.idle_timeout),
+            ("limits.replay_timeout", self.limits.replay_timeout),
         ] {
             if value < Duration::from_millis(1) {
                 return invalid(setting, format!("must be at least 1ms, got {value:?}"));
             }
         }
+        self.limits.validate()?;
         Ok(())
     }
 }

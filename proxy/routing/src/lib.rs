@@ -55,6 +55,7 @@ pub mod hash;
 pub mod headers;
 mod matcher;
 mod overrides;
+pub mod path;
 mod route;
 pub mod split;
 mod table;
@@ -62,10 +63,11 @@ pub mod virtual_service;
 
 use std::path::Path;
 
-pub use config::{ConfigError, ProxyConfig};
+pub use config::{ClientAddress, ConfigError, Limits, ProxyConfig};
 pub use error::{Location, RoutingError};
 pub use hash::Bucket;
 pub use overrides::{Overrides, ShareOutOfRange};
+pub use path::PathNormalization;
 pub use route::{Percentage, Retries, RetryOn, Route, Shadow, WeightedUpstream};
 pub use split::{KeyKind, Side, StickyKey, StickyKeySource, goes_to_new};
 pub use table::RouteTable;

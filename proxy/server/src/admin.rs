@@ -57,6 +57,7 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Proxy
             };
         }
         (&Method::GET, "/metrics") => {
+            proxy.publish_usage();
             return reply(
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",

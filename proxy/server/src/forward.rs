@@ -16,8 +16,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+/// Any error a body or a connection can end with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The body type the proxy sends and receives.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// Where a forwarding error came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,18 +29,63 @@ pub enum ErrorSource {
     Upstream,
     /// The upstream did not answer in time.
     Timeout,
+    /// The client failed to send its request body in time.
+    Client,
     /// A bug or a resource problem in the proxy.
     Internal,
 }
 
-/// A forwarding failure: its source and whether sending again is safe (the request
-/// never reached the upstream).
+impl ErrorSource {
+    /// A label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorSource::Timeout => "timeout",
+            ErrorSource::Upstream => "connect",
+            ErrorSource::Client => "client",
+            ErrorSource::Internal => "internal",
+        }
+    }
+}
+
+/// A forwarding failure: where it came from, whether sending again is safe (the request
+/// never reached the upstream), what the proxy was doing, and the error that caused it,
+/// kept whole (as pingora's `Error` keeps its cause) for the one log line that reports it.
 #[derive(Debug, thiserror::Error)]
-#[error("{source_kind:?} error (retry safe: {retry_safe}): {reason}")]
+#[error("{source_kind:?} error (retry safe: {retry_safe}): {context}")]
 pub struct ForwardError {
     pub source_kind: ErrorSource,
     pub retry_safe: bool,
-    pub reason: String,
+    pub context: &'static str,
+    #[source]
+    pub cause: Option<BoxError>,
+}
+
+impl ForwardError {
+    pub fn new(source_kind: ErrorSource, retry_safe: bool, context: &'static str) -> Self {
+        Self {
+            source_kind,
+            retry_safe,
+            context,
+            cause: None,
+        }
+    }
+
+    pub fn because(mut self, cause: impl Into<BoxError>) -> Self {
+        self.cause = Some(cause.into());
+        self
+    }
+
+    /// The error and its causes, for a log line.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            out.push_str(": ");
+            out.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        out
+    }
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
@@ -144,22 +192,25 @@ impl Upstreams {
         if uri.path_and_query.is_none() {
             uri.path_and_query = Some(PathAndQuery::from_static("/"));
         }
-        *req.uri_mut() = Uri::from_parts(uri).map_err(|e| ForwardError {
-            source_kind: ErrorSource::Internal,
-            retry_safe: false,
-            reason: e.to_string(),
+        *req.uri_mut() = Uri::from_parts(uri).map_err(|e| {
+            ForwardError::new(ErrorSource::Internal, false, "upstream URI").because(e)
         })?;
         match tokio::time::timeout(timeout, self.client().request(req)).await {
-            Err(_) => Err(ForwardError {
-                source_kind: ErrorSource::Timeout,
-                retry_safe: false,
-                reason: "upstream timed out".into(),
-            }),
-            Ok(Err(e)) => Err(ForwardError {
-                source_kind: ErrorSource::Upstream,
-                retry_safe: e.is_connect(),
-                reason: format!("upstream: {e}"),
-            }),
+            Err(_) => Err(ForwardError::new(
+                ErrorSource::Timeout,
+                false,
+                "upstream did not answer in time",
+            )),
+            Ok(Err(e)) => Err(ForwardError::new(
+                ErrorSource::Upstream,
+                e.is_connect(),
+                if e.is_connect() {
+                    "upstream unreachable"
+                } else {
+                    "upstream failed"
+                },
+            )
+            .because(e)),
             Ok(Ok(resp)) => Ok(resp),
         }
     }
@@ -168,6 +219,11 @@ impl Upstreams {
 /// A buffered body as a `ProxyBody`.
 pub fn full(bytes: Bytes) -> ProxyBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// An upstream's answer body as a `ProxyBody`.
+pub fn upstream_body(body: hyper::body::Incoming) -> ProxyBody {
+    body.map_err(BoxError::from).boxed()
 }
 
 #[cfg(test)]

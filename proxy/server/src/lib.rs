@@ -6,28 +6,32 @@
 //! allowed); `Proxy::run_until` serves until shutdown, then drains.
 
 mod admin;
+mod attempts;
 mod body;
 mod dashboard;
 pub mod forward;
 mod handler;
 mod history;
+mod judge;
+mod limits;
 mod metrics;
+mod replay;
+mod request;
 mod serve;
-mod shadow;
 mod state;
 mod tee;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
 use history::{ShareCause, ShareHistory};
-use proxy_routing::ProxyConfig;
-use rollout_guard::{Guard, GuardConfig};
-use shadow_compare::{Comparator, CompareConfig, NoiseModel, Samples};
+use limits::BodyBudget;
+use rollout_guard::Guard;
+use shadow_compare::{Comparator, NoiseModel, Samples};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -73,45 +77,21 @@ pub struct Proxy {
     upstreams: forward::Upstreams,
     metrics: Metrics,
     guard: Guard,
-    comparator: RwLock<Arc<Comparator>>,
     noise: NoiseModel,
+    /// Bytes of bodies held in memory by the whole proxy (`limits.max_buffered_body_bytes`).
+    budget: Arc<BodyBudget>,
     samples: Samples,
     /// Each route's share changes, for the dashboard's chart.
     history: ShareHistory,
     shadow_permits: Arc<Semaphore>,
+    /// Client connections open now, across the workers (`limits.max_connections`).
+    clients: Arc<serve::Tracker>,
     draining: AtomicBool,
     /// When the proxy started, and when (ms after it) the guard judges the routes next.
     started: std::time::Instant,
     evaluation_due_ms: std::sync::atomic::AtomicU64,
     /// Routes an operator aborted through the admin API (until resumed).
     manual_aborts: std::sync::Mutex<std::collections::BTreeSet<String>>,
-}
-
-fn compare_config(config: &ProxyConfig) -> CompareConfig {
-    let c = &config.comparison;
-    let mut out = CompareConfig {
-        ignore: c.ignore.iter().map(|p| p.as_str().to_owned()).collect(),
-        headers: c.headers.iter().map(|h| h.as_str().to_owned()).collect(),
-        max_body_bytes: c.max_body_bytes,
-        ..CompareConfig::default()
-    };
-    out.noise.learn = c.learn_noise;
-    out.noise.relative = c.noise_relative;
-    out.noise.absolute = c.noise_absolute;
-    out
-}
-
-fn guard_config(config: &ProxyConfig) -> GuardConfig {
-    let g = &config.guard;
-    GuardConfig {
-        window_secs: g.window_secs.clamp(1, u64::from(u32::MAX)) as u32,
-        min_requests: g.min_requests,
-        min_comparisons: g.min_requests,
-        max_error_rate: g.max_error_rate,
-        max_mismatch_rate: g.max_mismatch_rate,
-        max_p99_ratio: g.max_p99_ratio,
-        ..GuardConfig::default()
-    }
 }
 
 /// A built proxy with its listeners bound.
@@ -127,10 +107,8 @@ impl Proxy {
     pub async fn build(settings: Settings) -> anyhow::Result<Bound> {
         let live = Live::load(&settings.virtual_service, &settings.config)?;
         let snap = live.snapshot();
-        let comparator =
-            Comparator::new(compare_config(&snap.config)).context("comparison settings")?;
-        let noise = comparator.noise_model();
-        let guard = Guard::new(guard_config(&snap.config)).context("guard settings")?;
+        let noise = snap.comparator.noise_model();
+        let guard = Guard::new(snap.config.guard.clone()).context("guard settings")?;
         let mut settings = settings;
         settings.workers = settings.worker_count();
         let upstreams = forward::Upstreams::new(
@@ -157,17 +135,19 @@ impl Proxy {
             upstreams,
             metrics: Metrics::new(),
             guard,
-            comparator: RwLock::new(Arc::new(comparator)),
             noise,
+            budget: BodyBudget::new(snap.config.limits.max_buffered_body_bytes),
             samples: Samples::new(50, 256),
             history: ShareHistory::new(128),
             shadow_permits: Arc::new(Semaphore::new(MAX_REPLAYS)),
+            clients: Arc::new(serve::Tracker::default()),
             draining: AtomicBool::new(false),
             manual_aborts: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             started: std::time::Instant::now(),
             evaluation_due_ms: std::sync::atomic::AtomicU64::new(0),
         });
         proxy.publish_route_gauges(ShareCause::Start);
+        proxy.publish_limits();
         Ok(Bound {
             proxy,
             listener,
@@ -177,37 +157,30 @@ impl Proxy {
     }
 
     pub(crate) fn comparator(&self) -> Arc<Comparator> {
-        match self.comparator.read() {
-            Ok(g) => Arc::clone(&g),
-            Err(p) => Arc::clone(&p.into_inner()),
-        }
+        Arc::clone(&self.live.snapshot().comparator)
     }
 
-    /// Re-reads the files when they changed; keeps the previous table on error.
+    /// Re-reads the files when they changed. Every part of both (routing, comparison,
+    /// guard, limits) is validated before any is applied: a refusal keeps them all.
     pub fn reload(&self) -> Result<bool, LoadError> {
         let result = self.live.reload_if_changed();
         match &result {
             Ok(true) => {
                 let snap = self.live.snapshot();
-                match Comparator::new(compare_config(&snap.config)) {
-                    Ok(c) => match self.comparator.write() {
-                        Ok(mut g) => *g = Arc::new(c),
-                        Err(p) => *p.into_inner() = Arc::new(c),
-                    },
-                    Err(e) => {
-                        tracing::error!(error = %e, "comparison settings refused; the previous ones stay")
-                    }
-                }
+                // Validated with the config already (`ProxyConfig::validate`).
                 match self
                     .guard
-                    .reconfigure(guard_config(&snap.config), std::time::Instant::now())
+                    .reconfigure(snap.config.guard.clone(), std::time::Instant::now())
                 {
                     Ok(true) => tracing::info!("guard thresholds reloaded"),
                     Ok(false) => {}
                     Err(e) => {
-                        tracing::error!(error = %e, "guard settings refused; the previous ones stay")
+                        tracing::error!(error = %e, "guard settings refused after validation")
                     }
                 }
+                self.budget
+                    .set_limit(snap.config.limits.max_buffered_body_bytes);
+                self.publish_limits();
                 self.metrics
                     .reloads
                     .get_or_create(&metrics::ReloadLabels { result: "applied" })
@@ -225,6 +198,23 @@ impl Proxy {
             }
         }
         result
+    }
+
+    /// Sets the gauges of what is in use now (before the metrics are rendered).
+    pub(crate) fn publish_usage(&self) {
+        self.metrics
+            .buffered_body_bytes
+            .set(self.budget.in_use() as i64);
+        self.metrics
+            .open_connections
+            .set(self.clients.open() as i64);
+    }
+
+    /// Sets the gauges of the body budget.
+    pub(crate) fn publish_limits(&self) {
+        self.metrics
+            .buffered_body_limit_bytes
+            .set(self.budget.limit() as i64);
     }
 
     /// Whether the route is aborted, by the guard or by an operator.

@@ -55,6 +55,11 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabel {
+    pub cause: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency() -> Histogram {
@@ -73,6 +78,16 @@ pub struct Metrics {
     pub guard_aborts: Family<AbortLabels, Counter>,
     pub fallbacks: Family<RouteLabel, Counter>,
     pub reloads: Family<ReloadLabels, Counter>,
+    /// Requests forwarded as a stream (not retried, replayed or compared), by cause.
+    pub streamed: Family<CauseLabel, Counter>,
+    /// Requests and connections a limit ended, by which limit.
+    pub limited: Family<CauseLabel, Counter>,
+    /// Bytes of bodies held in memory now (the body budget in use).
+    pub buffered_body_bytes: Gauge<i64, AtomicI64>,
+    /// The body budget's limit.
+    pub buffered_body_limit_bytes: Gauge<i64, AtomicI64>,
+    /// Client connections open now.
+    pub open_connections: Gauge<i64, AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -95,6 +110,11 @@ impl Metrics {
             guard_aborts: Family::default(),
             fallbacks: Family::default(),
             reloads: Family::default(),
+            streamed: Family::default(),
+            limited: Family::default(),
+            buffered_body_bytes: Gauge::default(),
+            buffered_body_limit_bytes: Gauge::default(),
+            open_connections: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -147,7 +167,47 @@ impl Metrics {
             "Reloads of the VirtualService and config by result",
             m.reloads.clone(),
         );
+        registry.register(
+            "streamed_requests",
+            "Requests forwarded as a stream, uncompared, by cause (too_large, over_budget)",
+            m.streamed.clone(),
+        );
+        registry.register(
+            "limited",
+            "Requests and connections ended by a limit, by cause (body_read_timeout, answer_timeout, max_connections, idle)",
+            m.limited.clone(),
+        );
+        registry.register(
+            "buffered_body_bytes",
+            "Bytes of request and answer bodies held in memory now",
+            m.buffered_body_bytes.clone(),
+        );
+        registry.register(
+            "buffered_body_limit_bytes",
+            "The most bytes of bodies the proxy holds at once (limits.max_buffered_body_bytes)",
+            m.buffered_body_limit_bytes.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Client connections open now",
+            m.open_connections.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// Counts one comparison (or skipped one) of `route` by its result.
+    pub fn count_comparison(&self, route: &str, result: &'static str) {
+        self.comparisons
+            .get_or_create(&ComparisonLabels {
+                route: route.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    /// Counts one event of a limit.
+    pub fn count_limited(&self, cause: &'static str) {
+        self.limited.get_or_create(&CauseLabel { cause }).inc();
     }
 
     pub fn observe(&self, route: &str, side: &'static str, elapsed: Duration) {

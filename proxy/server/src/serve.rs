@@ -2,6 +2,13 @@
 //! reload poll (and SIGHUP), and graceful shutdown: stop accepting, mark not ready,
 //! let in-flight requests and replays finish within the drain period.
 //!
+//! Every client connection is bounded: at most `limits.max_connections` open (one over
+//! is closed at once), a request head within `limits.header_read_timeout` (which is also
+//! how long a kept-alive HTTP/1 connection may wait for its next request), no longer
+//! than `limits.idle_timeout` without a request in flight (HTTP/2, and connections that
+//! never send a request), bounded head sizes, and HTTP/2 streams and flow-control
+//! windows that cap what a client can make the proxy buffer.
+//!
 //! Client connections are served by worker threads, one per core by default, each with
 //! a single-threaded runtime that drives everything its connections need: the requests,
 //! their upstream connections (each worker has its own pool) and their replays. A
@@ -17,15 +24,66 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use proxy_routing::Limits;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
+use crate::forward::BoxError;
+use crate::limits::{ConnActivity, InFlight};
 use crate::{Proxy, Settings};
+
+/// Write buffer of one HTTP/2 stream (hyper's default is ~400 KiB): the member API's
+/// answers are a few KiB, and a client that does not read cannot make the proxy hold
+/// more than this per stream.
+const H2_SEND_BUFFER: usize = 64 * 1024;
+
+/// Connections being served, and a wake-up for whoever waits for them all to end.
+#[derive(Default)]
+pub(crate) struct Tracker {
+    open: AtomicUsize,
+    idle: Notify,
+}
+
+/// One tracked connection; dropped when it ends.
+struct Tracked(Arc<Tracker>);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Tracker {
+    fn enter(self: &Arc<Self>) -> Tracked {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Tracked(Arc::clone(self))
+    }
+
+    pub(crate) fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Resolves when no tracked connection is left.
+    async fn all_closed(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.open() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
 
 /// Resolves once the stop flag is set.
 async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -55,35 +113,114 @@ async fn accept_loop(
     }
 }
 
-/// Serves one connection (HTTP/1.1 or h2c) on the current runtime, watched by the drain.
-fn serve_connection<F, Fut>(
+/// hyper's connection settings for the limits in force.
+fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // The read buffer bounds the head (431 beyond) and what one connection holds.
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .initial_stream_window_size(limits.http2_stream_window_bytes)
+        .initial_connection_window_size(limits.http2_connection_window_bytes)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_send_buf_size(H2_SEND_BUFFER)
+        // A peer that stops answering pings is gone: its streams are not held.
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    builder
+}
+
+/// How the drain and the idle watchdog reach a connection.
+struct Watch {
+    drain: watch::Receiver<bool>,
+    idle_timeout: Duration,
+    /// Held while the connection is served.
+    tracked: Tracked,
+}
+
+/// Serves one connection (HTTP/1.1 or h2c) on the current runtime until it ends, it is
+/// idle past `idle_timeout` (no request in flight, none started), or the drain asks.
+fn serve_connection<F, Fut, B>(
     stream: TcpStream,
     peer: SocketAddr,
-    graceful: &GracefulShutdown,
+    builder: &auto::Builder<TokioExecutor>,
     handler: &F,
-) -> tokio::task::JoinHandle<()>
+    watch: Watch,
+) -> tokio::task::JoinHandle<bool>
 where
-    F: Fn(http::Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = http::Response<crate::forward::ProxyBody>> + Send + 'static,
+    F: Fn(http::Request<Incoming>, SocketAddr, Option<InFlight>) -> Fut
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    Fut: std::future::Future<Output = http::Response<B>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
+    let activity = Arc::new(ConnActivity::default());
     let h = handler.clone();
+    let requests = Arc::clone(&activity);
     let service = service_fn(move |req| {
         let h = h.clone();
-        async move { Ok::<_, Infallible>(h(req, peer).await) }
+        let in_flight = requests.begin();
+        async move { Ok::<_, Infallible>(h(req, peer, Some(in_flight)).await) }
     });
-    let conn = auto::Builder::new(TokioExecutor::new())
+    let conn = builder
         .serve_connection(TokioIo::new(stream), service)
         .into_owned();
-    let watched = graceful.watch(conn);
-    tokio::spawn(async move {
-        let _ = watched.await;
-    })
+    // Graceful end of an `auto` connection: HTTP/1 after the answer in flight, HTTP/2
+    // GOAWAY then the streams in flight.
+    tokio::spawn(drive(conn, |c| c.graceful_shutdown(), activity, watch))
+}
+
+/// Drives a connection to its end; true when the idle watchdog closed it.
+async fn drive<C: std::future::Future>(
+    conn: C,
+    shutdown: impl Fn(Pin<&mut C>),
+    activity: Arc<ConnActivity>,
+    mut watch: Watch,
+) -> bool {
+    let mut conn = std::pin::pin!(conn);
+    // Checked twice per period: a connection is closed after one to one and a half
+    // periods with nothing in flight and nothing started.
+    let mut ticks = tokio::time::interval(watch.idle_timeout / 2);
+    ticks.tick().await;
+    let (mut last_started, mut quiet, mut closing, mut idle) = (0, 0, false, false);
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            _ = watch.drain.wait_for(|d| *d), if !closing => {
+                shutdown(conn.as_mut());
+                closing = true;
+            }
+            _ = ticks.tick(), if !closing => {
+                let (in_flight, started) = activity.state();
+                if in_flight == 0 && started == last_started {
+                    quiet += 1;
+                    if quiet >= 2 {
+                        shutdown(conn.as_mut());
+                        (closing, idle) = (true, true);
+                    }
+                } else {
+                    (quiet, last_started) = (0, started);
+                }
+            }
+        }
+    }
+    drop(watch.tracked);
+    idle
 }
 
 /// A worker thread as the acceptor sees it: where to send connections, and how many it
 /// has open.
 struct Worker {
-    connections: mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
+    connections: mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr, Tracked)>,
     open: Arc<AtomicUsize>,
     thread: std::thread::JoinHandle<()>,
 }
@@ -93,23 +230,27 @@ struct Worker {
 fn start_worker(
     index: usize,
     proxy: &Arc<Proxy>,
-    graceful: &Arc<GracefulShutdown>,
-    serving: mpsc::Sender<()>,
+    drain: watch::Receiver<bool>,
     mut release: watch::Receiver<bool>,
 ) -> std::io::Result<Worker> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (tx, mut rx) = mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr, Tracked)>();
     let open = Arc::new(AtomicUsize::new(0));
-    let (proxy, graceful, counter) = (Arc::clone(proxy), Arc::clone(graceful), Arc::clone(&open));
+    let (proxy, counter) = (Arc::clone(proxy), Arc::clone(&open));
     let thread = std::thread::Builder::new()
         .name(format!("proxy-worker-{index}"))
         .spawn(move || {
             runtime.block_on(async move {
                 crate::forward::enter_worker(index);
-                let handler = move |req, peer| Arc::clone(&proxy).handle(req, peer);
-                while let Some((stream, peer)) = rx.recv().await {
+                let handler = {
+                    let proxy = Arc::clone(&proxy);
+                    move |req, peer, in_flight| Arc::clone(&proxy).handle(req, peer, in_flight)
+                };
+                // hyper's settings, rebuilt when a reload changes the limits.
+                let mut built: Option<(Limits, auto::Builder<TokioExecutor>)> = None;
+                while let Some((stream, peer, tracked)) = rx.recv().await {
                     let stream = match TcpStream::from_std(stream) {
                         Ok(s) => s,
                         Err(e) => {
@@ -118,15 +259,27 @@ fn start_worker(
                             continue;
                         }
                     };
-                    let conn = serve_connection(stream, peer, &graceful, &handler);
-                    let counter = Arc::clone(&counter);
+                    let limits = proxy.live.snapshot().config.limits.clone();
+                    if built.as_ref().is_none_or(|(l, _)| *l != limits) {
+                        built = Some((limits.clone(), connection_builder(&limits)));
+                    }
+                    let Some((_, builder)) = built.as_ref() else {
+                        continue;
+                    };
+                    let watch = Watch {
+                        drain: drain.clone(),
+                        idle_timeout: limits.idle_timeout,
+                        tracked,
+                    };
+                    let conn = serve_connection(stream, peer, builder, &handler, watch);
+                    let (counter, proxy) = (Arc::clone(&counter), Arc::clone(&proxy));
                     tokio::spawn(async move {
-                        let _ = conn.await;
+                        if conn.await.unwrap_or(false) {
+                            proxy.metrics.count_limited("idle");
+                        }
                         counter.fetch_sub(1, Ordering::Relaxed);
                     });
                 }
-                // The drain waits for the connections, not for this handle.
-                drop((graceful, serving));
                 stopped(&mut release).await;
             });
         })?;
@@ -138,8 +291,15 @@ fn start_worker(
 }
 
 /// Hands a new connection to the worker with the fewest open (the next one if that
-/// worker is gone).
-fn dispatch(workers: &[Worker], stream: TcpStream, peer: SocketAddr) {
+/// worker is gone); over `max_connections` the connection is closed at once.
+fn dispatch(proxy: &Proxy, workers: &[Worker], stream: TcpStream, peer: SocketAddr) {
+    let max = proxy.live.snapshot().config.limits.max_connections;
+    if proxy.clients.open() >= max {
+        proxy.metrics.count_limited("max_connections");
+        tracing::warn!(max, "connection limit reached: closing a new connection");
+        return;
+    }
+    let tracked = proxy.clients.enter();
     let mut stream = match stream.into_std() {
         Ok(s) => s,
         Err(e) => {
@@ -147,15 +307,16 @@ fn dispatch(workers: &[Worker], stream: TcpStream, peer: SocketAddr) {
             return;
         }
     };
+    let mut tracked = tracked;
     let mut by_load: Vec<&Worker> = workers.iter().collect();
     by_load.sort_by_key(|w| w.open.load(Ordering::Relaxed));
     for worker in by_load {
         worker.open.fetch_add(1, Ordering::Relaxed);
-        match worker.connections.send((stream, peer)) {
+        match worker.connections.send((stream, peer, tracked)) {
             Ok(()) => return,
-            Err(mpsc::error::SendError((back, _))) => {
+            Err(mpsc::error::SendError((back, _, t))) => {
                 worker.open.fetch_sub(1, Ordering::Relaxed);
-                stream = back;
+                (stream, tracked) = (back, t);
             }
         }
     }
@@ -170,7 +331,9 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let graceful = Arc::new(GracefulShutdown::new());
+    // Set when the drain starts: every connection ends gracefully.
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let admins = Arc::new(Tracker::default());
 
     // Reloads: a poll of both files, and SIGHUP.
     let poller = {
@@ -204,35 +367,39 @@ pub async fn run(
     };
 
     let (release_tx, release_rx) = watch::channel(false);
-    let (serving_tx, mut serving_rx) = mpsc::channel::<()>(1);
     let workers = (0..settings.workers.max(1))
-        .map(|index| {
-            start_worker(
-                index,
-                &proxy,
-                &graceful,
-                serving_tx.clone(),
-                release_rx.clone(),
-            )
-        })
+        .map(|index| start_worker(index, &proxy, drain_rx.clone(), release_rx.clone()))
         .collect::<std::io::Result<Vec<_>>>()?;
-    drop(serving_tx);
     let main_loop = {
-        let stop = stop_rx.clone();
+        let (proxy, stop) = (Arc::clone(&proxy), stop_rx.clone());
         tokio::spawn(async move {
             accept_loop(listener, stop, |stream, peer| {
-                dispatch(&workers, stream, peer);
+                dispatch(&proxy, &workers, stream, peer);
             })
             .await;
             workers
         })
     };
     let admin_loop = {
-        let (proxy, graceful, stop) = (Arc::clone(&proxy), Arc::clone(&graceful), stop_rx.clone());
+        let (proxy, admins, stop, drain) = (
+            Arc::clone(&proxy),
+            Arc::clone(&admins),
+            stop_rx.clone(),
+            drain_rx.clone(),
+        );
         tokio::spawn(async move {
-            let handler = move |req, _| crate::admin::handle(Arc::clone(&proxy), req);
+            let builder = connection_builder(&proxy.live.snapshot().config.limits);
+            let handler = {
+                let proxy = Arc::clone(&proxy);
+                move |req, _, _| crate::admin::handle(Arc::clone(&proxy), req)
+            };
             accept_loop(admin, stop, |stream, peer| {
-                serve_connection(stream, peer, &graceful, &handler);
+                let watch = Watch {
+                    drain: drain.clone(),
+                    idle_timeout: proxy.live.snapshot().config.limits.idle_timeout,
+                    tracked: admins.enter(),
+                };
+                serve_connection(stream, peer, &builder, &handler, watch);
             })
             .await;
         })
@@ -245,19 +412,19 @@ pub async fn run(
     );
     proxy.draining.store(true, Ordering::SeqCst);
     let _ = stop_tx.send(true);
-    // No more connections for the workers: each lets go of the drain's handle.
+    // No more connections for the workers.
     let threads: Vec<_> = main_loop
         .await
         .unwrap_or_default()
         .into_iter()
         .map(|w| w.thread)
         .collect();
-    let _ = serving_rx.recv().await;
     let _ = admin_loop.await;
     let _ = poller.await;
-    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
+    let _ = drain_tx.send(true);
     let drained = tokio::time::timeout(settings.drain, async {
-        graceful.shutdown().await;
+        proxy.clients.all_closed().await;
+        admins.all_closed().await;
         // Replays in flight finish too (they hold permits).
         let _ = proxy
             .shadow_permits

@@ -1,14 +1,17 @@
 //! The proxy's live configuration: the route table built from the VirtualService and
 //! the proxy config, with the runtime overrides (admin weight changes and guard aborts)
-//! laid over it. A reload builds a complete new table and swaps it in one step; a file
-//! that fails to parse or validate leaves the previous table in force. In-flight
-//! requests keep the table they started with.
+//! laid over it, and the comparator built from the config's comparison rules. A reload
+//! reads both files and builds and validates every part (routing, comparison, guard,
+//! limits) before any is installed, then swaps them in one step: a refusal of any part
+//! leaves every previous setting in force. In-flight requests keep the view they
+//! started with.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use proxy_routing::{Overrides, ProxyConfig, RouteTable, VirtualService};
+use shadow_compare::{Comparator, CompareConfig};
 
 /// One consistent view: both files' contents, as applied.
 pub struct Snapshot {
@@ -16,6 +19,23 @@ pub struct Snapshot {
     pub table: RouteTable,
     /// The table before overrides (what the manifest says).
     pub manifest: RouteTable,
+    /// The comparison rules of `config`, compiled.
+    pub comparator: Arc<Comparator>,
+}
+
+/// The comparator's settings from the proxy config's `comparison` section.
+fn compare_config(config: &ProxyConfig) -> CompareConfig {
+    let c = &config.comparison;
+    let mut out = CompareConfig {
+        ignore: c.ignore.iter().map(|p| p.as_str().to_owned()).collect(),
+        headers: c.headers.iter().map(|h| h.as_str().to_owned()).collect(),
+        max_body_bytes: c.max_body_bytes,
+        ..CompareConfig::default()
+    };
+    out.noise.learn = c.learn_noise;
+    out.noise.relative = c.noise_relative;
+    out.noise.absolute = c.noise_absolute;
+    out
 }
 
 /// Where the files are, and what was last seen of them.
@@ -81,10 +101,15 @@ fn build(
         file: "runtime overrides".into(),
         reason: e.to_string(),
     })?;
+    let comparator = Comparator::new(compare_config(&config)).map_err(|e| LoadError {
+        file: cfg_path.display().to_string(),
+        reason: format!("comparison.{e}"),
+    })?;
     Ok(Snapshot {
         config,
         table,
         manifest,
+        comparator: Arc::new(comparator),
     })
 }
 
@@ -156,26 +181,28 @@ impl Live {
         // Remember the attempt so that a refused file is reported once, not every poll.
         files.seen = Some((vs_m, cfg_m, print));
         let mut overrides = self.overrides.lock().unwrap_or_else(|p| p.into_inner());
-        let dropped = {
-            let probe = build(
-                &files.virtual_service,
-                &vs_text,
-                &files.config,
-                &cfg_text,
-                &Overrides::new(),
-            )?;
-            overrides.retain_known(&probe.manifest)
-        };
-        for name in dropped {
-            tracing::warn!(route = %name, "override dropped: the route is gone from the VirtualService");
-        }
-        let snapshot = build(
+        let mut snapshot = build(
             &files.virtual_service,
             &vs_text,
             &files.config,
             &cfg_text,
-            &overrides,
+            &Overrides::new(),
         )?;
+        // The overrides of routes still there, laid over the new table; kept only if
+        // the whole reload is.
+        let mut kept = overrides.clone();
+        let dropped = kept.retain_known(&snapshot.manifest);
+        snapshot.table = snapshot
+            .manifest
+            .with_overrides(&kept)
+            .map_err(|e| LoadError {
+                file: "runtime overrides".into(),
+                reason: e.to_string(),
+            })?;
+        for name in dropped {
+            tracing::warn!(route = %name, "override dropped: the route is gone from the VirtualService");
+        }
+        *overrides = kept;
         self.install(snapshot);
         Ok(true)
     }
@@ -199,6 +226,7 @@ impl Live {
             config: current.config.clone(),
             table,
             manifest: current.manifest.clone(),
+            comparator: Arc::clone(&current.comparator),
         });
         Ok(out)
     }

@@ -16,6 +16,16 @@ pub enum SkipReason {
     /// The shadow call failed (connection, timeout): there is no second answer. The
     /// proxy records this outcome itself; the comparator never sees such a call.
     ShadowFailed,
+    /// The replay did not finish within its time (a stalled side, or a client that did
+    /// not read the served answer); its slot was freed. Recorded by the proxy.
+    Timeout,
+    /// The proxy's body budget had no room to keep the request or an answer.
+    OverBudget,
+    /// Too many replays were in flight already.
+    Overload,
+    /// The new side declined a dry run rather than take capacity from real requests
+    /// (no hashing slot free at once).
+    NewSideBusy,
 }
 
 impl SkipReason {
@@ -25,6 +35,23 @@ impl SkipReason {
             SkipReason::BodyTooLarge => "body_too_large",
             SkipReason::NotJson => "not_json",
             SkipReason::ShadowFailed => "shadow_failed",
+            SkipReason::Timeout => "timeout",
+            SkipReason::OverBudget => "over_budget",
+            SkipReason::Overload => "overload",
+            SkipReason::NewSideBusy => "new_side_busy",
+        }
+    }
+
+    /// The result label of the proxy's comparison counter: `skipped_` and the name.
+    pub fn label(self) -> &'static str {
+        match self {
+            SkipReason::BodyTooLarge => "skipped_body_too_large",
+            SkipReason::NotJson => "skipped_not_json",
+            SkipReason::ShadowFailed => "skipped_shadow_failed",
+            SkipReason::Timeout => "skipped_timeout",
+            SkipReason::OverBudget => "skipped_over_budget",
+            SkipReason::Overload => "skipped_overload",
+            SkipReason::NewSideBusy => "skipped_new_side_busy",
         }
     }
 }
@@ -108,6 +135,15 @@ impl Outcome {
             Outcome::Mismatch { .. } => Category::Mismatch,
             Outcome::LegacyServerErrorNewClientError => Category::LegacyServerErrorNewClientError,
             Outcome::Skipped(_) => Category::Skipped,
+        }
+    }
+
+    /// The result label of the proxy's comparison counter: the category's name, or
+    /// `skipped_` and the reason.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Skipped(reason) => reason.label(),
+            other => other.category().name(),
         }
     }
 

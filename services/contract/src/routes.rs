@@ -1,6 +1,9 @@
-//! The contract's routes as Rails matches them: an optional format suffix (`/me.json`),
-//! an optional trailing slash, repeated slashes squeezed, HEAD served by GET routes, ids of digits only; anything
-//! else is no route (`404`, empty body), whatever the method.
+//! The contract's routes as Rails matches them. Rails normalises the path first
+//! (`Journey::Router::Utils.normalize_path`: a leading slash added, repeated slashes
+//! squeezed anywhere, `//api/v1/users` and `/api//v1/users` included, trailing slashes
+//! dropped), then matches literally: an optional format suffix (`/me.json`), HEAD served
+//! by GET routes, ids of digits only (`/users/%31` is no id). Anything else is no route
+//! (`404`, empty body), whatever the method.
 
 /// An endpoint of the legacy member API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,9 +49,12 @@ impl Endpoint<'_> {
 
 /// Matches a request to an endpoint, or `None` for "no route".
 pub fn route<'a>(method: &str, path: &'a str) -> Option<Endpoint<'a>> {
-    let rest = path.strip_prefix("/api/v1/")?;
-    // Rails squeezes repeated slashes and ignores a trailing one.
-    let mut segments: Vec<&'a str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    // Squeezed and trimmed slashes: empty segments do not count, wherever they are.
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    if (segments.next(), segments.next()) != (Some("api"), Some("v1")) {
+        return None;
+    }
+    let mut segments: Vec<&'a str> = segments.collect();
     // `(.:format)`: the last segment may carry one extension.
     if let Some(last) = segments.last_mut()
         && let Some((name, format)) = last.split_once('.')
@@ -99,6 +105,29 @@ mod tests {
         assert_eq!(route("GET", "/api/v1/nope"), None);
         assert_eq!(route("GET", "/api/v1//users"), Some(Endpoint::BatchLookup));
         assert_eq!(route("GET", "/api/v1/"), None);
+        assert_eq!(route("GET", "/api/v1"), None);
+        assert_eq!(
+            route("GET", "//api/v1/users/1"),
+            Some(Endpoint::ShowMember("1"))
+        );
+        assert_eq!(
+            route("GET", "///api/v1/users/1"),
+            Some(Endpoint::ShowMember("1"))
+        );
+        assert_eq!(
+            route("GET", "/api//v1/users/1"),
+            Some(Endpoint::ShowMember("1"))
+        );
+        assert_eq!(route("POST", "//api/v1/users"), Some(Endpoint::SignUp));
+        assert_eq!(
+            route("PUT", "/api/v1//users/me/password/"),
+            Some(Endpoint::ChangePassword)
+        );
+        assert_eq!(route("GET", "/api/v1/users/%31"), None);
+        assert_eq!(route("GET", "/api/v1/%75sers/1"), None);
+        assert_eq!(route("GET", "/api/v1/users/./1"), None);
+        assert_eq!(route("GET", "/api/v2/users/1"), None);
+        assert_eq!(route("GET", "/x/api/v1/users/1"), None);
         assert_eq!(
             route("POST", "/api/v1/sessions/refresh"),
             Some(Endpoint::Refresh)

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::path::PathNormalization;
 use crate::split::Side;
 
 const LOCAL: &str = include_str!("../../../config/local.yaml");
@@ -44,7 +45,10 @@ fn reads_the_local_config() {
 fn defaults_fill_every_section_but_upstreams() {
     let config = with("").unwrap();
     assert_eq!(config.comparison, Comparison::default());
-    assert_eq!(config.guard, Guard::default());
+    assert_eq!(config.guard, GuardConfig::default());
+    assert_eq!(config.limits, Limits::default());
+    assert_eq!(config.path_normalization, PathNormalization::MergeSlashes);
+    assert_eq!(config.client_address.trusted_hops, 0);
     assert_eq!(config.timeouts.request, Duration::from_secs(15));
     assert_eq!(config.sticky_key, StickyKeySource::JwtSub);
     assert!(config.admin_token.is_none() && config.listen.is_none());
@@ -129,23 +133,39 @@ fn ranges_are_checked_with_the_setting_named() {
         ),
         (
             "guard: {window_secs: 0}",
-            "guard.window_secs must be more than 0",
+            "guard.window_secs must be at least 1",
         ),
         (
             "guard: {min_requests: 0}",
-            "guard.min_requests must be more than 0",
+            "guard.min_requests must be at least 1",
         ),
         (
             "guard: {max_error_rate: 2}",
-            "guard.max_error_rate must be between 0 and 1, got 2",
+            "guard.max_error_rate must be in (0, 1], got 2",
+        ),
+        (
+            "guard: {max_error_rate: 0}",
+            "guard.max_error_rate must be in (0, 1], got 0",
         ),
         (
             "guard: {max_mismatch_rate: .nan}",
-            "guard.max_mismatch_rate must be between 0 and 1, got NaN",
+            "guard.max_mismatch_rate must be in (0, 1], got NaN",
         ),
         (
             "guard: {max_p99_ratio: 0.5}",
-            "guard.max_p99_ratio must be a number of 1 or more, got 0.5",
+            "guard.max_p99_ratio must be at least 1, got 0.5",
+        ),
+        (
+            "limits: {max_buffered_body_bytes: 0}",
+            "limits.max_buffered_body_bytes must be at least 1, got 0",
+        ),
+        (
+            "limits: {http2_connection_window_bytes: 1000}",
+            "limits.http2_connection_window_bytes must be at least 65535, got 1000",
+        ),
+        (
+            "limits: {body_read_timeout: 0s}",
+            "limits.body_read_timeout must be at least 1ms, got 0ns",
         ),
         (
             "timeouts: {connect: 0s}",
@@ -205,6 +225,34 @@ fn values_of_the_wrong_form_are_malformed_with_their_path() {
             .to_string()
             .starts_with("malformed proxy config: ")
     );
+}
+
+#[test]
+fn the_client_is_the_entry_of_the_outermost_trusted_hop() {
+    let peer: std::net::IpAddr = [10, 0, 0, 1].into();
+    let mut headers = http::HeaderMap::new();
+    headers.append(
+        "x-forwarded-for",
+        "203.0.113.9, 198.51.100.7".parse().unwrap(),
+    );
+    headers.append("x-forwarded-for", "192.0.2.4".parse().unwrap());
+    headers.insert("x-envoy-external-address", "192.0.2.66".parse().unwrap());
+    let at = |headers: &http::HeaderMap, hops| {
+        ClientAddress { trusted_hops: hops }
+            .client(headers, peer)
+            .to_string()
+    };
+    assert_eq!(at(&headers, 0), "10.0.0.1");
+    assert_eq!(at(&headers, 1), "192.0.2.4");
+    assert_eq!(at(&headers, 2), "198.51.100.7");
+    assert_eq!(at(&headers, 3), "203.0.113.9");
+    assert_eq!(at(&headers, 4), "10.0.0.1");
+    headers.insert("x-forwarded-for", "not-an-address".parse().unwrap());
+    assert_eq!(at(&headers, 1), "10.0.0.1");
+    let config = with("client_address: {trusted_hops: 1}\npath_normalization: none").unwrap();
+    assert_eq!(config.client_address.trusted_hops, 1);
+    assert_eq!(config.path_normalization, PathNormalization::None);
+    assert!(error("path_normalization: squeeze").contains("path_normalization: unknown variant"));
 }
 
 #[test]

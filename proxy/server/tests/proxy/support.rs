@@ -79,6 +79,7 @@ comparison:
 guard:
   window_secs: 30
   min_requests: 20
+  min_comparisons: 20
   max_error_rate: 0.2
   max_mismatch_rate: 0.5
   max_p99_ratio: 1000

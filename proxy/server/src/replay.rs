@@ -4,28 +4,37 @@
 //! answers are compared (always legacy against new), noise is learned from a second
 //! legacy answer to safe requests, and the outcome feeds the metrics, the samples and
 //! the guard (whose mismatch rate counts safe requests only: see `run`).
+//!
+//! Every replay is bounded: at most `MAX_REPLAYS` at once, its bodies within the body
+//! budget, and its whole run (the shadow call, the wait for the served answer to end,
+//! a second look) within `limits.replay_timeout`; past it the slot is freed and the
+//! comparison counted `skipped_timeout`, so the guard keeps its view under attack.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 use http_body_util::BodyExt;
 use proxy_routing::{Route, Side};
-use shadow_compare::{Exchange, Outcome, RequestMeta};
+use shadow_compare::{Exchange, Outcome, RequestMeta, SkipReason};
 use tokio::sync::oneshot;
 
 use crate::Proxy;
 use crate::forward;
-use crate::handler::{Inbound, build_request, is_safe};
+use crate::limits::Reservation;
+use crate::request::{Inbound, build_request, is_safe};
 use crate::tee::Captured;
-
-/// Least time between two evaluations of a route by the guard.
-const EVALUATION_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Of the replayed safe requests, how many per thousand also learn noise.
 const LEARN_SAMPLE_PER_MILLE: u32 = 50;
+
+/// How long a differing read waits before both sides are asked again.
+const CONFIRM_DELAY: Duration = Duration::from_millis(400);
+
+/// The header with which the new side declines a dry run it could only serve by taking
+/// capacity from real requests (see the identity service's dry runs).
+const DECLINED_HEADER: &str = "x-shadow-skipped";
 
 /// A random draw that succeeds `per_mille` times in a thousand.
 fn drawn(per_mille: u32) -> bool {
@@ -33,12 +42,9 @@ fn drawn(per_mille: u32) -> bool {
     getrandom::fill(&mut b).is_ok() && u32::from_le_bytes(b) % 1000 < per_mille
 }
 
-/// How long a differing read waits before both sides are asked again.
-const CONFIRM_DELAY: std::time::Duration = std::time::Duration::from_millis(400);
-
-/// Everything the shadow task needs, moved off the request.
-pub struct ShadowJob {
-    pub route: std::sync::Arc<Route>,
+/// Everything the replay needs, moved off the request.
+pub struct ReplayJob {
+    pub route: Arc<Route>,
     pub primary_side: Side,
     pub shadow_side: Side,
     pub primary_status: u16,
@@ -46,6 +52,8 @@ pub struct ShadowJob {
     pub captured: oneshot::Receiver<Captured>,
     pub inbound: Inbound,
     pub body: Bytes,
+    /// The budget the job's copies of the request hold.
+    pub reservation: Reservation,
 }
 
 fn exchange(status: u16, headers: &HeaderMap, body: Vec<u8>, truncated: bool) -> Exchange {
@@ -80,78 +88,44 @@ impl Proxy {
             .then_some(shadow.side)
     }
 
-    /// Lets the guard judge every route now (the periodic task, and `evaluate_soon`).
-    pub fn evaluate_all(&self) {
-        let now = Instant::now();
-        let snap = self.live.snapshot();
-        for route in snap.table.routes() {
-            self.judge(route.name(), now);
-        }
-    }
-
-    /// After an answer or a comparison: the guard judges every route if it has not in
-    /// the last EVALUATION_INTERVAL. Merging the windows is not for every answer, and
-    /// the check is one atomic load, no lock shared by the workers.
-    pub fn evaluate_soon(&self) {
-        let now_ms = self.started.elapsed().as_millis() as u64;
-        let due = self.evaluation_due_ms.load(Ordering::Relaxed);
-        if now_ms < due {
-            return;
-        }
-        let next = now_ms + EVALUATION_INTERVAL.as_millis() as u64;
-        if self
-            .evaluation_due_ms
-            .compare_exchange(due, next, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            self.evaluate_all();
-        }
-    }
-
-    /// Applies the guard's decision for `route`: an abort sets the new share to 0.
-    fn judge(&self, route: &str, now: Instant) {
-        let decision = self.guard.evaluate(route, now);
-        if let rollout_guard::Decision::Abort {
-            reason,
-            newly: true,
-            ..
-        } = decision
-        {
-            tracing::error!(route, reason = %reason, "rollout guard aborted the route: new share set to 0");
+    /// A slot for a replay of `route`, or `None` (counted `skipped_overload`) when
+    /// every slot is taken.
+    pub fn replay_slot(&self, route: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permit = Arc::clone(&self.shadow_permits).try_acquire_owned().ok();
+        if permit.is_none() {
             self.metrics
-                .guard_aborts
-                .get_or_create(&crate::metrics::AbortLabels {
-                    route: route.to_owned(),
-                    reason: reason.metric(),
-                })
-                .inc();
-            if let Err(e) = self
-                .live
-                .update_overrides(|o| o.set_rule(route, 0).map_err(|e| e.to_string()))
-            {
-                tracing::error!(route, error = %e, "could not apply the abort");
-            }
-            self.publish_route_gauges(crate::ShareCause::GuardAbort);
+                .count_comparison(route, SkipReason::Overload.label());
         }
+        permit
+    }
+
+    /// Counts a comparison that did not happen, for the metrics and the guard.
+    fn skip(&self, route: &str, reason: SkipReason) {
+        let outcome = Outcome::Skipped(reason);
+        self.metrics.count_comparison(route, outcome.label());
+        self.guard.record_outcome(route, &outcome, Instant::now());
     }
 }
 
-pub fn spawn_shadow(proxy: Arc<Proxy>, job: ShadowJob) {
-    // Bounded: when too many replays are in flight, this one is skipped and counted.
-    let Ok(permit) = Arc::clone(&proxy.shadow_permits).try_acquire_owned() else {
-        proxy
-            .metrics
-            .comparisons
-            .get_or_create(&crate::metrics::ComparisonLabels {
-                route: job.route.name().to_owned(),
-                result: "skipped_overload",
-            })
-            .inc();
-        return;
-    };
+/// Runs the replay in the background, within the replay timeout; the slot is freed
+/// when it ends either way.
+pub fn spawn_replay(
+    proxy: Arc<Proxy>,
+    job: ReplayJob,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    timeout: Duration,
+) {
     let job = detached(job);
     tokio::spawn(async move {
-        run(&proxy, job).await;
+        let route = job.route.name().to_owned();
+        if tokio::time::timeout(timeout, run(&proxy, job))
+            .await
+            .is_err()
+        {
+            tracing::info!(route, "replay timed out: slot freed");
+            proxy.skip(&route, SkipReason::Timeout);
+            proxy.evaluate_soon();
+        }
         drop(permit);
     });
 }
@@ -161,7 +135,7 @@ pub fn spawn_shadow(proxy: Arc<Proxy>, job: ShadowJob) {
 /// each); a replay waiting for its comparison would keep a whole buffer alive for a
 /// few hundred bytes. Measured with heaptrack under `bench/proxy.sh`'s shadow load:
 /// read buffers held 4 of the 11 MiB peak heap.
-fn detached(mut job: ShadowJob) -> ShadowJob {
+fn detached(mut job: ReplayJob) -> ReplayJob {
     job.inbound.headers = copied(&job.inbound.headers);
     job.primary_headers = copied(&job.primary_headers);
     if let Ok(path) = job.inbound.path_and_query.as_str().parse() {
@@ -182,12 +156,26 @@ fn copied(headers: &HeaderMap) -> HeaderMap {
     out
 }
 
+/// One answer of a side to the replayed request.
+struct Fetched {
+    exchange: Exchange,
+    elapsed: Duration,
+    failed: bool,
+    /// The side declined the dry run (no capacity to spare).
+    declined: bool,
+    /// The budget could not hold the whole body.
+    over_budget: bool,
+}
+
+/// Sends the job's request to `side` and reads the answer, its body kept within the
+/// comparison's bound and the budget (`reservation` grows as it arrives).
 async fn fetch(
     proxy: &Proxy,
-    job: &ShadowJob,
+    job: &ReplayJob,
     side: Side,
     mark: Option<&'static str>,
-) -> Option<(Exchange, std::time::Duration, bool)> {
+    reservation: &mut Reservation,
+) -> Option<Fetched> {
     let snap = proxy.live.snapshot();
     let address = job
         .route
@@ -202,34 +190,49 @@ async fn fetch(
         .send(&address, req, job.route.timeout())
         .await;
     let elapsed = started.elapsed();
-    match resp {
-        Ok(resp) => {
-            let status = resp.status().as_u16();
-            let (parts, body) = resp.into_parts();
-            let mut buf = Vec::new();
-            let mut truncated = false;
-            let mut body = body;
-            while let Some(frame) = body.frame().await {
-                let Ok(frame) = frame else {
-                    return Some((Exchange::new(502), elapsed, true));
-                };
-                if let Some(d) = frame.data_ref() {
-                    let room = limit.saturating_sub(buf.len());
-                    truncated |= d.len() > room;
-                    buf.extend_from_slice(&d[..d.len().min(room)]);
-                }
-            }
-            Some((
-                exchange(status, &parts.headers, buf, truncated),
+    let resp = resp.ok()?;
+    let status = resp.status().as_u16();
+    let (parts, mut body) = resp.into_parts();
+    let declined = mark.is_some() && parts.headers.contains_key(DECLINED_HEADER);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut truncated = false;
+    let mut over_budget = false;
+    let base = reservation.bytes();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Some(Fetched {
+                exchange: Exchange::new(502),
                 elapsed,
-                status >= 500,
-            ))
+                failed: true,
+                declined: false,
+                over_budget: false,
+            });
+        };
+        if let Some(d) = frame.data_ref() {
+            if truncated {
+                continue;
+            }
+            let take = d.len().min(limit.saturating_sub(buf.len()));
+            if !reservation.cover(base + buf.len() + take) {
+                (truncated, over_budget) = (true, true);
+                continue;
+            }
+            if take < d.len() {
+                truncated = true;
+            }
+            buf.extend_from_slice(&d[..take]);
         }
-        Err(_) => None,
     }
+    Some(Fetched {
+        exchange: exchange(status, &parts.headers, buf, truncated),
+        elapsed,
+        failed: status >= 500 && !declined,
+        declined,
+        over_budget,
+    })
 }
 
-async fn run(proxy: &Proxy, mut job: ShadowJob) {
+async fn run(proxy: &Proxy, mut job: ReplayJob) {
     let route = job.route.name().to_owned();
     let safe = is_safe(&job.inbound.method);
     let mark = if safe { None } else { Some("dry-run") };
@@ -241,9 +244,10 @@ async fn run(proxy: &Proxy, mut job: ShadowJob) {
             side: job.shadow_side.as_str(),
         })
         .inc();
-    let shadow = fetch(proxy, &job, job.shadow_side, mark).await;
+    let mut reservation = std::mem::replace(&mut job.reservation, proxy.budget.reservation());
+    let shadow = fetch(proxy, &job, job.shadow_side, mark, &mut reservation).await;
     let now = Instant::now();
-    let Some((shadow_exchange, elapsed, failed)) = shadow else {
+    let Some(shadow) = shadow else {
         proxy.guard.record_request(
             &route,
             job.shadow_side,
@@ -251,20 +255,21 @@ async fn run(proxy: &Proxy, mut job: ShadowJob) {
             true,
             now,
         );
-        count(
-            proxy,
-            &route,
-            &Outcome::Skipped(shadow_compare::SkipReason::ShadowFailed),
-        );
+        proxy.skip(&route, SkipReason::ShadowFailed);
         proxy.evaluate_soon();
         return;
     };
+    if shadow.declined {
+        // Not an answer: the new side kept its capacity for real requests.
+        proxy.skip(&route, SkipReason::NewSideBusy);
+        return;
+    }
     proxy
         .metrics
-        .observe(&route, job.shadow_side.as_str(), elapsed);
+        .observe(&route, job.shadow_side.as_str(), shadow.elapsed);
     proxy
         .guard
-        .record_request(&route, job.shadow_side, elapsed, failed, now);
+        .record_request(&route, job.shadow_side, shadow.elapsed, shadow.failed, now);
     let Ok(mut captured) = (&mut job.captured).await else {
         return;
     };
@@ -275,19 +280,20 @@ async fn run(proxy: &Proxy, mut job: ShadowJob) {
         captured.incomplete = false;
     }
     if captured.incomplete {
-        count(
-            proxy,
-            &route,
-            &Outcome::Skipped(shadow_compare::SkipReason::ShadowFailed),
-        );
+        proxy.skip(&route, SkipReason::ShadowFailed);
+        return;
+    }
+    if shadow.over_budget || captured.over_budget {
+        proxy.skip(&route, SkipReason::OverBudget);
         return;
     }
     let primary = exchange(
         job.primary_status,
         &job.primary_headers,
-        captured.bytes,
+        std::mem::take(&mut captured.bytes),
         captured.truncated,
     );
+    let shadow_exchange = shadow.exchange;
     let path = job.inbound.path_and_query.path().to_owned();
     let request_headers: Vec<(String, String)> = job
         .inbound
@@ -314,22 +320,19 @@ async fn run(proxy: &Proxy, mut job: ShadowJob) {
     // mismatch only if it persists.
     if safe && matches!(outcome, Outcome::Mismatch { .. }) {
         tokio::time::sleep(CONFIRM_DELAY).await;
-        let again = (
-            fetch(proxy, &job, Side::Legacy, None).await,
-            fetch(proxy, &job, Side::New, None).await,
-        );
-        if let (Some((legacy_again, _, _)), Some((new_again, _, _))) = again {
-            let second =
-                comparator.compare(&meta, Side::Legacy, &legacy_again, &new_again, &proxy.noise);
+        let mut again = proxy.budget.reservation();
+        let legacy_again = fetch(proxy, &job, Side::Legacy, None, &mut again).await;
+        let new_again = fetch(proxy, &job, Side::New, None, &mut again).await;
+        if let (Some(legacy_again), Some(new_again)) = (legacy_again, new_again) {
+            let second = comparator.compare(
+                &meta,
+                Side::Legacy,
+                &legacy_again.exchange,
+                &new_again.exchange,
+                &proxy.noise,
+            );
             if !matches!(second, Outcome::Mismatch { .. }) {
-                proxy
-                    .metrics
-                    .comparisons
-                    .get_or_create(&crate::metrics::ComparisonLabels {
-                        route: route.clone(),
-                        result: "transient",
-                    })
-                    .inc();
+                proxy.metrics.count_comparison(&route, "transient");
                 return;
             }
             outcome = second;
@@ -340,7 +343,7 @@ async fn run(proxy: &Proxy, mut job: ShadowJob) {
         proxy.samples.push(sample.clone());
     }
     if safe {
-        count(proxy, &route, &outcome);
+        proxy.metrics.count_comparison(&route, outcome.label());
         proxy.guard.record_outcome(&route, &outcome, Instant::now());
     } else {
         // A write's replay runs after the primary changed the shared legacy data (the
@@ -348,7 +351,9 @@ async fn run(proxy: &Proxy, mut job: ShadowJob) {
         // replayed sign-up finds its email taken, a replayed refresh its token rotated.
         // Such comparisons are kept (metrics, samples) but do not count as mismatches;
         // the new side's errors on writes still count.
-        count_write(proxy, &route, &outcome);
+        proxy
+            .metrics
+            .count_comparison(&route, write_label(&outcome));
     }
     proxy.evaluate_soon();
     // Noise: a second legacy answer to the same safe request (Diffy's method), for a
@@ -359,39 +364,21 @@ async fn run(proxy: &Proxy, mut job: ShadowJob) {
         } else {
             shadow_exchange
         };
-        if let Some((second, _, _)) = fetch(proxy, &job, Side::Legacy, None).await {
-            proxy.noise.learn(&route, &legacy_first, &second);
+        let mut again = proxy.budget.reservation();
+        if let Some(second) = fetch(proxy, &job, Side::Legacy, None, &mut again).await {
+            proxy.noise.learn(&route, &legacy_first, &second.exchange);
         }
     }
 }
 
-fn count_write(proxy: &Proxy, route: &str, outcome: &Outcome) {
-    let result = match outcome.category() {
+fn write_label(outcome: &Outcome) -> &'static str {
+    match outcome.category() {
         shadow_compare::Category::Match => "write_match",
         shadow_compare::Category::Noise => "write_noise",
         shadow_compare::Category::Mismatch => "write_mismatch",
         shadow_compare::Category::LegacyServerErrorNewClientError => "write_legacy_5xx_new_4xx",
         shadow_compare::Category::Skipped => "write_skipped",
-    };
-    proxy
-        .metrics
-        .comparisons
-        .get_or_create(&crate::metrics::ComparisonLabels {
-            route: route.to_owned(),
-            result,
-        })
-        .inc();
-}
-
-fn count(proxy: &Proxy, route: &str, outcome: &Outcome) {
-    proxy
-        .metrics
-        .comparisons
-        .get_or_create(&crate::metrics::ComparisonLabels {
-            route: route.to_owned(),
-            result: outcome.category().name(),
-        })
-        .inc();
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,191 @@
+//! The tries of one request to its upstream: one send with its per-try timeout, retries
+//! as the rule allows (a connection that never reached the upstream always; a failure or
+//! a status listed in `retryOn` only for safe methods), the fallback to the legacy when
+//! the new side fails a safe request, and the record of every try for the metrics and
+//! the guard.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Response;
+use hyper::body::Incoming;
+use proxy_routing::{ProxyConfig, Route, Side};
+
+use crate::Proxy;
+use crate::forward::{self, ErrorSource, ForwardError, ProxyBody};
+use crate::request::{Inbound, build_request, is_safe};
+
+/// An upstream's answer, or why there is none.
+pub type Attempt = Result<Response<Incoming>, ForwardError>;
+
+/// Where one try goes: a rule's destination on one side, as the config resolves it.
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    pub route: &'a Route,
+    pub side: Side,
+    pub config: &'a ProxyConfig,
+}
+
+impl Proxy {
+    /// Sends one try to `side`, recording it for metrics and the guard. When the body is
+    /// a client's stream, `client_timed_out` tells a failure caused by the client's
+    /// read deadline from the upstream's.
+    pub(crate) async fn send_once(
+        &self,
+        target: Target<'_>,
+        inbound: &Inbound,
+        body: ProxyBody,
+        timeout: Duration,
+        client_timed_out: Option<&AtomicBool>,
+    ) -> Attempt {
+        let Target {
+            route,
+            side,
+            config,
+        } = target;
+        let address = route
+            .upstream(side)
+            .and_then(|u| config.upstream(&u.host))
+            .map(|u| u.address.authority())
+            .ok_or_else(|| {
+                ForwardError::new(ErrorSource::Internal, false, "no destination for that side")
+            })?;
+        let req = build_request(inbound, body, None);
+        let t = Instant::now();
+        let mut result = self.upstreams.send(address, req, timeout).await;
+        if let Err(e) = &mut result
+            && client_timed_out.is_some_and(|f| f.load(Ordering::Relaxed))
+        {
+            e.source_kind = ErrorSource::Client;
+            e.context = "client did not send its body in time";
+        }
+        self.record(route, side, t.elapsed(), &result);
+        result
+    }
+
+    /// Sends the request to `side` until `deadline`, retrying as the rule allows: a
+    /// connection that never reached the upstream is always retryable; a failure or a
+    /// status listed in `retryOn` only for safe methods (a retried write may apply twice).
+    pub(crate) async fn forward_with_retries(
+        &self,
+        route: &Route,
+        side: Side,
+        inbound: &Inbound,
+        body: &Bytes,
+        config: &ProxyConfig,
+        deadline: Instant,
+    ) -> Attempt {
+        let retries = route.retries();
+        let attempts = 1 + retries.map_or(0, |r| r.attempts);
+        let per_try = retries
+            .and_then(|r| r.per_try_timeout)
+            .unwrap_or(route.timeout());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let result = self
+                .send_once(
+                    Target {
+                        route,
+                        side,
+                        config,
+                    },
+                    inbound,
+                    forward::full(body.clone()),
+                    per_try.min(remaining),
+                    None,
+                )
+                .await;
+            let retry = attempt < attempts
+                && Instant::now() < deadline
+                && match (&result, retries) {
+                    (Err(e), Some(_)) => e.retry_safe || is_safe(&inbound.method),
+                    (Ok(r), Some(policy)) => {
+                        is_safe(&inbound.method) && policy.retries_status(r.status().as_u16())
+                    }
+                    _ => false,
+                };
+            if !retry {
+                return result;
+            }
+            if let Some(backoff) = retries.and_then(|r| r.backoff) {
+                tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
+                    .await;
+            }
+        }
+    }
+
+    /// Sends a buffered request to `side`; when the new side fails a safe request (no
+    /// answer, or a 5xx), the legacy answers instead. Returns the side that answered.
+    pub(crate) async fn forward_with_fallback(
+        &self,
+        route: &Route,
+        side: Side,
+        inbound: &Inbound,
+        body: &Bytes,
+        config: &ProxyConfig,
+        deadline: Instant,
+    ) -> (Side, Attempt) {
+        let result = self
+            .forward_with_retries(route, side, inbound, body, config, deadline)
+            .await;
+        if side != Side::New || !is_safe(&inbound.method) {
+            return (side, result);
+        }
+        let new_status = match &result {
+            Ok(resp) if resp.status().is_server_error() => Some(resp.status().as_u16()),
+            Ok(_) => return (side, result),
+            Err(e) => {
+                tracing::warn!(request_id = %inbound.request_id, route = route.name(), error = %e.chain(), "new side failed");
+                None
+            }
+        };
+        if route.legacy_upstream().is_none() {
+            return (
+                Side::New,
+                Err(ForwardError::new(
+                    ErrorSource::Upstream,
+                    false,
+                    "new side failed and the rule has no legacy destination to fall back on",
+                )),
+            );
+        }
+        self.metrics
+            .fallbacks
+            .get_or_create(&crate::metrics::RouteLabel {
+                route: route.name().to_owned(),
+            })
+            .inc();
+        tracing::warn!(request_id = %inbound.request_id, route = route.name(), new_status, "new side failed a safe request: answering from the legacy");
+        (
+            Side::Legacy,
+            self.forward_with_retries(route, Side::Legacy, inbound, body, config, deadline)
+                .await,
+        )
+    }
+
+    /// Records one upstream answer (or failure) for metrics and the guard.
+    fn record(&self, route: &Route, side: Side, elapsed: Duration, result: &Attempt) {
+        self.metrics.observe(route.name(), side.as_str(), elapsed);
+        if let Err(e) = result {
+            self.metrics
+                .errors
+                .get_or_create(&crate::metrics::ErrorLabels {
+                    route: route.name().to_owned(),
+                    side: side.as_str(),
+                    kind: e.source_kind.label(),
+                })
+                .inc();
+        }
+        // A client that did not send its body in time is not the upstream's failure.
+        let failed = match result {
+            Ok(r) => r.status().is_server_error(),
+            Err(e) => e.source_kind != ErrorSource::Client,
+        };
+        self.guard
+            .record_request(route.name(), side, elapsed, failed, Instant::now());
+        self.evaluate_soon();
+    }
+}

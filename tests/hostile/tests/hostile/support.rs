@@ -1,0 +1,339 @@
+//! The real binaries as processes (from the target directory this test was built into),
+//! on ports the system chooses, read back from their own start-up lines; their files in
+//! a temporary directory; and the few raw-socket tools an attacker uses.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const ADMIN_TOKEN: &str = "hostile-admin-token-0123456789";
+
+/// The manifest the proxy runs in production.
+pub const MANIFEST: &str = include_str!("../../../../istio/virtualservice-member-api.yaml");
+
+/// A binary of the workspace, built beside this test (`cargo test --workspace` builds
+/// every binary first).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build -p {name})",
+        path.display()
+    );
+    path
+}
+
+/// A running binary; killed when dropped.
+pub struct Process {
+    child: Child,
+    name: String,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    pub fn start(name: &str, args: &[&str], env: &[(&str, &str)]) -> Process {
+        let mut command = Command::new(binary(name));
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("start the binary");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+        let stderr = child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+        for stream in [stdout, stderr].into_iter().flatten() {
+            let lines = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Process {
+            child,
+            name: name.to_owned(),
+            lines,
+        }
+    }
+
+    /// The first output line containing `needle`, waiting up to 30 s for it.
+    pub fn wait_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(line) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return line.clone();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before printing {needle:?}:\n{}",
+                    self.name,
+                    self.output()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not print {needle:?}:\n{}",
+                self.name,
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything printed so far.
+    pub fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the process is running");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn json_field(line: &str, field: &str) -> SocketAddr {
+    let value: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    value[field]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {line}"))
+}
+
+/// The legacy: the Rails app when the run provides one, else the simulator on SQLite.
+pub struct Legacy {
+    _process: Option<Process>,
+    pub addr: SocketAddr,
+    pub database_url: String,
+}
+
+pub fn legacy(dir: &Path) -> Legacy {
+    if let (Ok(url), Ok(db)) = (
+        std::env::var("HOSTILE_LEGACY_URL"),
+        std::env::var("HOSTILE_LEGACY_DATABASE_URL"),
+    ) {
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .expect("HOSTILE_LEGACY_URL is http://host:port");
+        return Legacy {
+            _process: None,
+            addr,
+            database_url: db,
+        };
+    }
+    legacy_sim(dir)
+}
+
+/// The legacy simulator on a SQLite file of its own.
+pub fn legacy_sim(dir: &Path) -> Legacy {
+    let database_url = format!("sqlite://{}?mode=rwc", dir.join("legacy.sqlite3").display());
+    let mut process = Process::start(
+        "legacy-sim",
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--database-url",
+            &database_url,
+            "--bcrypt-cost",
+            "4",
+        ],
+        &[],
+    );
+    let line = process.wait_line("legacy-sim listening on http://");
+    let addr = line
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.trim().parse().ok())
+        .expect("address");
+    Legacy {
+        _process: Some(process),
+        addr,
+        database_url,
+    }
+}
+
+/// The identity service.
+pub struct Identity {
+    pub process: Process,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub database_url: String,
+}
+
+/// The identity service on `database_url` (a SQLite file in `dir` when `None`), with
+/// cheap hashing and `extra` flags.
+pub fn identity(dir: &Path, database_url: Option<&str>, extra: &[&str]) -> Identity {
+    let database_url = database_url.map_or_else(
+        || {
+            format!(
+                "sqlite://{}?mode=rwc",
+                dir.join("identity.sqlite3").display()
+            )
+        },
+        str::to_owned,
+    );
+    let data = dir.join("identity-data");
+    let mut args = vec![
+        "serve",
+        "--database-url",
+        &database_url,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--http-addr",
+        "127.0.0.1:0",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--argon2-memory-kib",
+        "1024",
+        "--argon2-iterations",
+        "1",
+        "--legacy-bcrypt-cost",
+        "4",
+    ];
+    args.extend_from_slice(extra);
+    let mut process = Process::start("identity", &args, &[]);
+    let line = process.wait_line("\"listening\"");
+    Identity {
+        http: json_field(&line, "http"),
+        grpc: json_field(&line, "grpc"),
+        process,
+        database_url,
+    }
+}
+
+/// The migration proxy, with its two files in `dir`.
+pub struct ProxyProcess {
+    pub process: Process,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub vs_path: PathBuf,
+    pub cfg_path: PathBuf,
+}
+
+/// The real manifest with every rule at `new_percent` for the identity service.
+pub fn manifest(new_percent: u32) -> String {
+    MANIFEST
+        .replace("weight: 99\n", &format!("weight: {}\n", 100 - new_percent))
+        .replace("weight: 1\n", &format!("weight: {new_percent}\n"))
+}
+
+/// A proxy config for `legacy` and `identity`, with `extra` YAML sections appended.
+pub fn proxy_config(legacy: SocketAddr, identity: SocketAddr, extra: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nvirtual_service: member-api\n\
+         upstreams:\n  legacy-api.members.svc.cluster.local: {{address: \"{legacy}\", role: legacy}}\n  \
+         identity.members.svc.cluster.local: {{address: \"{identity}\", role: new}}\n\
+         admin_token: {ADMIN_TOKEN}\n\
+         comparison:\n  ignore: [\"$..created_at\", \"$..updated_at\", \"$..token\", \"$..refresh_token\", \"$..expires_at\"]\n  learn_noise: false\n\
+         {extra}"
+    )
+}
+
+pub fn proxy(dir: &Path, manifest: &str, config: &str) -> ProxyProcess {
+    let vs_path = dir.join("virtualservice.yaml");
+    let cfg_path = dir.join("proxy.yaml");
+    std::fs::write(&vs_path, manifest).unwrap();
+    std::fs::write(&cfg_path, config).unwrap();
+    let mut process = Process::start(
+        "migration-proxy",
+        &[
+            "--virtual-service",
+            vs_path.to_str().unwrap(),
+            "--config",
+            cfg_path.to_str().unwrap(),
+            "--reload-interval-ms",
+            "100",
+            "--workers",
+            "2",
+        ],
+        &[("RUST_LOG", "info")],
+    );
+    let line = process.wait_line("migration proxy listening");
+    ProxyProcess {
+        addr: json_field(&line, "listen"),
+        admin: json_field(&line, "admin"),
+        process,
+        vs_path,
+        cfg_path,
+    }
+}
+
+/// Replaces a file in one step, as a ConfigMap update does.
+pub fn replace_file(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The value of one metric line (`name{labels}`) of the proxy's admin port, 0 if absent.
+pub async fn metric(admin: SocketAddr, series: &str) -> f64 {
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Polls `check` every 50 ms until it holds, for at most `limit`.
+pub async fn until<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
