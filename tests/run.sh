@@ -5,7 +5,8 @@
 #   2. the parity suite against the real Rails app, the Rust legacy simulator and the
 #      identity service (on SQLite and on PostgreSQL), transcripts compared; then a whole
 #      rollout rehearsed with the Rails app on PostgreSQL as the legacy;
-#   3. the Python gRPC client and schemathesis against the identity service;
+#   3. the hostile-client suite's cutover cases against the Rails app; the Python gRPC
+#      client and schemathesis against the identity service;
 #   4. a short fuzzing run of the proxy's manifest and config parsers, the manifests'
 #      validation, and the proxy's dashboard in headless Chromium.
 # Every process it starts is stopped on exit.
@@ -113,6 +114,14 @@ any=127.0.0.1:0
   --identity-database-url "postgres://postgres@127.0.0.1:$pg_port/identity_rollout" \
   --identity-http-addr $any --identity-grpc-addr $any --proxy-addr $any --admin-addr $any \
   --seed-members 100 --bcrypt-cost 4 --fast-hashing --clients 6 --pace-ms 20 --phase-secs 4
+
+section "hostile clients: sessions across the cutover, with the Rails app on PostgreSQL as the legacy"
+# The same cases `cargo test` ran on the simulator, now with the real Rails app (the
+# one the rehearsal used): a session ended there before the cutover stays ended after.
+# One at a time: they share the Rails app's database.
+HOSTILE_LEGACY_URL="http://127.0.0.1:$rollout_port" \
+  HOSTILE_LEGACY_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/rails_rollout" \
+  cargo test --locked -q -p hostile cutover:: -- --test-threads=1
 
 section "Python gRPC client"
 IDENTITY_GRPC_ADDR="127.0.0.1:$sqlite_grpc" IDENTITY_HTTP_URL="http://127.0.0.1:$sqlite_http" tests/python/run.sh -q

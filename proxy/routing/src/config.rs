@@ -1,6 +1,7 @@
 //! The proxy config: what Istio's schema cannot say. It maps the VirtualService's
 //! destination hosts to addresses and roles, and holds the sticky key, the comparison
-//! rules, the guard's thresholds, timeouts, listeners and the admin token.
+//! rules, the guard's thresholds, timeouts, listeners, the admin token, the path
+//! normalisation, the trusted forwarding hops and the limits every client is held to.
 //!
 //! ```yaml
 //! upstreams:
@@ -8,7 +9,10 @@
 //!   identity.members.svc.cluster.local: {address: "127.0.0.1:8080", role: new}
 //! sticky_key: jwt_sub            # or {header: x-member-id}, or {cookie: _member_session}
 //! comparison: {ignore: ["$..updated_at"], noise_relative: 0.2}
-//! guard: {max_error_rate: 0.01}
+//! guard: {max_error_rate: 0.01, min_comparisons: 50}
+//! path_normalization: merge_slashes
+//! client_address: {trusted_hops: 1}
+//! limits: {body_read_timeout: 30s, max_buffered_body_bytes: 16777216}
 //! ```
 //!
 //! Every section but `upstreams` has defaults. Unknown settings are refused, so that a

@@ -16,7 +16,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use sessions::{LegacySession, TOKEN_LENGTH, random_token};
-pub use users::{LegacyUser, NewLegacyUser};
+pub use users::{LegacyUser, NewLegacyUser, ProfileColumn};
 
 /// SQLite or PostgreSQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

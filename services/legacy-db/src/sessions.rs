@@ -189,6 +189,38 @@ impl LegacyDb {
     }
 
     /// Deletes one session; the number of rows deleted (0 when another request won).
+    /// Of `ids`, the sessions rows that still exist (not logged out, rotated or ended
+    /// by a password change or a withdrawal).
+    pub async fn existing_session_ids<'c, E: Executor<'c, Database = Any>>(
+        &self,
+        ex: E,
+        ids: &[i64],
+    ) -> Result<std::collections::HashSet<i64>, LegacyError> {
+        if ids.is_empty() {
+            return Ok(std::collections::HashSet::new());
+        }
+        let list: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("SELECT id FROM sessions WHERE id IN ({})", list.join(","));
+        let mut q = sqlx::query_scalar(AssertSqlSafe(sql));
+        for id in ids {
+            q = q.bind(*id);
+        }
+        Ok(q.fetch_all(ex).await?.into_iter().collect())
+    }
+
+    /// Whether a session row exists.
+    pub async fn session_exists<'c, E: Executor<'c, Database = Any>>(
+        &self,
+        ex: E,
+        id: i64,
+    ) -> Result<bool, LegacyError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE id = $1")
+            .bind(id)
+            .fetch_one(ex)
+            .await?;
+        Ok(n > 0)
+    }
+
     pub async fn delete_session<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,

@@ -55,6 +55,24 @@ impl LegacyUser {
     }
 }
 
+/// A column of the profile a member changes (`PATCH /users/me`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileColumn {
+    Nickname,
+    PhoneNumber,
+    ProfileImageUrl,
+}
+
+impl ProfileColumn {
+    fn name(self) -> &'static str {
+        match self {
+            ProfileColumn::Nickname => "nickname",
+            ProfileColumn::PhoneNumber => "phone_number",
+            ProfileColumn::ProfileImageUrl => "profile_image_url",
+        }
+    }
+}
+
 impl LegacyDb {
     pub(crate) fn user_columns(&self) -> String {
         format!(
@@ -272,6 +290,64 @@ impl LegacyDb {
     }
 
     /// Writes the profile columns and `updated_at`.
+    /// A user, locked against other writers (Rails' own included) until the
+    /// transaction ends (`FOR UPDATE` on PostgreSQL; SQLite's write transaction holds
+    /// the whole database already).
+    pub async fn lock_user<'c, E: Executor<'c, Database = Any>>(
+        &self,
+        ex: E,
+        id: i64,
+    ) -> Result<Option<LegacyUser>, LegacyError> {
+        let lock = match self.backend {
+            crate::Backend::Postgres => " FOR UPDATE",
+            crate::Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "SELECT {} FROM users WHERE id = $1{lock}",
+            self.user_columns()
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(ex)
+            .await?;
+        row.as_ref().map(LegacyUser::from_row).transpose()
+    }
+
+    /// Sets only the given profile columns of an active user (ActiveRecord's partial
+    /// writes: a concurrent change of another column is kept), and `updated_at`.
+    pub async fn update_profile_columns<'c, E: Executor<'c, Database = Any>>(
+        &self,
+        ex: E,
+        id: i64,
+        columns: &[(ProfileColumn, Option<&str>)],
+        now: Timestamp,
+    ) -> Result<(), LegacyError> {
+        if columns.is_empty() {
+            return Ok(());
+        }
+        let mut set: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, (column, _))| format!("{} = ${}", column.name(), i + 1))
+            .collect();
+        set.push(format!("updated_at = {}", self.ts_param(columns.len() + 1)));
+        let sql = format!(
+            "UPDATE users SET {} WHERE id = ${} AND deleted_at IS NULL",
+            set.join(", "),
+            columns.len() + 2
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for (_, value) in columns {
+            q = q.bind(value.map(str::to_owned));
+        }
+        q.bind(now.to_db_text())
+            .bind(id)
+            .execute(ex)
+            .await
+            .map_err(LegacyError::from_write)?;
+        Ok(())
+    }
+
     pub async fn update_profile<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,

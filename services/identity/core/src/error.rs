@@ -26,6 +26,10 @@ pub enum CoreError {
     /// Password hashing saturated: retry shortly.
     #[error("busy")]
     Busy,
+    /// A dry run declined: it would have taken hashing capacity from real requests.
+    /// Not an answer of the contract; the proxy counts the replay as skipped.
+    #[error("dry run declined")]
+    Declined,
     /// The database is unreachable or failed.
     #[error("unavailable")]
     Unavailable,

@@ -3,10 +3,15 @@
 //! REST and gRPC adapters call these and only translate; every write flow runs in one
 //! transaction, so a dry run (a shadowed write) rolls back everything.
 
+mod access;
 mod clock;
 mod error;
 mod legacy;
+mod login;
+mod logout;
 mod members;
+mod password;
+mod refresh;
 mod sessions;
 mod throttle;
 
@@ -45,18 +50,15 @@ impl Default for CoreConfig {
     }
 }
 
-/// The client's address as the proxies in front recorded it: `x-envoy-external-address`
-/// (set by the mesh's edge) when present, else the `X-Forwarded-For` entry written by the
-/// outermost of `hops` trusted proxies (1: the last entry; 2: the one before, when the
-/// migration proxy appended its own peer after the edge's). `None` without either.
+/// The client's address as the proxies in front recorded it: the `X-Forwarded-For`
+/// entry written by the outermost of `hops` trusted proxies (1: the last entry; 2: the
+/// one before, when the migration proxy appended its own peer after the edge's). `None`
+/// when the header has fewer entries. Nothing a client can write itself is read: no
+/// `x-envoy-external-address`, no entry before the trusted hops'.
 pub fn forwarded_client<'a>(
-    external: Option<&str>,
     forwarded_for: impl Iterator<Item = &'a str>,
     hops: usize,
 ) -> Option<String> {
-    if let Some(ip) = external.map(str::trim).filter(|s| !s.is_empty()) {
-        return Some(ip.to_owned());
-    }
     let entries: Vec<&str> = forwarded_for
         .flat_map(|v| v.split(','))
         .map(str::trim)
@@ -69,7 +71,9 @@ pub fn forwarded_client<'a>(
 /// Per-request context of a flow.
 #[derive(Debug, Clone, Default)]
 pub struct RequestCtx {
-    /// A shadowed write (`x-shadow: dry-run`): do everything, then roll it all back.
+    /// A shadowed write (`x-shadow: dry-run`): answer as the write would, write nothing
+    /// anywhere (no row, no counter, no sequence value, nothing on the legacy), and take
+    /// no hashing capacity a real request could use (declined instead).
     pub dry_run: bool,
     /// The client's address (for throttling), if known.
     pub client: Option<String>,
@@ -144,21 +148,17 @@ mod tests {
     fn the_client_is_the_entry_of_the_outermost_trusted_proxy() {
         let xff = ["203.0.113.7, 10.0.0.9", "127.0.0.6"];
         assert_eq!(
-            forwarded_client(None, xff.iter().copied(), 1).as_deref(),
+            forwarded_client(xff.iter().copied(), 1).as_deref(),
             Some("127.0.0.6")
         );
         assert_eq!(
-            forwarded_client(None, xff.iter().copied(), 2).as_deref(),
+            forwarded_client(xff.iter().copied(), 2).as_deref(),
             Some("10.0.0.9")
         );
         assert_eq!(
-            forwarded_client(None, xff.iter().copied(), 3).as_deref(),
+            forwarded_client(xff.iter().copied(), 3).as_deref(),
             Some("203.0.113.7")
         );
-        assert_eq!(forwarded_client(None, xff.iter().copied(), 4), None);
-        assert_eq!(
-            forwarded_client(Some("198.51.100.1"), xff.iter().copied(), 2).as_deref(),
-            Some("198.51.100.1")
-        );
+        assert_eq!(forwarded_client(xff.iter().copied(), 4), None);
     }
 }

@@ -1,6 +1,7 @@
 //! Member flows: reads, sign-up, profile changes and withdrawal.
 
 use identity_store::{MemberRow, NewMember, ProfileUpdate, StoreError};
+use legacy_db::ProfileColumn;
 use member_contract::forms::{ProfileChanges, SignUpForm};
 use member_contract::{Errors, Field, MemberView, Rule, Timestamp};
 
@@ -67,6 +68,8 @@ impl Identity {
     }
 
     /// Creates a member: every rule of every field checked at once, uniqueness included.
+    /// A dry run checks the same (on both sides while migrating) and writes nothing: no
+    /// row, no hash, no value of either side's id sequence; it answers with id 0.
     pub async fn sign_up(
         &self,
         form: &SignUpForm,
@@ -88,46 +91,39 @@ impl Identity {
             Some(v) if errors.is_empty() => v,
             _ => return Err(CoreError::Validation(errors)),
         };
-        let password_hash = self.inner.hasher.hash(valid.password.expose()).await?;
-        let legacy_digest = match self.legacy() {
-            Some(link) => Some(
-                self.inner
-                    .hasher
-                    .legacy_bcrypt(valid.password.expose(), link.bcrypt_cost)
-                    .await?,
-            ),
-            None => None,
+        let (password_hash, legacy_digest) = if ctx.dry_run {
+            (String::new(), None)
+        } else {
+            let hash = self.inner.hasher.hash(valid.password.expose()).await?;
+            let digest = match self.legacy() {
+                Some(link) => Some(
+                    self.inner
+                        .hasher
+                        .legacy_bcrypt(valid.password.expose(), link.bcrypt_cost)
+                        .await?,
+                ),
+                None => None,
+            };
+            (hash, digest)
         };
         let now = self.now().as_micros();
         // While migrating, the id comes from the legacy's sequence: the row is written
         // there first, in its format.
-        let mut legacy = self.begin_legacy().await?;
-        let legacy_id = match (legacy.as_mut(), &legacy_digest) {
-            (Some((link, ltx)), Some(digest)) => Some(
-                link.db
-                    .insert_user(
-                        &mut **ltx,
-                        &legacy_db::NewLegacyUser {
-                            id: None,
-                            email: valid.email.as_str().to_owned(),
-                            password_digest: digest.clone(),
-                            nickname: valid.nickname.as_str().to_owned(),
-                            phone_number: valid
-                                .phone_number
-                                .as_ref()
-                                .map(|p| p.as_str().to_owned()),
-                            profile_image_url: valid
-                                .profile_image_url
-                                .as_ref()
-                                .map(|u| u.as_str().to_owned()),
-                            now: Timestamp::from_micros(now),
-                        },
-                    )
-                    .await?,
-            ),
-            _ => None,
-        };
-        let mut tx = self.inner.store.begin().await?;
+        let mut legacy = self.legacy_writes(ctx.dry_run).await?;
+        let legacy_id = legacy
+            .insert_user(&legacy_db::NewLegacyUser {
+                id: None,
+                email: valid.email.as_str().to_owned(),
+                password_digest: legacy_digest.clone().unwrap_or_default(),
+                nickname: valid.nickname.as_str().to_owned(),
+                phone_number: valid.phone_number.as_ref().map(|p| p.as_str().to_owned()),
+                profile_image_url: valid
+                    .profile_image_url
+                    .as_ref()
+                    .map(|u| u.as_str().to_owned()),
+                now: Timestamp::from_micros(now),
+            })
+            .await?;
         let new = NewMember {
             id: legacy_id,
             email: valid.email.into_inner(),
@@ -137,6 +133,20 @@ impl Identity {
             profile_image_url: valid.profile_image_url.map(|u| u.into_inner()),
             now,
         };
+        if ctx.dry_run {
+            return Ok(MemberRow {
+                id: 0,
+                email: new.email,
+                password_hash: new.password_hash,
+                nickname: new.nickname,
+                phone_number: new.phone_number,
+                profile_image_url: new.profile_image_url,
+                created_at: now,
+                updated_at: now,
+                deleted_at: None,
+            });
+        }
+        let mut tx = self.inner.store.begin().await?;
         let row = match tx.insert_member(&new).await {
             Ok(row) => row,
             Err(StoreError::Taken(field)) => {
@@ -154,7 +164,10 @@ impl Identity {
         Ok(row)
     }
 
-    /// Applies a validated profile change for the acting member.
+    /// Applies a validated profile change for the acting member. Both rows are locked
+    /// while the change is applied (the legacy's first), so that two concurrent changes
+    /// of different fields both stay; the legacy gets only the columns this change
+    /// sets, so that a change made there meanwhile (not synced yet) stays too.
     pub async fn update_profile(
         &self,
         who: &Principal,
@@ -183,16 +196,15 @@ impl Identity {
                 .as_ref()
                 .map(|u| u.as_ref().map(|u| u.as_str().to_owned())),
         };
-        let mut legacy = self.begin_legacy().await?;
+        let now = self.now();
+        let mut legacy = self.legacy_writes(ctx.dry_run).await?;
+        let legacy_row = legacy.lock_user(who.member.id).await?;
         let mut tx = self.inner.store.begin().await?;
-        let current = match tx.member_by_id(who.member.id).await? {
+        let current = match tx.lock_member(who.member.id).await? {
             Some(m) if !m.is_withdrawn() => m,
             _ => return Err(CoreError::Unauthorized),
         };
-        let row = match tx
-            .update_profile(&current, &update, self.now().as_micros())
-            .await
-        {
+        let row = match tx.update_profile(&current, &update, now.as_micros()).await {
             Ok(row) => row,
             Err(StoreError::Taken(field)) => {
                 let mut errors = Errors::new();
@@ -201,12 +213,9 @@ impl Identity {
             }
             Err(e) => return Err(e.into()),
         };
-        if let Some((link, ltx)) = legacy.as_mut()
-            && row != current
-        {
-            link.db
-                .update_profile(&mut **ltx, &crate::legacy::as_legacy_user(&row))
-                .await?;
+        if let Some(user) = &legacy_row {
+            let columns = legacy_columns(&update, user);
+            legacy.update_profile(user.id, &columns, now).await?;
         }
         self.finish_both(legacy, tx, ctx.dry_run).await?;
         Ok(row)
@@ -215,32 +224,52 @@ impl Identity {
     /// Withdraws the acting member: every session ended, personal data scrubbed.
     pub async fn withdraw(&self, who: &Principal, ctx: &RequestCtx) -> Result<(), CoreError> {
         let digest = match self.legacy() {
-            Some(link) => Some(self.unusable_legacy_digest(&link).await?),
-            None => None,
+            Some(link) if !ctx.dry_run => {
+                Some(self.unusable_legacy_digest(link.bcrypt_cost).await?)
+            }
+            _ => None,
         };
         let now = self.now().as_micros();
-        let mut legacy = self.begin_legacy().await?;
-        if let (Some((link, ltx)), Some(digest)) = (legacy.as_mut(), &digest) {
-            link.db
-                .delete_user_sessions(&mut **ltx, who.member.id, None)
-                .await?;
-            link.db
-                .withdraw_user(
-                    &mut **ltx,
-                    who.member.id,
-                    digest,
-                    Timestamp::from_micros(now),
-                )
+        let id = who.member.id;
+        let mut legacy = self.legacy_writes(ctx.dry_run).await?;
+        legacy.end_user_sessions(id, None).await?;
+        if let Some(digest) = &digest {
+            legacy
+                .withdraw_user(id, digest, Timestamp::from_micros(now))
                 .await?;
         }
         let mut tx = self.inner.store.begin().await?;
-        tx.withdraw(who.member.id, now).await?;
-        tx.end_member_sessions(who.member.id, None, "withdrawn", now)
-            .await?;
+        tx.withdraw(id, now).await?;
+        tx.end_member_sessions(id, None, "withdrawn", now).await?;
         if let Some(digest) = &digest {
-            tx.set_legacy_digest(who.member.id, digest).await?;
+            tx.set_legacy_digest(id, digest).await?;
         }
         self.finish_both(legacy, tx, ctx.dry_run).await?;
         Ok(())
     }
+}
+
+/// The columns of `update` whose value differs from the legacy's row: what an
+/// ActiveRecord partial write of the same change would set.
+fn legacy_columns<'a>(
+    update: &'a ProfileUpdate,
+    user: &legacy_db::LegacyUser,
+) -> Vec<(ProfileColumn, Option<&'a str>)> {
+    let mut columns = Vec::new();
+    if let Some(n) = &update.nickname
+        && *n != user.nickname
+    {
+        columns.push((ProfileColumn::Nickname, Some(n.as_str())));
+    }
+    if let Some(p) = &update.phone_number
+        && *p != user.phone_number
+    {
+        columns.push((ProfileColumn::PhoneNumber, p.as_deref()));
+    }
+    if let Some(u) = &update.profile_image_url
+        && *u != user.profile_image_url
+    {
+        columns.push((ProfileColumn::ProfileImageUrl, u.as_deref()));
+    }
+    columns
 }

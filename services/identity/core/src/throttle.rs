@@ -9,8 +9,12 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::sessions::throttle_client_key;
 use crate::{CoreError, Identity};
+
+/// How a client address is kept in the database: hashed, never in clear.
+pub(crate) fn throttle_client_key(client: &str) -> String {
+    digest(&format!("client|{client}"))
+}
 
 /// Limits on failed log-ins per sliding window.
 #[derive(Debug, Clone)]

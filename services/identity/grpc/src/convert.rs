@@ -83,7 +83,9 @@ pub fn status(e: CoreError) -> Status {
             "password hashing is saturated",
             ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1))),
         ),
-        CoreError::Unavailable => Status::unavailable("temporarily unavailable"),
+        CoreError::Unavailable | CoreError::Declined => {
+            Status::unavailable("temporarily unavailable")
+        }
     }
 }
 

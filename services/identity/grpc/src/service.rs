@@ -44,14 +44,11 @@ impl GrpcService {
     fn ctx<T>(&self, req: &Request<T>) -> RequestCtx {
         let md = req.metadata();
         let forwarded = if self.trust_forwarded_for {
-            let external = md
-                .get("x-envoy-external-address")
-                .and_then(|v| v.to_str().ok());
             let entries = md
                 .get_all("x-forwarded-for")
                 .iter()
                 .filter_map(|v| v.to_str().ok());
-            identity_core::forwarded_client(external, entries, self.trusted_proxy_hops)
+            identity_core::forwarded_client(entries, self.trusted_proxy_hops)
         } else {
             None
         };

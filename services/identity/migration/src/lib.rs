@@ -11,7 +11,7 @@ mod verify;
 
 pub use backfill::{BackfillReport, Progress, backfill};
 pub use convert::{apply_legacy_user, legacy_to_member, target_for};
-pub use sessions::{SessionImport, import_legacy_sessions};
+pub use sessions::{SessionImport, end_sessions_ended_on_legacy, import_legacy_sessions};
 pub use sync::{PollOutcome, SYNC_LEAD_KEY, SyncReport, Syncer};
 pub use verify::{Deviation, VerifyOptions, VerifyReport, verify, verify_with};
 
@@ -60,8 +60,9 @@ pub struct CutoverReport {
 }
 
 /// Ends the migration: refuses unless `verify` finds no deviation, imports the legacy's
-/// live sessions (their tokens keep working), moves the id sequence above the legacy's
-/// highest id and records the cutover. Replicas leave the legacy database at their
+/// live sessions (their tokens keep working), ends ours that the legacy ended (they
+/// must not come back when the legacy is no longer asked), moves the id sequence above
+/// the legacy's highest id and records the cutover. Replicas leave the legacy database at their
 /// next sync poll.
 pub async fn cutover(
     store: &Store,
@@ -80,7 +81,7 @@ pub async fn cutover(
             report.deviating_members, report.compared
         )));
     }
-    let sessions = import_legacy_sessions(store, legacy).await?;
+    let sessions = sessions_as_the_legacy_has_them(store, legacy).await?;
     let next_id = highest_member_id(store, legacy).await? + CUTOVER_ID_MARGIN + 1;
     store.bump_member_sequence(next_id - 1).await?;
     let mut tx = store.begin().await?;
@@ -98,17 +99,27 @@ pub async fn cutover(
 }
 
 /// What a replica does when it sees the cutover, before it leaves the legacy database:
-/// imports the sessions the legacy created since the cutover's import, and moves the id
-/// sequence above every id taken meanwhile.
+/// imports the sessions the legacy created since the cutover's import, ends ours that
+/// the legacy ended since, and moves the id sequence above every id taken meanwhile.
 pub async fn leave_legacy(
     store: &Store,
     legacy: &LegacyDb,
 ) -> Result<SessionImport, MigrationError> {
-    let sessions = import_legacy_sessions(store, legacy).await?;
+    let sessions = sessions_as_the_legacy_has_them(store, legacy).await?;
     store
         .bump_member_sequence(highest_member_id(store, legacy).await?)
         .await?;
     Ok(sessions)
+}
+
+/// The legacy's live sessions imported, and ours that it ended, ended.
+async fn sessions_as_the_legacy_has_them(
+    store: &Store,
+    legacy: &LegacyDb,
+) -> Result<SessionImport, MigrationError> {
+    let mut report = import_legacy_sessions(store, legacy).await?;
+    report.ended = end_sessions_ended_on_legacy(store, legacy).await?;
+    Ok(report)
 }
 
 /// The highest member id either side holds.

@@ -1,8 +1,12 @@
-//! Sessions across the cutover: the legacy's live sessions are imported into the
-//! identity service, so that an app still holding a legacy token (issued before it was
-//! routed to the new side, and not refreshed since) keeps its session when the legacy
-//! database is left. Only hashes of the tokens are kept; the legacy access token works
-//! until it expires or is refreshed, its refresh token is rotated into ours.
+//! Sessions across the cutover, one truth on both sides:
+//! - the legacy's live sessions are imported into the identity service, so that an app
+//!   still holding a legacy token (issued before it was routed to the new side, and not
+//!   refreshed since) keeps its session when the legacy database is left. Only hashes of
+//!   the tokens are kept; the legacy access token works until it expires or is
+//!   refreshed, its refresh token is rotated into ours;
+//! - every session of ours whose row the legacy no longer has was ended there (a
+//!   log-out, a refresh, a password change or a withdrawal on the legacy): it is ended
+//!   here too, so that it does not come back once the legacy is no longer asked.
 
 use identity_store::{IMPORTED_LEGACY_JTI, SessionRow, Store};
 use identity_tokens::hash_refresh_token;
@@ -13,9 +17,14 @@ use crate::MigrationError;
 
 const BATCH: i64 = 1000;
 
+/// Ids per look-up of the legacy's session rows (an `IN` list).
+const LINK_BATCH: i64 = 500;
+
 /// What an import did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionImport {
+    /// Sessions of ours ended because the legacy ended them.
+    pub ended: u64,
     /// Live legacy sessions read.
     pub scanned: u64,
     /// Newly imported.
@@ -84,4 +93,50 @@ pub async fn import_legacy_sessions(
         }
     }
     Ok(report)
+}
+
+/// Ends every live session of ours whose legacy row is gone (ended on the legacy), and
+/// returns how many. Each candidate is checked again under its row's lock: a refresh
+/// running at the same moment replaces the legacy row before it commits ours, and is
+/// seen, not raced.
+pub async fn end_sessions_ended_on_legacy(
+    store: &Store,
+    legacy: &LegacyDb,
+) -> Result<u64, MigrationError> {
+    let mut ended = 0;
+    let mut after = String::new();
+    loop {
+        let batch = store.linked_live_sessions_after(&after, LINK_BATCH).await?;
+        let Some((last, _)) = batch.last() else { break };
+        after = last.clone();
+        let gone = gone_on_legacy(legacy, &batch).await?;
+        if !gone.is_empty() {
+            let mut tx = store.begin().await?;
+            let locked = tx.lock_linked_sessions(&gone).await?;
+            let now = Timestamp::now_from_system().as_micros();
+            for id in gone_on_legacy(legacy, &locked).await? {
+                tx.end_session(&id, "ended on the legacy", now).await?;
+                ended += 1;
+            }
+            tx.commit().await?;
+        }
+        if (batch.len() as i64) < LINK_BATCH {
+            break;
+        }
+    }
+    Ok(ended)
+}
+
+/// The sessions of `linked` (id, legacy row) whose legacy row is gone.
+async fn gone_on_legacy(
+    legacy: &LegacyDb,
+    linked: &[(String, i64)],
+) -> Result<Vec<String>, MigrationError> {
+    let ids: Vec<i64> = linked.iter().map(|(_, lid)| *lid).collect();
+    let existing = legacy.existing_session_ids(legacy.pool(), &ids).await?;
+    Ok(linked
+        .iter()
+        .filter(|(_, lid)| !existing.contains(lid))
+        .map(|(id, _)| id.clone())
+        .collect())
 }

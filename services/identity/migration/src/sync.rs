@@ -188,6 +188,7 @@ impl Syncer {
                 match crate::leave_legacy(&self.store, &self.legacy).await {
                     Ok(s) => tracing::info!(
                         imported_sessions = s.imported,
+                        ended_sessions = s.ended,
                         "cut over: leaving the legacy database"
                     ),
                     Err(e) => tracing::warn!(

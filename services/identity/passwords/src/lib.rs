@@ -63,15 +63,24 @@ impl Hasher {
         })
     }
 
-    /// Runs `work` on the blocking pool once a slot is free, or fails with `Busy`.
+    /// Runs `work` on the blocking pool once a slot is free (waiting at most the
+    /// queue's wait, or not at all when `wait` is false), or fails with `Busy`.
     async fn run<T: Send + 'static>(
         &self,
+        wait: bool,
         work: impl FnOnce(&Inner) -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
-        let permit = tokio::time::timeout(self.inner.wait, self.inner.permits.acquire())
-            .await
-            .map_err(|_| PasswordError::Busy)?
-            .map_err(|_| PasswordError::Busy)?;
+        let permit = if wait {
+            tokio::time::timeout(self.inner.wait, self.inner.permits.acquire())
+                .await
+                .map_err(|_| PasswordError::Busy)?
+                .map_err(|_| PasswordError::Busy)?
+        } else {
+            self.inner
+                .permits
+                .try_acquire()
+                .map_err(|_| PasswordError::Busy)?
+        };
         let inner = Arc::clone(&self.inner);
         let out = tokio::task::spawn_blocking(move || work(&inner))
             .await
@@ -83,13 +92,14 @@ impl Hasher {
     /// A new argon2id hash (PHC string).
     pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
         let password = password.to_owned();
-        self.run(move |inner| inner.argon.hash(&password)).await?
+        self.run(true, move |inner| inner.argon.hash(&password))
+            .await?
     }
 
     /// A bcrypt `$2a$` digest in the legacy's own format (for writing through to it).
     pub async fn legacy_bcrypt(&self, password: &str, cost: u32) -> Result<String, PasswordError> {
         let password = password.to_owned();
-        self.run(move |_| algorithms::bcrypt_hash(&password, cost))
+        self.run(true, move |_| algorithms::bcrypt_hash(&password, cost))
             .await?
     }
 
@@ -101,9 +111,28 @@ impl Hasher {
         password: &str,
         stored: Option<&str>,
     ) -> Result<Verdict, PasswordError> {
+        self.verify_with(true, password, stored).await
+    }
+
+    /// `verify` only if a slot is free at once, else `Busy` at once: for work that must
+    /// never take hashing capacity from real requests (a dry run's).
+    pub async fn verify_if_free(
+        &self,
+        password: &str,
+        stored: Option<&str>,
+    ) -> Result<Verdict, PasswordError> {
+        self.verify_with(false, password, stored).await
+    }
+
+    async fn verify_with(
+        &self,
+        wait: bool,
+        password: &str,
+        stored: Option<&str>,
+    ) -> Result<Verdict, PasswordError> {
         let password = password.to_owned();
         let stored = stored.map(str::to_owned);
-        self.run(move |inner| {
+        self.run(wait, move |inner| {
             let digest = stored.as_deref().unwrap_or(&inner.dummy);
             match digest_kind(digest) {
                 DigestKind::Argon2id => {
@@ -225,6 +254,10 @@ mod tests {
         let h = Hasher::new(&cfg).unwrap();
         let permit = h.inner.permits.acquire().await.unwrap();
         assert_eq!(h.hash("whatever1").await, Err(PasswordError::Busy));
+        assert_eq!(
+            h.verify_if_free("whatever1", None).await,
+            Err(PasswordError::Busy)
+        );
         drop(permit);
         assert!(h.hash("whatever1").await.is_ok());
     }

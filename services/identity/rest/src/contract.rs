@@ -19,6 +19,29 @@ use member_contract::{ContractError, Endpoint, Params, parse_body, parse_query, 
 use crate::AppState;
 use crate::respond::{self, Answer};
 
+/// Why a request got no answer of its endpoint: an answer of the contract, or a dry
+/// run the service declined (no answer of the contract at all).
+enum Refused {
+    Contract(ContractError),
+    /// Not served: the proxy counts the replay as skipped, not as the new side's
+    /// failure.
+    Declined,
+}
+
+impl From<ContractError> for Refused {
+    fn from(e: ContractError) -> Self {
+        Refused::Contract(e)
+    }
+}
+
+/// A domain failure as the request's answer.
+fn refused(e: CoreError) -> Refused {
+    match e {
+        CoreError::Declined => Refused::Declined,
+        other => Refused::Contract(contract_error(other)),
+    }
+}
+
 /// Maps a domain failure to the legacy's answer.
 fn contract_error(e: CoreError) -> ContractError {
     match e {
@@ -30,7 +53,7 @@ fn contract_error(e: CoreError) -> ContractError {
         CoreError::Throttled { retry_after_secs } => {
             ContractError::TooManyAttempts { retry_after_secs }
         }
-        CoreError::Busy => ContractError::Unavailable {
+        CoreError::Busy | CoreError::Declined => ContractError::Unavailable {
             retry_after_secs: 1,
         },
         CoreError::Unavailable => ContractError::Unavailable {
@@ -46,16 +69,11 @@ fn client_address(
     peer: Option<SocketAddr>,
 ) -> Option<String> {
     if state.trust_forwarded_for {
-        let external = headers
-            .get("x-envoy-external-address")
-            .and_then(|v| v.to_str().ok());
         let forwarded = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok());
-        if let Some(ip) =
-            identity_core::forwarded_client(external, forwarded, state.trusted_proxy_hops)
-        {
+        if let Some(ip) = identity_core::forwarded_client(forwarded, state.trusted_proxy_hops) {
             return Some(ip);
         }
     }
@@ -108,7 +126,7 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
     };
     let label = endpoint.as_ref().map_or("no route", Endpoint::label);
     let answer = match endpoint {
-        None => Err(ContractError::RouteNotFound),
+        None => Err(Refused::Contract(ContractError::RouteNotFound)),
         Some(ep) => match read_params(method.as_str(), &headers, uri.query(), &body) {
             Ok(mut params) => {
                 facts.has_format |= params.get("format").is_some();
@@ -121,8 +139,18 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
                 )
                 .await
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         },
+    };
+    let answer = match answer {
+        Ok(a) => Ok(a),
+        Err(Refused::Contract(e)) => Err(e),
+        Err(Refused::Declined) => {
+            state
+                .metrics
+                .observe_http("dry run declined", 503, started.elapsed());
+            return respond::declined();
+        }
     };
     let runtime = rails::runtime(started.elapsed());
     let (rendered, retry_after) = match answer {
@@ -182,13 +210,14 @@ fn read_params(
 async fn authorize(
     state: &AppState,
     authorization: Option<&str>,
-) -> Result<Principal, ContractError> {
+    ctx: &RequestCtx,
+) -> Result<Principal, Refused> {
     let token = bearer_token(authorization).ok_or(ContractError::Unauthorized)?;
     state
         .identity
-        .authorize(&token)
+        .authorize_with(&token, ctx.dry_run)
         .await
-        .map_err(contract_error)
+        .map_err(refused)
 }
 
 async fn dispatch(
@@ -197,55 +226,55 @@ async fn dispatch(
     params: &mut Params,
     authorization: Option<&str>,
     ctx: &RequestCtx,
-) -> Result<Answer, ContractError> {
+) -> Result<Answer, Refused> {
     let id = &state.identity;
     match endpoint {
         Endpoint::SignUp => {
             let form = SignUpForm::from_params(params)?;
-            let member = id.sign_up(&form, ctx).await.map_err(contract_error)?;
+            let member = id.sign_up(&form, ctx).await.map_err(refused)?;
             Ok(Answer::json(201, &member_view(&member).private_json()))
         }
         Endpoint::BatchLookup => {
             let ids = forms::batch_ids(params)?;
-            let members = id.batch_get_members(&ids).await.map_err(contract_error)?;
+            let members = id.batch_get_members(&ids).await.map_err(refused)?;
             let views: Vec<_> = members.iter().map(member_view).collect();
             Ok(Answer::json(200, &users_json(&views)))
         }
         Endpoint::ShowMember(raw) => {
             let member_id: i64 = raw.parse().map_err(|_| ContractError::NotFound)?;
-            let member = id.get_member(member_id).await.map_err(contract_error)?;
+            let member = id.get_member(member_id).await.map_err(refused)?;
             Ok(Answer::json(200, &member_view(&member).public_json()))
         }
         Endpoint::ShowMe => {
-            let who = authorize(state, authorization).await?;
+            let who = authorize(state, authorization, ctx).await?;
             Ok(Answer::json(200, &member_view(&who.member).private_json()))
         }
         Endpoint::UpdateMe => {
-            let who = authorize(state, authorization).await?;
+            let who = authorize(state, authorization, ctx).await?;
             let form = ProfileForm::from_params(params)?;
-            let changes = form.validate()?;
+            let changes = form.validate().map_err(ContractError::from)?;
             let member = id
                 .update_profile(&who, &changes, ctx)
                 .await
-                .map_err(contract_error)?;
+                .map_err(refused)?;
             Ok(Answer::json(200, &member_view(&member).private_json()))
         }
         Endpoint::Withdraw => {
-            let who = authorize(state, authorization).await?;
-            id.withdraw(&who, ctx).await.map_err(contract_error)?;
+            let who = authorize(state, authorization, ctx).await?;
+            id.withdraw(&who, ctx).await.map_err(refused)?;
             Ok(Answer::empty(204))
         }
         Endpoint::ChangePassword => {
-            let who = authorize(state, authorization).await?;
+            let who = authorize(state, authorization, ctx).await?;
             let form = PasswordChangeForm::from_params(params)?;
             id.change_password(&who, &form, ctx)
                 .await
-                .map_err(contract_error)?;
+                .map_err(refused)?;
             Ok(Answer::empty(204))
         }
         Endpoint::LogIn => {
             let form = CredentialsForm::from_params(params);
-            let s = id.authenticate(&form, ctx).await.map_err(contract_error)?;
+            let s = id.authenticate(&form, ctx).await.map_err(refused)?;
             let body = session_json(
                 &s.access_token,
                 &s.refresh_token,
@@ -256,7 +285,7 @@ async fn dispatch(
         }
         Endpoint::Refresh => {
             let token = forms::refresh_token_param(params).unwrap_or_default();
-            let s = id.refresh(&token, ctx).await.map_err(contract_error)?;
+            let s = id.refresh(&token, ctx).await.map_err(refused)?;
             let body = session_json(
                 &s.access_token,
                 &s.refresh_token,
@@ -269,7 +298,7 @@ async fn dispatch(
             if let Some(token) = bearer_token(authorization) {
                 id.revoke_by_access_token(&token, ctx)
                     .await
-                    .map_err(contract_error)?;
+                    .map_err(refused)?;
             }
             Ok(Answer::empty(204))
         }

@@ -57,6 +57,18 @@ pub fn to_http(rendered: Rendered, retry_after_secs: Option<u64>, is_head: bool)
         .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
+/// A dry run declined (it would have taken hashing capacity from real requests): 503,
+/// marked for the proxy, which counts the replay as skipped rather than a failure.
+pub fn declined() -> Response<Body> {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    r.headers_mut()
+        .insert("x-shadow-skipped", HeaderValue::from_static("busy"));
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
 /// A handler panicked: log it (without request data) and answer 500, empty.
 pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
     tracing::error!("handler panicked");

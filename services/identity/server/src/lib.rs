@@ -180,7 +180,8 @@ impl Application {
         let (reflection_v1, reflection_v1alpha) =
             identity_grpc::reflection_services().context("gRPC reflection")?;
 
-        let router = identity_rest::router(self.state.clone(), &RestLimits::default())
+        let limits = RestLimits::default();
+        let router = identity_rest::router(self.state.clone(), &limits)
             .into_make_service_with_connect_info::<SocketAddr>();
         let mut http_stop = stop_rx.clone();
         let http = tokio::spawn(async move {
@@ -194,6 +195,10 @@ impl Application {
         let grpc_listener = self.grpc;
         let grpc = tokio::spawn(async move {
             tonic::transport::Server::builder()
+                // A call without a deadline of its own (`grpc-timeout`) gets the REST
+                // surface's: none holds a database connection or a lock forever; the
+                // shorter of the two applies.
+                .timeout(limits.request_timeout)
                 .add_service(health_service)
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)

@@ -100,8 +100,11 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<bool> {
         MigrateStep::Cutover => {
             let report = cutover(&store, &legacy, &VerifyOptions::default()).await?;
             println!(
-                "cutover: done ({} members verified, {} live legacy sessions imported); sync and write-through end at each replica's next poll; new ids start at {}",
-                report.verify.compared, report.sessions.imported, report.next_id
+                "cutover: done ({} members verified, {} live legacy sessions imported, {} sessions the legacy had ended ended here); sync and write-through end at each replica's next poll; new ids start at {}",
+                report.verify.compared,
+                report.sessions.imported,
+                report.sessions.ended,
+                report.next_id
             );
             Ok(true)
         }

@@ -161,7 +161,10 @@ impl Store {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         };
-        Ok(Tx { tx })
+        Ok(Tx {
+            tx,
+            backend: self.backend,
+        })
     }
 
     /// Closes the pool (graceful shutdown).
@@ -205,6 +208,7 @@ fn sqlite_path(url: &str) -> Option<&str> {
 /// One writing transaction.
 pub struct Tx {
     tx: sqlx::Transaction<'static, Any>,
+    backend: Backend,
 }
 
 impl Tx {
@@ -230,6 +234,16 @@ impl Tx {
 
     pub(crate) fn conn(&mut self) -> &mut sqlx::AnyConnection {
         &mut self.tx
+    }
+
+    /// The clause that locks the rows a `SELECT` reads until the transaction ends:
+    /// `FOR UPDATE` on PostgreSQL; nothing on SQLite, where the transaction holds the
+    /// database's write lock from its start.
+    pub(crate) fn for_update(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        }
     }
 }
 

@@ -112,6 +112,17 @@ const MEMBER_BY_ID: &str = concat!(
 );
 
 impl Tx {
+    /// A member, locked against other writers until the transaction ends, so that a
+    /// change computed from it cannot undo a concurrent one.
+    pub async fn lock_member(&mut self, id: i64) -> Result<Option<MemberRow>, StoreError> {
+        let sql = format!("{MEMBER_BY_ID}{}", self.for_update());
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.conn())
+            .await?;
+        Ok(row.as_ref().map(MemberRow::from_row).transpose()?)
+    }
+
     pub async fn member_by_id(&mut self, id: i64) -> Result<Option<MemberRow>, StoreError> {
         let row = sqlx::query(MEMBER_BY_ID)
             .bind(id)

@@ -67,6 +67,24 @@ impl Store {
         one_session_and_member(self.pool(), IMPORTED_WITH_MEMBER, access_hash).await
     }
 
+    /// Live sessions linked to a legacy row, after `after` in id order, at most
+    /// `limit`: the sessions a log-out, refresh or password change on the legacy may
+    /// have ended.
+    pub async fn linked_live_sessions_after(
+        &self,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, legacy_session_id FROM sessions WHERE id > $1 AND ended_at IS NULL \
+             AND legacy_session_id IS NOT NULL ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     /// A session, its member and the legacy digest last recorded for the member (while
     /// migrating: to tell the legacy's row apart from ours in one query).
     pub async fn session_with_member_and_legacy_digest(
@@ -251,6 +269,29 @@ impl Tx {
             .execute(self.conn())
             .await?;
         Ok(())
+    }
+
+    /// Of `ids`, the sessions still live and linked to a legacy row, with that row's
+    /// id, locked against a concurrent refresh until the transaction ends (so that a
+    /// refresh that replaced the link is seen, not raced).
+    pub async fn lock_linked_sessions(
+        &mut self,
+        ids: &[String],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT id, legacy_session_id FROM sessions WHERE id IN ({}) AND ended_at IS NULL AND legacy_session_id IS NOT NULL{}",
+            list.join(","),
+            self.for_update()
+        );
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+        for id in ids {
+            q = q.bind(id);
+        }
+        Ok(q.fetch_all(self.conn()).await?)
     }
 
     /// Ends one session (idempotent).

@@ -5,4 +5,7 @@
 #[allow(dead_code)]
 mod support;
 
-mod proxy;
+mod cutover;
+mod migrating;
+mod proxy_limits;
+mod proxy_routing;

@@ -1,136 +1,18 @@
-//! The real binaries as processes (from the target directory this test was built into),
-//! on ports the system chooses, read back from their own start-up lines; their files in
-//! a temporary directory; and the few raw-socket tools an attacker uses.
+//! The stack's processes: the legacy (the Rails app when the run provides one, else the
+//! simulator), the identity service and the migration proxy with its two files.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::Process;
+
 pub const ADMIN_TOKEN: &str = "hostile-admin-token-0123456789";
 
 /// The manifest the proxy runs in production.
-pub const MANIFEST: &str = include_str!("../../../../istio/virtualservice-member-api.yaml");
-
-/// A binary of the workspace, built beside this test (`cargo test --workspace` builds
-/// every binary first).
-pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (cargo build -p {name})",
-        path.display()
-    );
-    path
-}
-
-/// A running binary; killed when dropped.
-pub struct Process {
-    child: Child,
-    name: String,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Process {
-    pub fn start(name: &str, args: &[&str], env: &[(&str, &str)]) -> Process {
-        let mut command = Command::new(binary(name));
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().expect("start the binary");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stdout = child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
-        let stderr = child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
-        for stream in [stdout, stderr].into_iter().flatten() {
-            let lines = Arc::clone(&lines);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
-        Process {
-            child,
-            name: name.to_owned(),
-            lines,
-        }
-    }
-
-    /// The first output line containing `needle`, waiting up to 30 s for it.
-    pub fn wait_line(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(line) = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l.contains(needle))
-            {
-                return line.clone();
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{} exited ({status}) before printing {needle:?}:\n{}",
-                    self.name,
-                    self.output()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not print {needle:?}:\n{}",
-                self.name,
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Everything printed so far.
-    pub fn output(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    /// Resident memory, in KiB.
-    pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("the process is running");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .expect("VmRSS")
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub const MANIFEST: &str = include_str!("../../../../../istio/virtualservice-member-api.yaml");
 
 fn json_field(line: &str, field: &str) -> SocketAddr {
     let value: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
@@ -169,6 +51,12 @@ pub fn legacy(dir: &Path) -> Legacy {
 /// The legacy simulator on a SQLite file of its own.
 pub fn legacy_sim(dir: &Path) -> Legacy {
     let database_url = format!("sqlite://{}?mode=rwc", dir.join("legacy.sqlite3").display());
+    legacy_sim_on(dir, &database_url)
+}
+
+/// The legacy simulator on `database_url`.
+pub fn legacy_sim_on(_dir: &Path, database_url: &str) -> Legacy {
+    let database_url = database_url.to_owned();
     let mut process = Process::start(
         "legacy-sim",
         &[
@@ -225,14 +113,33 @@ pub fn identity(dir: &Path, database_url: Option<&str>, extra: &[&str]) -> Ident
         "127.0.0.1:0",
         "--grpc-addr",
         "127.0.0.1:0",
-        "--argon2-memory-kib",
-        "1024",
-        "--argon2-iterations",
-        "1",
-        "--legacy-bcrypt-cost",
-        "4",
     ];
-    args.extend_from_slice(extra);
+    // Cheap hashing unless `extra` says otherwise.
+    for (flag, value) in [
+        ("--argon2-memory-kib", "1024"),
+        ("--argon2-iterations", "1"),
+        ("--legacy-bcrypt-cost", "4"),
+    ] {
+        if !extra.contains(&flag) {
+            args.extend([flag, value]);
+        }
+    }
+    // Later flags of `extra` override earlier ones of the same name.
+    let mut kept: Vec<&str> = Vec::new();
+    let mut i = 0;
+    while i < extra.len() {
+        let flag = extra[i];
+        let takes_value = extra.get(i + 1).is_some_and(|v| !v.starts_with("--"));
+        let overridden = extra[i + 1 + usize::from(takes_value)..].contains(&flag);
+        if !overridden {
+            kept.push(flag);
+            if takes_value {
+                kept.push(extra[i + 1]);
+            }
+        }
+        i += 1 + usize::from(takes_value);
+    }
+    args.extend(kept);
     let mut process = Process::start("identity", &args, &[]);
     let line = process.wait_line("\"listening\"");
     Identity {

@@ -1,0 +1,167 @@
+//! The access check of every authenticated request, and introspection: a bearer token
+//! to the acting member and its session. An ended session's token is refused from that
+//! moment, whichever side ended it. While migrating, the member is read as the legacy
+//! has it at that moment, so that nobody reads their own profile stale after being
+//! moved here.
+
+use identity_store::SessionRow;
+use identity_tokens::hash_refresh_token;
+use member_contract::Timestamp;
+
+use crate::sessions::{Introspection, Principal, is_jwt};
+use crate::{CoreError, Identity};
+
+impl Identity {
+    /// The acting member of a bearer access token, if the token is valid and its
+    /// session current.
+    pub async fn authorize(&self, access_token: &str) -> Result<Principal, CoreError> {
+        self.authorize_with(access_token, false).await
+    }
+
+    /// `authorize` for a request that may be a dry run: a dry run brings nothing of the
+    /// legacy's row over, it only reads it.
+    pub async fn authorize_with(
+        &self,
+        access_token: &str,
+        dry_run: bool,
+    ) -> Result<Principal, CoreError> {
+        let now = self.now();
+        if !is_jwt(access_token) {
+            return self.authorize_legacy(access_token, now, dry_run).await;
+        }
+        let claims = self
+            .inner
+            .tokens
+            .verify(access_token, now.as_secs())
+            .map_err(|_| CoreError::Unauthorized)?;
+        let link = self.legacy();
+        let found = match link {
+            // While migrating, the legacy digest recorded here comes in the same query.
+            Some(_) => {
+                self.inner
+                    .store
+                    .session_with_member_and_legacy_digest(&claims.sid)
+                    .await?
+            }
+            None => self
+                .inner
+                .store
+                .session_with_member(&claims.sid)
+                .await?
+                .map(|(s, m)| (s, m, None)),
+        };
+        let Some((session, member, recorded_digest)) = found else {
+            return Err(CoreError::Unauthorized);
+        };
+        let current = !session.is_ended()
+            && session.access_jti == claims.jti
+            && session.access_expires_at > now.as_micros()
+            && Some(member.id) == claims.member_id()
+            && !member.is_withdrawn();
+        if !current {
+            return Err(CoreError::Unauthorized);
+        }
+        // While migrating, the legacy's session row must still be there (not ended on
+        // that side), and the member is read as the legacy has it now.
+        let member = match (link, session.legacy_session_id) {
+            (Some(link), Some(lid)) => {
+                let Some(user) = link
+                    .db
+                    .owner_of_live_session(link.db.pool(), lid, now)
+                    .await?
+                else {
+                    return Err(CoreError::Unauthorized);
+                };
+                let member = self
+                    .member_as_legacy_has_it(
+                        &user,
+                        Some((&member, recorded_digest.as_deref())),
+                        dry_run,
+                    )
+                    .await?;
+                if member.is_withdrawn() || member.id != session.member_id {
+                    return Err(CoreError::Unauthorized);
+                }
+                member
+            }
+            _ => member,
+        };
+        Ok(Principal { member, session })
+    }
+
+    /// A legacy access token: while migrating, its live `sessions` row and member; after
+    /// the cutover, the session imported from it (until it expires or is refreshed).
+    async fn authorize_legacy(
+        &self,
+        token: &str,
+        now: Timestamp,
+        dry_run: bool,
+    ) -> Result<Principal, CoreError> {
+        let Some(link) = self.legacy() else {
+            return self.authorize_imported(token, now).await;
+        };
+        let Some(ls) = link
+            .db
+            .live_session_by_token(link.db.pool(), token, now)
+            .await?
+        else {
+            return Err(CoreError::Unauthorized);
+        };
+        // The member as the legacy has it now (imported or brought up to date).
+        let Some(user) = link.db.user_by_id(link.db.pool(), ls.user_id).await? else {
+            return Err(CoreError::Unauthorized);
+        };
+        let member = self.import_legacy_user(&user, dry_run).await?;
+        if member.is_withdrawn() {
+            return Err(CoreError::Unauthorized);
+        }
+        let session = SessionRow {
+            id: format!("legacy:{}", ls.id),
+            member_id: ls.user_id,
+            access_jti: String::new(),
+            created_at: ls.created_at.as_micros(),
+            access_expires_at: ls.expires_at.as_micros(),
+            refresh_expires_at: ls.refresh_expires_at.as_micros(),
+            ended_at: None,
+            legacy_session_id: Some(ls.id),
+        };
+        Ok(Principal { member, session })
+    }
+
+    /// A legacy access token after the cutover: the session imported from it.
+    async fn authorize_imported(
+        &self,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<Principal, CoreError> {
+        let Some((session, member)) = self
+            .inner
+            .store
+            .imported_legacy_session(&hash_refresh_token(token))
+            .await?
+        else {
+            return Err(CoreError::Unauthorized);
+        };
+        let current = !session.is_ended()
+            && session.access_jti == identity_store::IMPORTED_LEGACY_JTI
+            && session.access_expires_at > now.as_micros()
+            && !member.is_withdrawn();
+        if !current {
+            return Err(CoreError::Unauthorized);
+        }
+        Ok(Principal { member, session })
+    }
+
+    /// Introspection: `None` for a token that is not active.
+    pub async fn introspect(&self, access_token: &str) -> Result<Option<Introspection>, CoreError> {
+        match self.authorize(access_token).await {
+            Ok(p) => Ok(Some(Introspection {
+                member_id: p.member.id,
+                session_id: p.session.id,
+                expires_at: Timestamp::from_micros(p.session.access_expires_at),
+            })),
+            Err(CoreError::Unauthorized) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}

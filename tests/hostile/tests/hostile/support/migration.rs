@@ -1,0 +1,185 @@
+//! A migrating identity service beside its legacy, and the calls a client makes to
+//! either side.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{Identity, Legacy, binary, identity, legacy, legacy_sim_on, until};
+
+/// A unique email for this run.
+pub fn email(tag: &str) -> String {
+    let mut b = [0u8; 6];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .unwrap();
+    let n: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{tag}-{n}@example.com")
+}
+
+/// One call; the status and the JSON body (null when none).
+pub async fn call(
+    method: &str,
+    url: String,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new().request(method.parse().unwrap(), url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+pub struct Migrating {
+    _dir: tempfile::TempDir,
+    pub legacy: Legacy,
+    pub identity: Identity,
+}
+
+impl Migrating {
+    pub fn legacy_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.legacy.addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.identity.http)
+    }
+
+    /// `identity migrate SUBCOMMAND` against both databases; its output.
+    pub fn migrate(&self, subcommand: &str) -> String {
+        let out = Command::new(binary("identity"))
+            .args([
+                "migrate",
+                "--database-url",
+                &self.identity.database_url,
+                "--legacy-database-url",
+                &self.legacy.database_url,
+                subcommand,
+            ])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "migrate {subcommand}: {text}");
+        text
+    }
+
+    /// The cutover, then the wait until the service has left the legacy.
+    pub async fn cut_over(&self) {
+        self.migrate("cutover");
+        let metrics = self.url("/metrics");
+        assert!(
+            until(Duration::from_secs(20), || async {
+                reqwest::get(&metrics)
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap()
+                    .contains("identity_migrating 0")
+            })
+            .await,
+            "the service did not leave the legacy"
+        );
+    }
+
+    pub async fn sign_up_on_legacy(&self, email: &str, password: &str) -> i64 {
+        let (s, v) = call(
+            "POST",
+            self.legacy_url("/api/v1/users"),
+            None,
+            Some(json!({"user": {"email": email, "password": password, "nickname": "hostile"}})),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+        v["id"].as_i64().unwrap()
+    }
+
+    /// Logs in on the legacy (`legacy` true) or here: (access, refresh).
+    pub async fn log_in(&self, on_legacy: bool, email: &str, password: &str) -> (String, String) {
+        let url = if on_legacy {
+            self.legacy_url("/api/v1/sessions")
+        } else {
+            self.url("/api/v1/sessions")
+        };
+        let (s, v) = call(
+            "POST",
+            url,
+            None,
+            Some(json!({"email": email, "password": password})),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+        (
+            v["token"].as_str().unwrap().to_owned(),
+            v["refresh_token"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+/// A migrating identity service: its database back-filled from the legacy's first.
+/// `postgres`: both databases on PostgreSQL (the legacy simulator's too).
+pub fn migrating(postgres: bool, extra: &[&str]) -> Migrating {
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = if postgres {
+        postgres_legacy(dir.path())
+    } else {
+        legacy(dir.path())
+    };
+    let database_url = if postgres {
+        test_support::fresh_postgres_database()
+    } else {
+        format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("identity.sqlite3").display()
+        )
+    };
+    let out = Command::new(binary("identity"))
+        .args([
+            "migrate",
+            "--database-url",
+            &database_url,
+            "--legacy-database-url",
+            &legacy.database_url,
+            "backfill",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut args = vec![
+        "--legacy-database-url",
+        &legacy.database_url,
+        "--sync-interval-ms",
+        "100",
+        "--refresh-reuse-grace-secs",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    let identity = identity(dir.path(), Some(&database_url), &args);
+    Migrating {
+        _dir: dir,
+        legacy,
+        identity,
+    }
+}
+
+/// The legacy simulator on a PostgreSQL database of its own.
+fn postgres_legacy(dir: &Path) -> Legacy {
+    let url = test_support::fresh_postgres_database();
+    legacy_sim_on(dir, &url)
+}
