@@ -36,6 +36,9 @@
 #   - Another build on this 2-core machine skews everything: the script waits up to 30 s
 #     for a quiet machine, and marks a row whose run other processes took 10% or more of
 #     the CPU in (the machine's busy time less the peer's, the upstreams' and wrk's).
+# Before and after a change: BASELINE_PROXY=path/to/an/earlier/migration-proxy adds that
+# build as the peer "proxy-before", measured right before ours in each mode (same
+# upstreams, same files), and a line per mode with the ratio of ours to it.
 # A benchmark reports; it does not assert. The goal lines say MET or NOT MET.
 # Usage: bench/proxy.sh [seconds per measurement, default 10]  (about 2 min at 10, plus the build)
 set -euo pipefail
@@ -292,15 +295,15 @@ EOF
 metric_sum() { # metrics file, metric name, label filter regex
   awk -v m="$2" -v f="$3" 'index($1, m"{") == 1 && $0 ~ f { s += $NF } END { printf "%d", s }' "$1"
 }
-run_proxy() { # mode
+run_proxy() { # mode [binary peer-name]
   write_proxy_files "$1"
-  local port admin pid
+  local port admin pid bin="${2:-$proxy_bin}" peer="${3:-migration-proxy}"
   port=$(free_port); admin=$(free_port)
-  RUST_LOG=info "$proxy_bin" --virtual-service "$work/vs.yaml" --config "$work/proxy.yaml" \
-    --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --log-format text >"$work/proxy-$1.log" 2>&1 &
+  RUST_LOG=info "$bin" --virtual-service "$work/vs.yaml" --config "$work/proxy.yaml" \
+    --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --log-format text >"$work/$peer-$1.log" 2>&1 &
   pid=$!; pids+=("$pid")
-  wait_http "http://127.0.0.1:$admin/readyz" "$pid" "$work/proxy-$1.log"
-  measure migration-proxy "$1" "$port" "$pid"
+  wait_http "http://127.0.0.1:$admin/readyz" "$pid" "$work/$peer-$1.log"
+  measure "$peer" "$1" "$port" "$pid"
   curl -s -m 5 "http://127.0.0.1:$admin/metrics" >"$work/metrics-$1.txt"
   local legacy new compared by_result
   legacy=$(metric_sum "$work/metrics-$1.txt" proxy_requests_total 'side="legacy"')
@@ -309,12 +312,16 @@ run_proxy() { # mode
   by_result=$(awk 'index($1, "proxy_comparisons_total{") == 1 { match($1, /result="[^"]*"/); r = substr($1, RSTART + 8, RLENGTH - 9); printf "%s%s=%d", sep, r, $NF; sep = ", " }' "$work/metrics-$1.txt")
   local aborts
   aborts=$(metric_sum "$work/metrics-$1.txt" proxy_guard_aborts_total '.')
-  echo "migration-proxy $1: served legacy $legacy, new $new (new share $(awk -v l="$legacy" -v n="$new" 'BEGIN { printf "%.1f%%", (l + n) ? 100 * n / (l + n) : 0 }')); comparisons $compared${by_result:+ ($by_result)}; guard aborts $aborts" >>"$work/checks.txt"
+  echo "$peer $1: served legacy $legacy, new $new (new share $(awk -v l="$legacy" -v n="$new" 'BEGIN { printf "%.1f%%", (l + n) ? 100 * n / (l + n) : 0 }')); comparisons $compared${by_result:+ ($by_result)}; guard aborts $aborts" >>"$work/checks.txt"
   stop_pid "$pid"
 }
-run_proxy plain
-run_proxy shadow
-run_proxy shadow-nolearn
+for mode in plain shadow shadow-nolearn; do
+  if [ -n "${BASELINE_PROXY:-}" ]; then
+    cp "$BASELINE_PROXY" "$work/proxy-before"
+    run_proxy "$mode" "$work/proxy-before" proxy-before
+  fi
+  run_proxy "$mode"
+done
 
 # --- 3. Envoy ----------------------------------------------------------------------------
 run_envoy() { # mode
@@ -474,6 +481,11 @@ peak = max(ours["rss"], ourss["rss"])
 goal(peak <= 20.0, f"RSS under load <= 20 MiB: {ours['rss']:.1f} MiB plain, {ourss['rss']:.1f} MiB shadow")
 goal(ourss["rps"] >= envs["rps"], f"shadow+compare throughput >= Envoy mirror-only: {ourss['rps']:.0f} vs {envs['rps']:.0f} req/s ({ourss['rps'] / envs['rps']:.2f}x)")
 goal(ourss["p99"] <= envs["p99"], f"shadow+compare p99 <= Envoy mirror-only: {ourss['p99']:.2f} vs {envs['p99']:.2f} ms")
+for mode in ("plain", "shadow", "shadow-nolearn"):
+    if ("proxy-before", mode) in fig:
+        b, a = fig[("proxy-before", mode)], fig[("migration-proxy", mode)]
+        print(f"  before/after {mode:<14} req/s {b['rps']:.0f} -> {a['rps']:.0f} ({a['rps'] / b['rps']:.2f}x), "
+              f"p99 {b['p99']:.2f} -> {a['p99']:.2f} ms, RSS {b['rss']:.1f} -> {a['rss']:.1f} MiB, CPU {b['cpu']} -> {a['cpu']} us/req")
 EOF
 echo
 echo "Checks (the proxy's own /metrics, whole run including warm-up):"
