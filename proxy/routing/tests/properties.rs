@@ -57,15 +57,16 @@ proptest! {
 
     #[test]
     fn deterministic(token in "[A-Za-z0-9._~+/-]{1,64}", basis_points in 0u32..=BUCKETS) {
-        // Two replicas: separate header maps, separate calls, no shared state.
-        let request = || {
-            let mut headers = HeaderMap::new();
-            headers.insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
-            StickyKey::from_request(&StickyKeySource::JwtSub, &headers, IpAddr::V4(Ipv4Addr::LOCALHOST))
-        };
-        let (first, second) = (request(), request());
-        prop_assert_eq!(first, second);
-        prop_assert_eq!(first.side(basis_points), second.side(basis_points));
+        // Every replica and every version decides alike: the bucket is the stable hash
+        // of the bearer's bytes, reduced to BUCKETS as documented (computed here on its
+        // own), and nothing of the process (no random seed, no state) enters it.
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+        let key = StickyKey::from_request(&StickyKeySource::JwtSub, &headers, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let expected = ((u128::from(siphash24(SPLIT_KEY, token.as_bytes())) * u128::from(BUCKETS)) >> 64) as u32;
+        prop_assert_eq!(key.bucket().value(), expected);
+        let side = if expected < basis_points { Side::New } else { Side::Legacy };
+        prop_assert_eq!(key.side(basis_points), side);
     }
 
     #[test]
@@ -163,6 +164,25 @@ proptest! {
         prop_assert!((fraction - share).abs() <= 0.02, "{fraction} of keys to new at share {share}");
     }
 }
+
+/// Users keep their side across deploys: these buckets were computed once and must never
+/// change (a changed split key or reduction would move users between the two sides).
+#[test]
+fn known_keys_keep_their_buckets() {
+    for (key, bucket) in GOLDEN {
+        assert_eq!(Bucket::of(key.as_bytes()).value(), *bucket, "{key}");
+    }
+}
+
+/// Member ids, an address and a legacy token, with their buckets.
+const GOLDEN: &[(&str, u32)] = &[
+    ("1", 618),
+    ("42", 4971),
+    ("1000001", 7708),
+    ("10.0.0.1", 9954),
+    ("member-7", 9635),
+    ("WQBNCg7T1oV5rnGpT5cLb4pY", 2070),
+];
 
 #[test]
 fn sequential_member_ids_spread_evenly() {

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod errors;
+pub mod exchange;
 pub mod fields;
 pub mod forms;
 pub mod headers;

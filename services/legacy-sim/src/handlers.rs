@@ -11,14 +11,14 @@ use identity_passwords::{Hasher, Verdict};
 use legacy_db::{LegacyDb, LegacyError, LegacySession, LegacyUser, NewLegacyUser};
 use member_contract::auth::bearer_token;
 use member_contract::errors::Flavor;
+use member_contract::exchange::Exchange;
 use member_contract::forms::{
     self, CredentialsForm, Input, PasswordChangeForm, ProfileForm, SignUpForm,
 };
-use member_contract::headers::{self as rails, Rendered, RequestFacts};
+use member_contract::headers::Rendered;
 use member_contract::render::{session_json, users_json};
 use member_contract::{
-    ContractError, Endpoint, Errors, Field, MemberView, Params, Rule, Timestamp,
-    json_response_body, parse_body, parse_query, route,
+    ContractError, Endpoint, Errors, Field, MemberView, Params, Rule, Timestamp, json_response_body,
 };
 
 #[derive(Clone)]
@@ -61,57 +61,35 @@ async fn handle(State(state): State<SimState>, request: Request) -> Response<Bod
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let request_id = header("x-request-id")
-        .and_then(|v| rails::sanitize_request_id(&v))
-        .unwrap_or_else(|| {
-            let mut bytes = [0u8; 16];
-            let _ = getrandom::fill(&mut bytes);
-            rails::new_request_id(bytes)
-        });
     let path = parts.uri.path().to_owned();
-    let endpoint = route(parts.method.as_str(), &path);
-    let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
-    let mut facts = RequestFacts {
-        is_get: parts.method == Method::GET || parts.method == Method::HEAD,
-        accept: header("accept"),
-        has_format: endpoint.is_some() && last.contains('.'),
-        if_none_match: header("if-none-match"),
-        request_id,
-    };
+    let mut exchange = Exchange::set_up(parts.method.as_str(), &path, header, || {
+        let mut bytes = [0u8; 16];
+        let _ = getrandom::fill(&mut bytes);
+        bytes
+    });
     let body = axum::body::to_bytes(body, 16 * 1024 * 1024)
         .await
         .unwrap_or_default();
-    let answer = match endpoint {
+    let outcome = match exchange.endpoint {
         None => Err(ContractError::RouteNotFound),
         Some(ep) => {
             let content_type = header("content-type");
-            match parse_body(parts.method.as_str(), content_type.as_deref(), &body) {
-                Ok(mut params) => match parts.uri.query().map(parse_query).transpose() {
-                    Ok(query) => {
-                        if let Some(q) = query {
-                            params.merge_query(q);
-                        }
-                        facts.has_format |= params.get("format").is_some();
-                        dispatch(&state, ep, &mut params, header("authorization").as_deref()).await
-                    }
-                    Err(e) => Err(e.into()),
-                },
-                Err(e) => Err(e.into()),
+            match exchange.read_params(
+                parts.method.as_str(),
+                content_type.as_deref(),
+                parts.uri.query(),
+                &body,
+            ) {
+                Ok(mut params) => {
+                    dispatch(&state, ep, &mut params, header("authorization").as_deref())
+                        .await
+                        .map(|(status, body)| (status, body, None))
+                }
+                Err(e) => Err(e),
             }
         }
     };
-    let runtime = rails::runtime(started.elapsed());
-    let rendered = match answer {
-        Ok((status, body)) => rails::render_controller(status, body, &facts, &runtime),
-        Err(e) => {
-            let a = e.answer(Flavor::Legacy);
-            if a.exception {
-                rails::render_exception(a.status, &facts, facts.has_format, &runtime)
-            } else {
-                rails::render_controller(a.status, a.body, &facts, &runtime)
-            }
-        }
-    };
+    let (rendered, _) = exchange.render(outcome, Flavor::Legacy, started.elapsed());
     to_http(rendered, parts.method == Method::HEAD)
 }
 

@@ -60,44 +60,42 @@ pub struct Stack {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// The member API's VirtualService with the identity service at `percent`, shadowing
-/// every request the legacy serves.
+/// The member API's VirtualService: the very manifest in `istio/` (the proxy runs what
+/// the cluster runs), weights edited by the rollout tool's own editor.
+const MANIFEST: &str = include_str!("../../../istio/virtualservice-member-api.yaml");
+const LEGACY_HOST: &str = "legacy-api.members.svc.cluster.local";
+const NEW_HOST: &str = "identity.members.svc.cluster.local";
+
+/// The rules of the manifest that send users to either side (all but `default`).
+pub fn member_routes() -> Vec<String> {
+    proxy_routing::VirtualService::parse(MANIFEST, Some("member-api"))
+        .map(|vs| {
+            vs.spec
+                .http
+                .iter()
+                .filter(|rule| rule.route.len() == 2)
+                .filter_map(|rule| rule.name.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The manifest with the identity service at `percent` on every member rule; each
+/// shadows to the identity service every request the legacy serves (and, at 100%,
+/// replays nothing to the legacy: it no longer receives writes after the cutover, so a
+/// comparison with it would only report noise).
 pub fn virtual_service(percent: u32) -> String {
-    member_api_routes(&format!(
-        "    - destination: {{host: legacy-api.members.svc.cluster.local}}\n      weight: {}\n    - destination: {{host: identity.members.svc.cluster.local}}\n      weight: {percent}\n    mirror: {{host: identity.members.svc.cluster.local}}\n    mirrorPercentage: {{value: 100}}\n",
-        100 - percent
-    ))
-}
-
-/// After the cutover: the identity service alone, nothing replayed to the legacy (it
-/// does not receive writes any more, so comparing with it would only report noise).
-pub fn virtual_service_cut_over() -> String {
-    member_api_routes(
-        "    - destination: {host: identity.members.svc.cluster.local}\n      weight: 100\n",
-    )
-}
-
-/// The three routes of the member API, each with `destinations`.
-fn member_api_routes(destinations: &str) -> String {
-    let rule = |name: &str, matcher: &str| {
-        format!(
-            "  - name: {name}\n    match:\n{matcher}    route:\n{destinations}    timeout: 10s\n"
-        )
-    };
-    format!(
-        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: member-api\n  namespace: members\nspec:\n  hosts: [member-api.members.svc.cluster.local]\n  http:\n{}{}{}",
-        rule("sessions", "    - uri: {prefix: /api/v1/sessions}\n"),
-        rule(
-            "users-read",
-            "    - uri: {prefix: /api/v1/users}\n      method: {exact: GET}\n"
-        ),
-        rule("users-write", "    - uri: {prefix: /api/v1/users}\n"),
-    )
+    member_routes()
+        .iter()
+        .try_fold(MANIFEST.to_owned(), |text, route| {
+            rollout::manifest::set_weights(&text, route, LEGACY_HOST, NEW_HOST, percent)
+        })
+        .expect("every member rule of the manifest has both sides")
 }
 
 fn proxy_config(legacy: SocketAddr, identity: SocketAddr) -> String {
     format!(
-        "upstreams:\n  legacy-api.members.svc.cluster.local: {{address: \"{legacy}\", role: legacy}}\n  identity.members.svc.cluster.local: {{address: \"{identity}\", role: new}}\nadmin_token: {ADMIN_TOKEN}\ncomparison:\n  ignore: [\"$..token\", \"$..refresh_token\", \"$..expires_at\"]\n  learn_noise: true\nguard:\n  window_secs: 60\n  min_requests: 50\n  min_comparisons: 50\n  max_error_rate: 0.05\n  max_mismatch_rate: 0.05\n  max_p99_ratio: 20\n"
+        "upstreams:\n  legacy-api.members.svc.cluster.local: {{address: \"{legacy}\", role: legacy}}\n  identity.members.svc.cluster.local: {{address: \"{identity}\", role: new}}\nadmin_token: {ADMIN_TOKEN}\nclient_address: {{trusted_hops: 1}}\ncomparison:\n  ignore: [\"$..token\", \"$..refresh_token\", \"$..expires_at\"]\n  learn_noise: true\nguard:\n  window_secs: 60\n  min_requests: 50\n  min_comparisons: 50\n  max_error_rate: 0.05\n  max_mismatch_rate: 0.05\n  max_p99_ratio: 20\n"
     )
 }
 
@@ -248,11 +246,6 @@ impl Stack {
         self.apply_routes(&virtual_service(percent), percent).await
     }
 
-    /// After the cutover: every route to the identity service alone, without shadowing.
-    pub async fn route_cut_over(&self) -> anyhow::Result<()> {
-        self.apply_routes(&virtual_service_cut_over(), 100).await
-    }
-
     async fn apply_routes(&self, manifest: &str, percent: u32) -> anyhow::Result<()> {
         write_atomically(&self.virtual_service, manifest)?;
         // Applied now rather than at the next poll of the file.
@@ -286,14 +279,35 @@ impl Stack {
             .await?)
     }
 
-    /// The new side's share of every route, in percent.
+    /// The new side's share of every member route, in percent.
     pub async fn shares(&self) -> anyhow::Result<Vec<f64>> {
         let status = self.status().await?;
+        let members = member_routes();
         Ok(status["routes"].as_array().map_or(Vec::new(), |r| {
             r.iter()
+                .filter(|r| {
+                    r["name"]
+                        .as_str()
+                        .is_some_and(|n| members.iter().any(|m| m == n))
+                })
                 .filter_map(|r| r["new_share_percent"].as_f64())
                 .collect()
         }))
+    }
+
+    /// Requests the identity service has served through the proxy so far.
+    pub async fn served_by_new(&self) -> anyhow::Result<u64> {
+        let text = reqwest::Client::new()
+            .get(format!("http://{}/metrics", self.admin))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("proxy_requests_total{") && l.contains(r#"side="new""#))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64)
     }
 
     /// An admin call (abort, resume, weight override).

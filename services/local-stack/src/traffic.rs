@@ -58,6 +58,8 @@ struct Client {
     email: String,
     token: String,
     refresh: String,
+    /// The address the gateway in front recorded for this client, if any.
+    forwarded_for: Option<String>,
 }
 
 impl Client {
@@ -69,6 +71,7 @@ impl Client {
             email,
             token: String::new(),
             refresh: String::new(),
+            forwarded_for: None,
         }
     }
 
@@ -87,6 +90,9 @@ impl Client {
         );
         if let Some(t) = token {
             req = req.bearer_auth(t);
+        }
+        if let Some(address) = &self.forwarded_for {
+            req = req.header("x-forwarded-for", address);
         }
         if let Some(b) = body {
             req = req.json(&b);
@@ -300,9 +306,60 @@ async fn one_sleeper(
     c.report
 }
 
+/// Visitors' addresses, one in each hundredth of the split's buckets (the proxy keys an
+/// anonymous request by its client address): whatever the new side's share, the
+/// visitors within it reach the new side, so every step of a rollout is seen to send
+/// someone there, even at 1% with a handful of busy clients.
+fn spread_addresses() -> Vec<String> {
+    let mut by_band: Vec<Option<String>> = vec![None; 100];
+    let mut missing = by_band.len();
+    for i in 0u32..1_000_000 {
+        let address = format!("10.{}.{}.{}", 1 + i / 65_536, i / 256 % 256, i % 256);
+        let band = (proxy_routing::Bucket::of(address.as_bytes()).value() / 100) as usize;
+        if let Some(slot @ None) = by_band.get_mut(band) {
+            *slot = Some(address);
+            missing -= 1;
+            if missing == 0 {
+                break;
+            }
+        }
+    }
+    by_band.into_iter().flatten().collect()
+}
+
+/// Anonymous visitors reading a public profile, each from its own address, round the
+/// hundred addresses of `spread_addresses` again and again.
+async fn one_visitor(
+    base: String,
+    pace: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> TrafficReport {
+    let mut c = Client::new(base, String::new());
+    let addresses = spread_addresses();
+    let mut k = 0;
+    while !*stop.borrow() {
+        c.forwarded_for = Some(addresses[k % addresses.len()].clone());
+        k += 1;
+        c.call(
+            "GET",
+            "/api/v1/users/1",
+            "/api/v1/users/:id",
+            None,
+            None,
+            &[200, 404],
+        )
+        .await;
+        tokio::select! {
+            () = tokio::time::sleep(pace / 4) => {},
+            _ = stop.changed() => {},
+        }
+    }
+    c.report
+}
+
 impl Traffic {
-    /// Starts `clients` busy clients and `sleepers` that hold their first session;
-    /// the handle's report is complete once `stop` is set.
+    /// Starts `clients` busy clients, `sleepers` that hold their first session and one
+    /// stream of anonymous visitors; the handle's report is complete once `stop` is set.
     pub fn start(
         base: &str,
         clients: usize,
@@ -331,6 +388,15 @@ impl Traffic {
                     }
                 }));
             }
+            tasks.push(tokio::spawn({
+                let (base, stop, total) = (base.clone(), stop.clone(), Arc::clone(&total));
+                async move {
+                    let r = one_visitor(base, pace, stop).await;
+                    if let Ok(mut t) = total.lock() {
+                        t.merge(r);
+                    }
+                }
+            }));
             for t in tasks {
                 let _ = t.await;
             }

@@ -9,12 +9,20 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-/// An upstream that answers every request on a connection after `delay`.
-async fn slow_upstream(delay: Duration) -> std::net::SocketAddr {
+/// An upstream that answers every request on a connection after `delay`, and says on
+/// the channel when a request has arrived.
+async fn slow_upstream(
+    delay: Duration,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let (arrived, arrivals) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
+            let arrived = arrived.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 let mut seen = Vec::new();
@@ -28,6 +36,7 @@ async fn slow_upstream(delay: Duration) -> std::net::SocketAddr {
                     seen.extend_from_slice(&buf[..n]);
                     while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
                         seen.drain(..end + 4);
+                        let _ = arrived.send(());
                         tokio::time::sleep(delay).await;
                         let body = br#"{"id":1,"nickname":"slow"}"#;
                         let head = format!(
@@ -44,12 +53,12 @@ async fn slow_upstream(delay: Duration) -> std::net::SocketAddr {
             });
         }
     });
-    addr
+    (addr, arrivals)
 }
 
 #[tokio::test]
 async fn a_request_in_flight_at_shutdown_is_answered_and_then_the_proxy_stops() {
-    let upstream = slow_upstream(Duration::from_millis(600)).await;
+    let (upstream, mut arrivals) = slow_upstream(Duration::from_millis(600)).await;
     let dir = tempfile::tempdir().unwrap();
     let (vs, cfg) = (dir.path().join("vs.yaml"), dir.path().join("proxy.yaml"));
     std::fs::write(
@@ -88,7 +97,7 @@ async fn a_request_in_flight_at_shutdown_is_answered_and_then_the_proxy_stops() 
         }
     });
     // The request reached the upstream, which holds it for 600 ms.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    arrivals.recv().await.unwrap();
     let signalled = Instant::now();
     stop.send(()).unwrap();
 

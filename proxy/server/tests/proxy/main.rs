@@ -8,4 +8,5 @@ mod drain;
 mod guard;
 mod reload;
 mod shadow;
+mod sides;
 mod split;

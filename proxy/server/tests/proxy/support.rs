@@ -255,11 +255,17 @@ impl Stack {
             .unwrap()
     }
 
-    /// Stops the identity service (the new side goes down).
-    pub fn stop_identity(&mut self) {
+    /// Stops the identity service (the new side goes down) and waits until its port
+    /// refuses connections.
+    pub async fn stop_identity(&mut self) {
         if let Some(tx) = self.stop_identity.take() {
             let _ = tx.send(());
         }
+        let identity = self.identity;
+        assert!(
+            eventually(|| async { tokio::net::TcpStream::connect(identity).await.is_err() }).await,
+            "the identity service still accepts connections"
+        );
     }
 
     /// Member 1 exists on both sides with a different nickname, so an answer tells

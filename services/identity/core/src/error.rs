@@ -1,5 +1,6 @@
 //! What a flow can fail with; the adapters map it to the legacy's HTTP answers and to
-//! gRPC status codes. Internal details are logged here, never handed to clients.
+//! gRPC status codes. An internal failure keeps its cause (the database's, the legacy's,
+//! the hashing pool's) for the one log line the adapter writes; clients never see it.
 
 use identity_passwords::PasswordError;
 use identity_store::StoreError;
@@ -30,15 +31,37 @@ pub enum CoreError {
     /// Not an answer of the contract; the proxy counts the replay as skipped.
     #[error("dry run declined")]
     Declined,
-    /// The database is unreachable or failed.
-    #[error("unavailable")]
-    Unavailable,
+    /// The database (either side's) is unreachable or failed, or a resource is
+    /// missing; the cause is kept for the log.
+    #[error("unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl CoreError {
+    /// An internal failure with its cause.
+    pub fn unavailable(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        CoreError::Unavailable(cause.into())
+    }
+
+    /// The error and its causes, for a log line.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !out.ends_with(&text) {
+                out.push_str(": ");
+                out.push_str(&text);
+            }
+            source = cause.source();
+        }
+        out
+    }
 }
 
 impl From<StoreError> for CoreError {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "store failure");
-        CoreError::Unavailable
+        CoreError::unavailable(e)
     }
 }
 
@@ -47,8 +70,7 @@ impl From<PasswordError> for CoreError {
         match e {
             PasswordError::Busy => CoreError::Busy,
             PasswordError::Internal(reason) => {
-                tracing::error!(%reason, "password hashing failure");
-                CoreError::Unavailable
+                CoreError::unavailable(format!("password hashing: {reason}"))
             }
         }
     }

@@ -34,10 +34,7 @@ impl From<LegacyError> for CoreError {
     fn from(e: LegacyError) -> Self {
         match e {
             LegacyError::Taken(field) => CoreError::Validation(taken(field)),
-            other => {
-                tracing::error!(error = %other, "legacy write-through failed");
-                CoreError::Unavailable
-            }
+            other => CoreError::unavailable(other),
         }
     }
 }
@@ -271,7 +268,8 @@ impl Identity {
     /// A digest of a secret nobody knows, in the legacy's format (withdrawal).
     pub(crate) async fn unusable_legacy_digest(&self, cost: u32) -> Result<String, CoreError> {
         let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret).map_err(|_| CoreError::Unavailable)?;
+        getrandom::fill(&mut secret)
+            .map_err(|e| CoreError::unavailable(format!("no randomness: {e}")))?;
         let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
         Ok(self.inner.hasher.legacy_bcrypt(&hex, cost).await?)
     }

@@ -40,10 +40,7 @@ pub struct Introspection {
 pub(crate) const MICROS: i64 = 1_000_000;
 
 pub(crate) fn random(n: usize) -> Result<String, CoreError> {
-    random_token(n).map_err(|e| {
-        tracing::error!(error = %e, "no randomness");
-        CoreError::Unavailable
-    })
+    random_token(n).map_err(|e| CoreError::unavailable(format!("no randomness: {e}")))
 }
 
 /// Legacy tokens are 24 base58 characters; ours are JWTs (with dots) or 43 base64url.

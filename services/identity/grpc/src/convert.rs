@@ -67,6 +67,10 @@ pub fn invalid(errors: &Errors) -> Status {
 }
 
 pub fn status(e: CoreError) -> Status {
+    if matches!(e, CoreError::Unavailable(_)) {
+        // The one log line of an internal failure, with its cause.
+        tracing::error!(error = %e.chain(), "request failed");
+    }
     match e {
         CoreError::Validation(errors) => invalid(&errors),
         CoreError::InvalidCredentials => Status::unauthenticated("Invalid email or password"),
@@ -83,7 +87,7 @@ pub fn status(e: CoreError) -> Status {
             "password hashing is saturated",
             ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1))),
         ),
-        CoreError::Unavailable | CoreError::Declined => {
+        CoreError::Unavailable(_) | CoreError::Declined => {
             Status::unavailable("temporarily unavailable")
         }
     }

@@ -71,12 +71,15 @@ impl GrpcService {
             .map_err(convert::status)
     }
 
-    fn observe<T>(
+    /// One call of `method`: its work, timed, and its outcome (the status code) and
+    /// duration recorded; the one place every method goes through.
+    async fn call<T>(
         &self,
         method: &'static str,
-        started: Instant,
-        result: Result<T, Status>,
+        work: impl std::future::Future<Output = Result<T, Status>>,
     ) -> Result<Response<T>, Status> {
+        let started = Instant::now();
+        let result = work.await;
         let code = result
             .as_ref()
             .map_or_else(Status::code, |_| tonic::Code::Ok);
@@ -99,8 +102,7 @@ impl IdentityService for GrpcService {
         &self,
         req: Request<pb::GetMemberRequest>,
     ) -> Result<Response<pb::GetMemberResponse>, Status> {
-        let started = Instant::now();
-        let result = async {
+        self.call("GetMember", async {
             let m = self
                 .identity
                 .get_member(req.get_ref().id)
@@ -109,17 +111,15 @@ impl IdentityService for GrpcService {
             Ok(pb::GetMemberResponse {
                 member: Some(convert::public_member(&m)),
             })
-        }
-        .await;
-        self.observe("GetMember", started, result)
+        })
+        .await
     }
 
     async fn batch_get_members(
         &self,
         req: Request<pb::BatchGetMembersRequest>,
     ) -> Result<Response<pb::BatchGetMembersResponse>, Status> {
-        let started = Instant::now();
-        let result = async {
+        self.call("BatchGetMembers", async {
             let ids = &req.get_ref().ids;
             if ids.len() > MAX_BATCH_IDS {
                 return Err(convert::bad_field(
@@ -143,17 +143,15 @@ impl IdentityService for GrpcService {
                 members: found.iter().map(convert::public_member).collect(),
                 missing_ids: missing,
             })
-        }
-        .await;
-        self.observe("BatchGetMembers", started, result)
+        })
+        .await
     }
 
     async fn lookup_member(
         &self,
         req: Request<pb::LookupMemberRequest>,
     ) -> Result<Response<pb::LookupMemberResponse>, Status> {
-        let started = Instant::now();
-        let result = async {
+        self.call("LookupMember", async {
             use pb::lookup_member_request::Key;
             if let Some(Key::Email(v) | Key::PhoneNumber(v)) = &req.get_ref().key {
                 convert::reject_nul(&[("key", Some(v))])?;
@@ -172,18 +170,16 @@ impl IdentityService for GrpcService {
             Ok(pb::LookupMemberResponse {
                 member: Some(convert::public_member(&m)),
             })
-        }
-        .await;
-        self.observe("LookupMember", started, result)
+        })
+        .await
     }
 
     async fn sign_up(
         &self,
         req: Request<pb::SignUpRequest>,
     ) -> Result<Response<pb::SignUpResponse>, Status> {
-        let started = Instant::now();
         let ctx = self.ctx(&req);
-        let result = async {
+        self.call("SignUp", async {
             let r = req.into_inner();
             convert::reject_nul(&[
                 ("email", Some(&r.email)),
@@ -207,18 +203,16 @@ impl IdentityService for GrpcService {
             Ok(pb::SignUpResponse {
                 member: Some(convert::member(&m)),
             })
-        }
-        .await;
-        self.observe("SignUp", started, result)
+        })
+        .await
     }
 
     async fn authenticate(
         &self,
         req: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
-        let started = Instant::now();
         let ctx = self.ctx(&req);
-        let result = async {
+        self.call("Authenticate", async {
             let r = req.into_inner();
             convert::reject_nul(&[("email", Some(&r.email)), ("password", Some(&r.password))])?;
             let form = CredentialsForm {
@@ -233,18 +227,16 @@ impl IdentityService for GrpcService {
             Ok(pb::AuthenticateResponse {
                 session: Some(convert::session(&s)),
             })
-        }
-        .await;
-        self.observe("Authenticate", started, result)
+        })
+        .await
     }
 
     async fn refresh_session(
         &self,
         req: Request<pb::RefreshSessionRequest>,
     ) -> Result<Response<pb::RefreshSessionResponse>, Status> {
-        let started = Instant::now();
         let ctx = self.ctx(&req);
-        let result = async {
+        self.call("RefreshSession", async {
             let s = self
                 .identity
                 .refresh(&req.get_ref().refresh_token, &ctx)
@@ -253,18 +245,16 @@ impl IdentityService for GrpcService {
             Ok(pb::RefreshSessionResponse {
                 session: Some(convert::session(&s)),
             })
-        }
-        .await;
-        self.observe("RefreshSession", started, result)
+        })
+        .await
     }
 
     async fn revoke_session(
         &self,
         req: Request<pb::RevokeSessionRequest>,
     ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
-        let started = Instant::now();
         let ctx = self.ctx(&req);
-        let result = async {
+        self.call("RevokeSession", async {
             use pb::revoke_session_request::Token;
             match &req.get_ref().token {
                 Some(Token::AccessToken(t)) => self.identity.revoke_by_access_token(t, &ctx).await,
@@ -280,17 +270,15 @@ impl IdentityService for GrpcService {
             }
             .map_err(convert::status)?;
             Ok(pb::RevokeSessionResponse {})
-        }
-        .await;
-        self.observe("RevokeSession", started, result)
+        })
+        .await
     }
 
     async fn verify_access_token(
         &self,
         req: Request<pb::VerifyAccessTokenRequest>,
     ) -> Result<Response<pb::VerifyAccessTokenResponse>, Status> {
-        let started = Instant::now();
-        let result = async {
+        self.call("VerifyAccessToken", async {
             let found = self
                 .identity
                 .introspect(&req.get_ref().access_token)
@@ -305,18 +293,16 @@ impl IdentityService for GrpcService {
                 },
                 None => pb::VerifyAccessTokenResponse::default(),
             })
-        }
-        .await;
-        self.observe("VerifyAccessToken", started, result)
+        })
+        .await
     }
 
     async fn update_profile(
         &self,
         req: Request<pb::UpdateProfileRequest>,
     ) -> Result<Response<pb::UpdateProfileResponse>, Status> {
-        let started = Instant::now();
         let ctx = self.ctx(&req);
-        let result = async {
+        self.call("UpdateProfile", async {
             let who = self.principal(req.metadata()).await?;
             let r = req.into_inner();
             convert::reject_nul(&[
@@ -338,18 +324,16 @@ impl IdentityService for GrpcService {
             Ok(pb::UpdateProfileResponse {
                 member: Some(convert::member(&m)),
             })
-        }
-        .await;
-        self.observe("UpdateProfile", started, result)
+        })
+        .await
     }
 
     async fn change_password(
         &self,
         req: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
-        let started = Instant::now();
         let ctx = self.ctx(&req);
-        let result = async {
+        self.call("ChangePassword", async {
             let who = self.principal(req.metadata()).await?;
             let r = req.into_inner();
             convert::reject_nul(&[
@@ -371,26 +355,23 @@ impl IdentityService for GrpcService {
                 .await
                 .map_err(convert::status)?;
             Ok(pb::ChangePasswordResponse {})
-        }
-        .await;
-        self.observe("ChangePassword", started, result)
+        })
+        .await
     }
 
     async fn withdraw_member(
         &self,
         req: Request<pb::WithdrawMemberRequest>,
     ) -> Result<Response<pb::WithdrawMemberResponse>, Status> {
-        let started = Instant::now();
         let ctx = self.ctx(&req);
-        let result = async {
+        self.call("WithdrawMember", async {
             let who = self.principal(req.metadata()).await?;
             self.identity
                 .withdraw(&who, &ctx)
                 .await
                 .map_err(convert::status)?;
             Ok(pb::WithdrawMemberResponse {})
-        }
-        .await;
-        self.observe("WithdrawMember", started, result)
+        })
+        .await
     }
 }

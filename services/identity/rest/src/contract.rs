@@ -11,10 +11,10 @@ use axum::http::{HeaderMap, Method, Response};
 use identity_core::{CoreError, Principal, RequestCtx, member_view};
 use member_contract::auth::bearer_token;
 use member_contract::errors::Flavor;
+use member_contract::exchange::Exchange;
 use member_contract::forms::{self, CredentialsForm, PasswordChangeForm, ProfileForm, SignUpForm};
-use member_contract::headers::{self as rails, RequestFacts};
 use member_contract::render::{session_json, users_json};
-use member_contract::{ContractError, Endpoint, Params, parse_body, parse_query, route};
+use member_contract::{ContractError, Endpoint, Params};
 
 use crate::AppState;
 use crate::respond::{self, Answer};
@@ -44,6 +44,10 @@ fn refused(e: CoreError) -> Refused {
 
 /// Maps a domain failure to the legacy's answer.
 fn contract_error(e: CoreError) -> ContractError {
+    if matches!(e, CoreError::Unavailable(_)) {
+        // The one log line of an internal failure, with its cause.
+        tracing::error!(error = %e.chain(), "request failed");
+    }
     match e {
         CoreError::Validation(errors) => ContractError::Validation(errors),
         CoreError::InvalidCredentials => ContractError::InvalidCredentials,
@@ -56,7 +60,7 @@ fn contract_error(e: CoreError) -> ContractError {
         CoreError::Busy | CoreError::Declined => ContractError::Unavailable {
             retry_after_secs: 1,
         },
-        CoreError::Unavailable => ContractError::Unavailable {
+        CoreError::Unavailable(_) => ContractError::Unavailable {
             retry_after_secs: 5,
         },
     }
@@ -82,6 +86,7 @@ fn client_address(
 
 pub async fn handle(State(state): State<AppState>, request: Request) -> Response<Body> {
     let started = Instant::now();
+    let _in_flight = state.metrics.in_flight();
     let (parts, body) = request.into_parts();
     let peer = parts
         .extensions
@@ -103,33 +108,24 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let request_id = header("x-request-id")
-        .and_then(|v| rails::sanitize_request_id(&v))
-        .unwrap_or_else(|| {
-            let mut bytes = [0u8; 16];
-            let _ = getrandom::fill(&mut bytes);
-            rails::new_request_id(bytes)
-        });
-    let path = uri.path();
-    let endpoint = route(method.as_str(), path);
-    let last_segment = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
-    let mut facts = RequestFacts {
-        is_get: method == Method::GET || method == Method::HEAD,
-        accept: header("accept"),
-        has_format: endpoint.is_some() && last_segment.contains('.'),
-        if_none_match: header("if-none-match"),
-        request_id,
-    };
+    let mut exchange = Exchange::set_up(method.as_str(), uri.path(), header, || {
+        let mut bytes = [0u8; 16];
+        let _ = getrandom::fill(&mut bytes);
+        bytes
+    });
     let ctx = RequestCtx {
         dry_run: header("x-shadow").is_some_and(|v| v.eq_ignore_ascii_case("dry-run")),
         client: client_address(&state, &headers, peer),
     };
-    let label = endpoint.as_ref().map_or("no route", Endpoint::label);
-    let answer = match endpoint {
+    let label = exchange
+        .endpoint
+        .as_ref()
+        .map_or("no route", Endpoint::label);
+    let answer = match exchange.endpoint {
         None => Err(Refused::Contract(ContractError::RouteNotFound)),
-        Some(ep) => match read_params(method.as_str(), &headers, uri.query(), &body) {
+        Some(ep) => match read_params(&mut exchange, method.as_str(), &headers, uri.query(), &body)
+        {
             Ok(mut params) => {
-                facts.has_format |= params.get("format").is_some();
                 dispatch(
                     &state,
                     ep,
@@ -142,8 +138,8 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
             Err(e) => Err(e.into()),
         },
     };
-    let answer = match answer {
-        Ok(a) => Ok(a),
+    let outcome = match answer {
+        Ok(a) => Ok((a.status, a.body, a.retry_after_secs)),
         Err(Refused::Contract(e)) => Err(e),
         Err(Refused::Declined) => {
             state
@@ -152,27 +148,7 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
             return respond::declined();
         }
     };
-    let runtime = rails::runtime(started.elapsed());
-    let (rendered, retry_after) = match answer {
-        Ok(a) => (
-            rails::render_controller(a.status, a.body, &facts, &runtime),
-            a.retry_after_secs,
-        ),
-        Err(e) => {
-            let a = e.answer(Flavor::Identity);
-            if a.exception {
-                (
-                    rails::render_exception(a.status, &facts, facts.has_format, &runtime),
-                    None,
-                )
-            } else {
-                (
-                    rails::render_controller(a.status, a.body, &facts, &runtime),
-                    a.retry_after_secs,
-                )
-            }
-        }
-    };
+    let (rendered, retry_after) = exchange.render(outcome, Flavor::Identity, started.elapsed());
     state
         .metrics
         .observe_http(label, rendered.status, started.elapsed());
@@ -180,25 +156,25 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
     // debug level, everything) so that the hot path does not write a line per request.
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     if rendered.status >= 500 {
-        tracing::warn!(request_id = %facts.request_id, endpoint = label, status = rendered.status, dry_run = ctx.dry_run, elapsed_ms, "request failed");
+        tracing::warn!(request_id = %exchange.facts.request_id, endpoint = label, status = rendered.status, dry_run = ctx.dry_run, elapsed_ms, "request failed");
     } else {
-        tracing::debug!(request_id = %facts.request_id, endpoint = label, status = rendered.status, dry_run = ctx.dry_run, elapsed_ms, "request");
+        tracing::debug!(request_id = %exchange.facts.request_id, endpoint = label, status = rendered.status, dry_run = ctx.dry_run, elapsed_ms, "request");
     }
     let is_head = method == Method::HEAD;
     respond::to_http(rendered, retry_after, is_head)
 }
 
+/// The request's parameters; a NUL character in any is refused (PostgreSQL cannot store
+/// it; the legacy crashes on it: the first intended difference).
 fn read_params(
+    exchange: &mut Exchange<'_>,
     method: &str,
     headers: &HeaderMap,
     query: Option<&str>,
     body: &[u8],
 ) -> Result<Params, ContractError> {
     let content_type = headers.get("content-type").and_then(|v| v.to_str().ok());
-    let mut params = parse_body(method, content_type, body)?;
-    if let Some(q) = query {
-        params.merge_query(parse_query(q)?);
-    }
+    let params = exchange.read_params(method, content_type, query, body)?;
     if params.contains_nul() {
         return Err(ContractError::LegacyCrash(
             "parameters must not contain NUL characters",

@@ -58,6 +58,16 @@ pub struct Metrics {
     sync_lag: Histogram,
     sync_leader: Gauge,
     migrating: Gauge,
+    http_in_flight: Gauge,
+}
+
+/// One REST request in flight; counted until dropped.
+pub struct InFlight<'a>(&'a Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Default for Metrics {
@@ -126,6 +136,12 @@ impl Metrics {
             "1 while writes go through to the legacy database (until cutover)",
             migrating.clone(),
         );
+        let http_in_flight = Gauge::default();
+        registry.register(
+            "http_requests_in_flight",
+            "REST requests received and not yet answered",
+            http_in_flight.clone(),
+        );
         Self {
             registry,
             http_requests,
@@ -133,11 +149,18 @@ impl Metrics {
             grpc_requests,
             grpc_latency,
             sync_polls,
+            http_in_flight,
             sync_applied,
             sync_lag,
             sync_leader,
             migrating,
         }
+    }
+
+    /// A REST request starts: in flight until the guard is dropped.
+    pub fn in_flight(&self) -> InFlight<'_> {
+        self.http_in_flight.inc();
+        InFlight(&self.http_in_flight)
     }
 
     pub fn observe_http(&self, endpoint: &str, status: u16, elapsed: Duration) {

@@ -9,3 +9,4 @@ mod cutover;
 mod migrating;
 mod proxy_limits;
 mod proxy_routing;
+mod replicas;

@@ -57,6 +57,8 @@ async fn two_refreshes_of_one_token_at_the_same_instant_log_nobody_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_profile_change_and_a_password_change_at_once_never_deadlock() {
+    // A request held past 12 s, or a 503 after the service's own 15 s deadline, is the
+    // deadlock (hashing queues on a busy machine rather than refusing: see `identity`).
     let m = migrating(true, &[]);
     let email = email("locks");
     m.sign_up_on_legacy(&email, "password-0").await;

@@ -344,6 +344,10 @@ on_both_databases!(health_and_reflection, |db: Db| async move {
         .await
         .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let channel_for = |app: &crate::support::TestApp| {
+        let url = format!("http://{}", app.grpc);
+        async move { Channel::from_shared(url).unwrap().connect().await.unwrap() }
+    };
     let status = health
         .check(tonic_health::pb::HealthCheckRequest {
             service: "identity.v1.IdentityService".into(),
@@ -367,5 +371,29 @@ on_both_databases!(health_and_reflection, |db: Db| async move {
     assert_eq!(
         overall,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    // Reflection lists the service (what grpcurl asks first).
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut reflection = ServerReflectionClient::new(channel_for(&app).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(futures_util::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a service list: {answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.iter().any(|n| n == "identity.v1.IdentityService"),
+        "{names:?}"
     );
 });

@@ -72,7 +72,9 @@ fn an_unreachable_database_is_a_clear_error() {
 
 #[cfg(unix)]
 #[test]
-fn sigterm_drains_and_exits_cleanly() {
+fn sigterm_drains_a_request_in_flight_and_exits_cleanly() {
+    use std::io::{Read, Write};
+
     let dir = tempfile::tempdir().unwrap();
     let mut child = identity()
         .args([
@@ -82,7 +84,11 @@ fn sigterm_drains_and_exits_cleanly() {
             "--grpc-addr",
             "127.0.0.1:0",
             "--log-format",
-            "text",
+            "json",
+            "--argon2-memory-kib",
+            "1024",
+            "--argon2-iterations",
+            "1",
         ])
         .arg("--data-dir")
         .arg(dir.path())
@@ -90,11 +96,11 @@ fn sigterm_drains_and_exits_cleanly() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait for "listening".
+    // Wait for "listening", and read the REST address from it.
     let mut stderr = child.stderr.take().unwrap();
     let mut seen = String::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !seen.contains("listening") && std::time::Instant::now() < deadline {
+    while !seen.contains("\"listening\"") && std::time::Instant::now() < deadline {
         let mut buf = [0u8; 512];
         let n = std::io::Read::read(&mut stderr, &mut buf).unwrap_or(0);
         if n == 0 {
@@ -102,16 +108,64 @@ fn sigterm_drains_and_exits_cleanly() {
         }
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
-    assert!(seen.contains("listening"), "{seen}");
+    let line = seen
+        .lines()
+        .find(|l| l.contains("\"listening\""))
+        .unwrap_or_else(|| panic!("{seen}"));
+    let http: std::net::SocketAddr =
+        serde_json::from_str::<serde_json::Value>(line).unwrap()["http"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
     assert!(
         dir.path().join("identity.sqlite3").exists(),
         "the embedded database is created on first start"
     );
+    // A sign-up in flight: its head and half its body sent.
+    let body =
+        r#"{"user":{"email":"drain@example.com","password":"password123","nickname":"drain"}}"#;
+    let mut conn = std::net::TcpStream::connect(http).unwrap();
+    write!(
+        conn,
+        "POST /api/v1/users HTTP/1.1\r\nHost: identity\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        body.len(),
+        &body[..body.len() / 2]
+    )
+    .unwrap();
+    let in_flight = || {
+        let mut m = std::net::TcpStream::connect(http).unwrap();
+        m.write_all(b"GET /metrics HTTP/1.1\r\nHost: identity\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        let _ = m.read_to_string(&mut text);
+        text.contains("identity_http_requests_in_flight 1")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !in_flight() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+    // The rest of the body after the signal: the request is still served.
+    conn.write_all(&body.as_bytes()[body.len() / 2..]).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut answer = [0u8; 64];
+    let n = conn.read(&mut answer).unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 201"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    drop(conn);
     let exit = child.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
 }

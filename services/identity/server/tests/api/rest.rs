@@ -244,6 +244,9 @@ on_both_databases!(token_lifecycle, |db: Db| async move {
         (same["email"].clone(), same["updated_at"].clone()),
         (before["email"].clone(), before["updated_at"].clone())
     );
+    // Past the millisecond of the last change (timestamps render milliseconds), a
+    // change must move `updated_at`.
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     let changed = app
         .send(
             "PATCH",
@@ -254,7 +257,10 @@ on_both_databases!(token_lifecycle, |db: Db| async move {
         .await
         .json();
     assert_eq!(changed["nickname"], "renamed");
-    assert!(changed["updated_at"].as_str() >= before["updated_at"].as_str());
+    assert!(
+        changed["updated_at"].as_str() > before["updated_at"].as_str(),
+        "{changed} vs {before}"
+    );
 
     // Log-out: 204 even without a token, then the token is refused.
     assert_eq!(
@@ -417,12 +423,33 @@ on_both_databases!(dry_runs_write_nothing, |db: Db| async move {
             .header("x-shadow", "dry-run")
             .header("content-type", "application/json")
     };
+    // The answers are what the proxy compares: each is the write's own answer.
     let r = shadow("POST", "/api/v1/users")
         .body(json!({"user": {"email": "ghost@example.com", "password": "password123", "nickname": "ghost"}}).to_string())
         .send()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 201);
+    let ghost: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (
+            ghost["id"].as_i64(),
+            ghost["email"].as_str(),
+            ghost["nickname"].as_str()
+        ),
+        (Some(0), Some("ghost@example.com"), Some("ghost")),
+        "{ghost}"
+    );
+    let r = shadow("POST", "/api/v1/users")
+        .body(json!({"user": {"email": "dry@example.com", "password": "password123", "nickname": "dup"}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    assert_eq!(
+        r.text().await.unwrap(),
+        r#"{"errors":{"email":["has already been taken"]}}"#
+    );
     let ghost_login = app.login("ghost@example.com", "password123").await;
     assert_eq!(
         ghost_login.status, 401,
@@ -435,6 +462,8 @@ on_both_databases!(dry_runs_write_nothing, |db: Db| async move {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    let patched: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(patched["nickname"], "shadowed", "{patched}");
     let me = app
         .send("GET", "/api/v1/users/me", Some(&token), None)
         .await
@@ -446,6 +475,7 @@ on_both_databases!(dry_runs_write_nothing, |db: Db| async move {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 204);
+    assert!(r.text().await.unwrap().is_empty());
     assert_eq!(
         app.send("GET", "/api/v1/users/me", Some(&token), None)
             .await

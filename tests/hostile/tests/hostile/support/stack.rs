@@ -114,11 +114,13 @@ pub fn identity(dir: &Path, database_url: Option<&str>, extra: &[&str]) -> Ident
         "--grpc-addr",
         "127.0.0.1:0",
     ];
-    // Cheap hashing unless `extra` says otherwise.
+    // Cheap hashing unless `extra` says otherwise, queued rather than refused on a busy
+    // machine (a test that wants "busy" sets its own wait).
     for (flag, value) in [
         ("--argon2-memory-kib", "1024"),
         ("--argon2-iterations", "1"),
         ("--legacy-bcrypt-cost", "4"),
+        ("--hash-queue-wait-ms", "10000"),
     ] {
         if !extra.contains(&flag) {
             args.extend([flag, value]);
