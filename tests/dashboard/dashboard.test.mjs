@@ -156,7 +156,8 @@ describe('the proxy dashboard in headless Chromium', { timeout: 180000 }, () => 
     await page.press('#token', 'Enter');
     consoleErrors = []; // the refused fetches above were logged as failed loads
     await card().waitFor({ state: 'visible', timeout: 10000 });
-    assert.equal(await page.locator('section.card').count(), 3);
+    // Every rule of the manifest in istio/: five member rules and `default`.
+    assert.equal(await page.locator('section.card').count(), 6);
     assert.ok(await message.isHidden());
     await until('the live indicator', async () => (await page.locator('#live').getAttribute('data-state')) === 'live');
     assert.equal(await card().locator('.share-value').textContent(), '5%');
