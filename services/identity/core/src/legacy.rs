@@ -77,15 +77,23 @@ macro_rules! on_legacy {
 }
 
 impl LegacyWrites {
+    /// The legacy database and the open transaction, when the flow writes there.
+    fn writing(&mut self) -> Option<(&LegacyDb, &mut sqlx::AnyConnection)> {
+        match (&self.link, self.tx.as_mut()) {
+            (Some(link), Some(tx)) => Some((&link.db, &mut **tx)),
+            _ => None,
+        }
+    }
+
     /// A `sessions` row so that the legacy accepts our tokens: its id, or `None` when
     /// nothing is written.
     pub(crate) async fn insert_session(
         &mut self,
         session: &LegacySession,
     ) -> Result<Option<i64>, CoreError> {
-        match (&self.link, self.tx.as_mut()) {
-            (Some(link), Some(tx)) => Ok(Some(link.db.insert_session(&mut **tx, session).await?)),
-            _ => Ok(None),
+        match self.writing() {
+            Some((db, tx)) => Ok(Some(db.insert_session(tx, session).await?)),
+            None => Ok(None),
         }
     }
 
@@ -104,8 +112,8 @@ impl LegacyWrites {
 
     /// Log-out with a legacy access token: its rows are deleted.
     pub(crate) async fn end_sessions_by_token(&mut self, token: &str) -> Result<(), CoreError> {
-        if let (Some(link), Some(tx)) = (&self.link, self.tx.as_mut()) {
-            link.db.delete_sessions_by_token(&mut **tx, token).await?;
+        if let Some((db, tx)) = self.writing() {
+            db.delete_sessions_by_token(tx, token).await?;
         }
         Ok(())
     }
@@ -115,10 +123,8 @@ impl LegacyWrites {
         &mut self,
         token: &str,
     ) -> Result<(), CoreError> {
-        if let (Some(link), Some(tx)) = (&self.link, self.tx.as_mut()) {
-            link.db
-                .delete_sessions_by_refresh_token(&mut **tx, token)
-                .await?;
+        if let Some((db, tx)) = self.writing() {
+            db.delete_sessions_by_refresh_token(tx, token).await?;
         }
         Ok(())
     }
@@ -129,10 +135,8 @@ impl LegacyWrites {
         user_id: i64,
         except: Option<i64>,
     ) -> Result<(), CoreError> {
-        if let (Some(link), Some(tx)) = (&self.link, self.tx.as_mut()) {
-            link.db
-                .delete_user_sessions(&mut **tx, user_id, except)
-                .await?;
+        if let Some((db, tx)) = self.writing() {
+            db.delete_user_sessions(tx, user_id, except).await?;
         }
         Ok(())
     }
@@ -180,9 +184,9 @@ impl LegacyWrites {
 
     /// The member's legacy row, locked until the flow ends (when written to).
     pub(crate) async fn lock_user(&mut self, id: i64) -> Result<Option<LegacyUser>, CoreError> {
-        match (&self.link, self.tx.as_mut()) {
-            (Some(link), Some(tx)) => Ok(link.db.lock_user(&mut **tx, id).await?),
-            _ => Ok(None),
+        match self.writing() {
+            Some((db, tx)) => Ok(db.lock_user(tx, id).await?),
+            None => Ok(None),
         }
     }
 
@@ -193,10 +197,8 @@ impl LegacyWrites {
         columns: &[(ProfileColumn, Option<&str>)],
         now: Timestamp,
     ) -> Result<(), CoreError> {
-        if let (Some(link), Some(tx)) = (&self.link, self.tx.as_mut()) {
-            link.db
-                .update_profile_columns(&mut **tx, id, columns, now)
-                .await?;
+        if let Some((db, tx)) = self.writing() {
+            db.update_profile_columns(tx, id, columns, now).await?;
         }
         Ok(())
     }
@@ -207,8 +209,8 @@ impl LegacyWrites {
         digest: &str,
         now: Timestamp,
     ) -> Result<(), CoreError> {
-        if let (Some(link), Some(tx)) = (&self.link, self.tx.as_mut()) {
-            link.db.update_digest(&mut **tx, id, digest, now).await?;
+        if let Some((db, tx)) = self.writing() {
+            db.update_digest(tx, id, digest, now).await?;
         }
         Ok(())
     }
@@ -219,8 +221,8 @@ impl LegacyWrites {
         digest: &str,
         now: Timestamp,
     ) -> Result<(), CoreError> {
-        if let (Some(link), Some(tx)) = (&self.link, self.tx.as_mut()) {
-            link.db.withdraw_user(&mut **tx, id, digest, now).await?;
+        if let Some((db, tx)) = self.writing() {
+            db.withdraw_user(tx, id, digest, now).await?;
         }
         Ok(())
     }
