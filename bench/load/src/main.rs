@@ -6,9 +6,12 @@
 //! - `grpc`: `GetMember`, `BatchGetMembers` of 100 and `VerifyAccessToken`:
 //!   throughput and latency percentiles;
 //! - `backfill`: the backfill against a plain read of the same rows;
-//! - `sync-lag`: how long legacy changes take to reach the identity database.
+//! - `sync-lag`: how long legacy changes take to reach the identity database;
+//! - `grpc-reads`, `seed-members`, `tokens`, `sqlite-reads`: reads as other services make
+//!   them, over many members and tokens (see `reads`).
 
 mod backfill;
+mod reads;
 mod stats;
 mod sync_lag;
 
@@ -80,6 +83,58 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         lookback_secs: u64,
     },
+    /// One gRPC read (`get`, `batch` of 100, `verify`) over random members (and tokens),
+    /// `--connections` HTTP/2 connections with `--in-flight` calls on each.
+    GrpcReads {
+        #[arg(long)]
+        addr: String,
+        #[arg(long, value_enum)]
+        method: reads::Method,
+        /// Members 1..=N exist (one in twenty withdrawn); 5% more ids are read that do not.
+        #[arg(long)]
+        members: u64,
+        /// A file of access tokens, one per line (for `verify`).
+        #[arg(long)]
+        tokens: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 2)]
+        connections: usize,
+        #[arg(long, default_value_t = 16)]
+        in_flight: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Seeds members 1..=N straight into an empty identity database, each with
+    /// `--password`.
+    SeedMembers {
+        #[arg(long)]
+        database_url: String,
+        #[arg(long)]
+        members: u64,
+        #[arg(long)]
+        password: String,
+    },
+    /// Logs `--count` random seeded members in; prints their access tokens.
+    Tokens {
+        #[arg(long)]
+        base_url: String,
+        #[arg(long)]
+        members: u64,
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        #[arg(long)]
+        password: String,
+    },
+    /// Point reads and reads of 100 rows, as plain queries on a SQLite database.
+    SqliteReads {
+        #[arg(long)]
+        database_url: String,
+        #[arg(long)]
+        members: u64,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// gRPC reads and introspection.
     Grpc {
         #[arg(long)]
@@ -142,6 +197,51 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             concurrency,
         } => grpc(&addr, &base_url, seconds, concurrency).await,
+        Cmd::GrpcReads {
+            addr,
+            method,
+            members,
+            tokens,
+            connections,
+            in_flight,
+            seconds,
+        } => {
+            let tokens = match tokens {
+                Some(path) => std::fs::read_to_string(path)?
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                None => Vec::new(),
+            };
+            reads::grpc_reads(
+                &addr,
+                method,
+                members,
+                tokens,
+                connections,
+                in_flight,
+                seconds,
+            )
+            .await
+        }
+        Cmd::SeedMembers {
+            database_url,
+            members,
+            password,
+        } => reads::seed_members(&database_url, members, &password).await,
+        Cmd::Tokens {
+            base_url,
+            members,
+            count,
+            password,
+        } => reads::tokens(&base_url, members, count, &password).await,
+        Cmd::SqliteReads {
+            database_url,
+            members,
+            concurrency,
+            seconds,
+        } => reads::sqlite_reads(&database_url, members, concurrency, seconds).await,
     }
 }
 

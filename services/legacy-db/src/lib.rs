@@ -5,6 +5,10 @@
 //!
 //! Times: SQLite keeps them as text (`2026-11-26 07:17:26.992507`), PostgreSQL as
 //! `timestamp(6) without time zone`; both are read and written here as text in UTC.
+//!
+//! A read of at most one row takes `fetch_all` and the first row, never
+//! `fetch_optional` (see the identity store: the Any driver's `fetch_optional` costs a
+//! second round trip).
 
 mod schema;
 mod sessions;
@@ -86,6 +90,9 @@ impl LegacyDb {
             AnyConnectOptions::from_str(&url).map_err(|e| LegacyError::Config(e.to_string()))?;
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
+            // No ping before every query (see the identity store): every authenticated
+            // request reads its legacy session while migrating.
+            .test_before_acquire(false)
             .acquire_timeout(std::time::Duration::from_secs(5))
             .after_connect(move |conn, _| {
                 Box::pin(async move {

@@ -92,8 +92,10 @@ impl LegacyDb {
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(token)
             .bind(now.to_db_text())
-            .fetch_optional(ex)
-            .await?;
+            .fetch_all(ex)
+            .await?
+            .into_iter()
+            .next();
         row.as_ref().map(LegacySession::from_row).transpose()
     }
 
@@ -112,8 +114,10 @@ impl LegacyDb {
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(refresh_token)
             .bind(now.to_db_text())
-            .fetch_optional(ex)
-            .await?;
+            .fetch_all(ex)
+            .await?
+            .into_iter()
+            .next();
         row.as_ref().map(LegacySession::from_row).transpose()
     }
 

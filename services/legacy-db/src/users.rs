@@ -92,8 +92,10 @@ impl LegacyDb {
         let sql = format!("SELECT {} FROM users WHERE id = $1", self.user_columns());
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
-            .fetch_optional(ex)
-            .await?;
+            .fetch_all(ex)
+            .await?
+            .into_iter()
+            .next();
         row.as_ref().map(LegacyUser::from_row).transpose()
     }
 
@@ -112,8 +114,10 @@ impl LegacyDb {
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(session_id)
             .bind(now.to_db_text())
-            .fetch_optional(ex)
-            .await?;
+            .fetch_all(ex)
+            .await?
+            .into_iter()
+            .next();
         row.as_ref().map(LegacyUser::from_row).transpose()
     }
 
@@ -193,8 +197,10 @@ impl LegacyDb {
         );
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(email)
-            .fetch_optional(ex)
-            .await?;
+            .fetch_all(ex)
+            .await?
+            .into_iter()
+            .next();
         row.as_ref().map(LegacyUser::from_row).transpose()
     }
 
@@ -308,8 +314,10 @@ impl LegacyDb {
         );
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
-            .fetch_optional(ex)
-            .await?;
+            .fetch_all(ex)
+            .await?
+            .into_iter()
+            .next();
         row.as_ref().map(LegacyUser::from_row).transpose()
     }
 

@@ -16,8 +16,10 @@ impl Store {
         Ok(
             sqlx::query_scalar("SELECT value FROM migration_state WHERE key = $1")
                 .bind(key)
-                .fetch_optional(self.pool())
-                .await?,
+                .fetch_all(self.pool())
+                .await?
+                .into_iter()
+                .next(),
         )
     }
 
@@ -180,8 +182,10 @@ impl Tx {
         Ok(
             sqlx::query_scalar("SELECT digest FROM legacy_digests WHERE member_id = $1")
                 .bind(id)
-                .fetch_optional(self.conn())
-                .await?,
+                .fetch_all(self.conn())
+                .await?
+                .into_iter()
+                .next(),
         )
     }
 

@@ -4,11 +4,18 @@
 //!
 //! Reads go straight to the pool; every flow that writes runs in one [`Tx`], which the
 //! caller commits, or rolls back for a dry run.
+//!
+//! A read of at most one row takes `fetch_all` and the first row, never
+//! `fetch_optional`: the Any driver's `fetch_optional` stops reading after the first row
+//! and leaves the connection owing PostgreSQL a `Sync` round trip before its next query
+//! (measured: a point read cost two round trips).
 
+mod batch;
 mod import;
 mod lead;
 mod members;
 mod migrate;
+mod reads;
 mod rows;
 mod sessions;
 mod throttle;
@@ -44,6 +51,9 @@ pub enum StoreError {
     /// A URL or path that cannot be used.
     #[error("database configuration: {0}")]
     Config(String),
+    /// The failure of a batched read, shared by every read of the batch.
+    #[error("{0}")]
+    Shared(std::sync::Arc<StoreError>),
 }
 
 impl StoreError {
@@ -86,6 +96,8 @@ impl Default for StoreConfig {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The hot point reads, batched (see `batch`).
+    reads: std::sync::Arc<reads::Reads>,
 }
 
 /// The database URL for the embedded default: a SQLite file under `data_dir`.
@@ -124,6 +136,11 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
+            // No round trip to test a connection before every query (sqlx's default
+            // pings first: twice the round trips of a point read). A broken connection
+            // fails its query, which the caller sees as the database's failure, and is
+            // dropped from the pool.
+            .test_before_acquire(false)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -139,7 +156,12 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        let store = Self { pool, backend };
+        let reads = std::sync::Arc::new(reads::Reads::start(url, backend, config).await?);
+        let store = Self {
+            pool,
+            backend,
+            reads,
+        };
         migrate::run(&store.pool, backend).await?;
         Ok(store)
     }

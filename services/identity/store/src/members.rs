@@ -27,12 +27,9 @@ pub struct ProfileUpdate {
 pub const UNUSABLE_PASSWORD_HASH: &str = "!withdrawn";
 
 impl Store {
+    /// A member, withdrawn or not (read in a batch with the reads beside it).
     pub async fn member_by_id(&self, id: i64) -> Result<Option<MemberRow>, StoreError> {
-        let row = sqlx::query(MEMBER_BY_ID)
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(row.as_ref().map(MemberRow::from_row).transpose()?)
+        self.reads.members.get(id).await
     }
 
     /// By normalised email, withdrawn members included (their email is scrubbed anyway).
@@ -44,8 +41,10 @@ impl Store {
         );
         let row = sqlx::query(sql)
             .bind(email)
-            .fetch_optional(self.pool())
-            .await?;
+            .fetch_all(self.pool())
+            .await?
+            .into_iter()
+            .next();
         Ok(row.as_ref().map(MemberRow::from_row).transpose()?)
     }
 
@@ -57,8 +56,10 @@ impl Store {
         );
         let row = sqlx::query(sql)
             .bind(phone)
-            .fetch_optional(self.pool())
-            .await?;
+            .fetch_all(self.pool())
+            .await?
+            .into_iter()
+            .next();
         Ok(row.as_ref().map(MemberRow::from_row).transpose()?)
     }
 
@@ -70,17 +71,7 @@ impl Store {
         let mut unique: Vec<i64> = ids.to_vec();
         unique.sort_unstable();
         unique.dedup();
-        let rows = crate::fetch_for_ids(self.pool(), &unique, |list| {
-            format!(
-                "SELECT {} FROM members m WHERE m.deleted_at IS NULL AND m.id IN ({list}) ORDER BY m.id",
-                member_columns!()
-            )
-        })
-        .await?;
-        Ok(rows
-            .iter()
-            .map(MemberRow::from_row)
-            .collect::<Result<_, _>>()?)
+        self.reads.active_members(&unique).await
     }
 
     /// Whether another member holds this email (`except` excludes a member's own row).
@@ -118,16 +109,20 @@ impl Tx {
         let sql = format!("{MEMBER_BY_ID}{}", self.for_update());
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
-            .fetch_optional(self.conn())
-            .await?;
+            .fetch_all(self.conn())
+            .await?
+            .into_iter()
+            .next();
         Ok(row.as_ref().map(MemberRow::from_row).transpose()?)
     }
 
     pub async fn member_by_id(&mut self, id: i64) -> Result<Option<MemberRow>, StoreError> {
         let row = sqlx::query(MEMBER_BY_ID)
             .bind(id)
-            .fetch_optional(self.conn())
-            .await?;
+            .fetch_all(self.conn())
+            .await?
+            .into_iter()
+            .next();
         Ok(row.as_ref().map(MemberRow::from_row).transpose()?)
     }
 

@@ -1,7 +1,41 @@
-//! Rows as read from the database.
+//! Rows as read from the database: decoded from the Any driver's rows, or straight
+//! from PostgreSQL's or SQLite's own (the batched hot reads, see `reads`).
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
+use sqlx::{ColumnIndex, Database, Decode, Row, Type};
+
+/// What a row type must decode for the rows here: 64-bit integers and text, each
+/// possibly null, by column name. `AnyRow`, `PgRow` and `SqliteRow` all do.
+pub(crate) trait Decodes<'r>: Row
+where
+    &'r str: ColumnIndex<Self>,
+{
+    fn int(&'r self, column: &'r str) -> Result<i64, sqlx::Error>;
+    fn text(&'r self, column: &'r str) -> Result<String, sqlx::Error>;
+    fn maybe_int(&'r self, column: &'r str) -> Result<Option<i64>, sqlx::Error>;
+    fn maybe_text(&'r self, column: &'r str) -> Result<Option<String>, sqlx::Error>;
+}
+
+impl<'r, R> Decodes<'r> for R
+where
+    R: Row,
+    &'r str: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    R::Database: Database,
+{
+    fn int(&'r self, column: &'r str) -> Result<i64, sqlx::Error> {
+        self.try_get(column)
+    }
+    fn text(&'r self, column: &'r str) -> Result<String, sqlx::Error> {
+        self.try_get(column)
+    }
+    fn maybe_int(&'r self, column: &'r str) -> Result<Option<i64>, sqlx::Error> {
+        self.try_get(column)
+    }
+    fn maybe_text(&'r self, column: &'r str) -> Result<Option<String>, sqlx::Error> {
+        self.try_get(column)
+    }
+}
 
 /// A member row. Times are microseconds since the epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,17 +64,20 @@ impl MemberRow {
         self.deleted_at.is_some()
     }
 
-    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+    pub(crate) fn from_row<'r, R: Decodes<'r>>(row: &'r R) -> Result<Self, sqlx::Error>
+    where
+        &'r str: ColumnIndex<R>,
+    {
         Ok(Self {
-            id: row.try_get("id")?,
-            email: row.try_get("email")?,
-            password_hash: row.try_get("password_hash")?,
-            nickname: row.try_get("nickname")?,
-            phone_number: row.try_get("phone_number")?,
-            profile_image_url: row.try_get("profile_image_url")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            deleted_at: row.try_get("deleted_at")?,
+            id: row.int("id")?,
+            email: row.text("email")?,
+            password_hash: row.text("password_hash")?,
+            nickname: row.text("nickname")?,
+            phone_number: row.maybe_text("phone_number")?,
+            profile_image_url: row.maybe_text("profile_image_url")?,
+            created_at: row.int("created_at")?,
+            updated_at: row.int("updated_at")?,
+            deleted_at: row.maybe_int("deleted_at")?,
         })
     }
 }
@@ -74,16 +111,19 @@ impl SessionRow {
         self.ended_at.is_some()
     }
 
-    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+    pub(crate) fn from_row<'r, R: Decodes<'r>>(row: &'r R) -> Result<Self, sqlx::Error>
+    where
+        &'r str: ColumnIndex<R>,
+    {
         Ok(Self {
-            id: row.try_get("session_id")?,
-            member_id: row.try_get("member_id")?,
-            access_jti: row.try_get("access_jti")?,
-            created_at: row.try_get("session_created_at")?,
-            access_expires_at: row.try_get("access_expires_at")?,
-            refresh_expires_at: row.try_get("refresh_expires_at")?,
-            ended_at: row.try_get("ended_at")?,
-            legacy_session_id: row.try_get("legacy_session_id")?,
+            id: row.text("session_id")?,
+            member_id: row.int("member_id")?,
+            access_jti: row.text("access_jti")?,
+            created_at: row.int("session_created_at")?,
+            access_expires_at: row.int("access_expires_at")?,
+            refresh_expires_at: row.int("refresh_expires_at")?,
+            ended_at: row.maybe_int("ended_at")?,
+            legacy_session_id: row.maybe_int("legacy_session_id")?,
         })
     }
 }

@@ -15,15 +15,6 @@ const SESSION_WITH_MEMBER: &str = concat!(
     " FROM sessions s JOIN members m ON m.id = s.member_id WHERE s.id = $1"
 );
 
-const SESSION_WITH_MEMBER_AND_DIGEST: &str = concat!(
-    "SELECT ",
-    session_columns!(),
-    ", ",
-    member_columns!(),
-    ", d.digest AS legacy_digest FROM sessions s JOIN members m ON m.id = s.member_id \
-     LEFT JOIN legacy_digests d ON d.member_id = m.id WHERE s.id = $1"
-);
-
 const REFRESH_WITH_SESSION: &str = concat!(
     "SELECT r.token_hash, r.rotated_at, ",
     session_columns!(),
@@ -53,7 +44,12 @@ async fn one_session_and_member<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>
     sql: &'static str,
     key: &str,
 ) -> Result<Option<(SessionRow, MemberRow)>, StoreError> {
-    let row = sqlx::query(sql).bind(key).fetch_optional(ex).await?;
+    let row = sqlx::query(sql)
+        .bind(key)
+        .fetch_all(ex)
+        .await?
+        .into_iter()
+        .next();
     Ok(row.as_ref().map(session_and_member).transpose()?)
 }
 
@@ -86,18 +82,13 @@ impl Store {
     }
 
     /// A session, its member and the legacy digest last recorded for the member (while
-    /// migrating: to tell the legacy's row apart from ours in one query).
+    /// migrating: to tell the legacy's row apart from ours in one query); read in a
+    /// batch with the reads beside it.
     pub async fn session_with_member_and_legacy_digest(
         &self,
         session_id: &str,
     ) -> Result<Option<(SessionRow, MemberRow, Option<String>)>, StoreError> {
-        let row = sqlx::query(SESSION_WITH_MEMBER_AND_DIGEST)
-            .bind(session_id)
-            .fetch_optional(self.pool())
-            .await?;
-        let Some(r) = row else { return Ok(None) };
-        let (session, member) = session_and_member(&r)?;
-        Ok(Some((session, member, r.try_get("legacy_digest")?)))
+        self.reads.sessions.get(session_id.to_owned()).await
     }
 
     /// A session and its member, whatever their state (the caller decides).
@@ -105,7 +96,10 @@ impl Store {
         &self,
         session_id: &str,
     ) -> Result<Option<(SessionRow, MemberRow)>, StoreError> {
-        one_session_and_member(self.pool(), SESSION_WITH_MEMBER, session_id).await
+        Ok(self
+            .session_with_member_and_legacy_digest(session_id)
+            .await?
+            .map(|(s, m, _)| (s, m)))
     }
 }
 
@@ -124,8 +118,10 @@ impl Tx {
     ) -> Result<Option<RefreshRow>, StoreError> {
         let row = sqlx::query(REFRESH_WITH_SESSION)
             .bind(token_hash)
-            .fetch_optional(self.conn())
-            .await?;
+            .fetch_all(self.conn())
+            .await?
+            .into_iter()
+            .next();
         match row {
             Some(r) => Ok(Some(RefreshRow {
                 token_hash: r.try_get("token_hash")?,
