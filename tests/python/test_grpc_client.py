@@ -701,6 +701,57 @@ def test_withdraw_member(members, stub, pb):
     assert again.id != member.id
 
 
+def _changes_until(stream, member_id, kind, seen):
+    """Reads the stream until `member_id`'s change of `kind`, checking that numbers follow each other."""
+    for change in stream:
+        if seen:
+            assert change.seq == seen[-1].seq + 1, (seen[-1].seq, change.seq)
+        seen.append(change)
+        if change.member_id == member_id and change.kind == kind:
+            return change
+    pytest.fail("the stream ended")
+
+
+def test_watch_member_changes_as_a_cache_keeper(members, stub, pb):
+    """Another service's cache: each change of a member in order, withdrawals without data, resumable."""
+    kind = pb.m.MemberChange.Kind
+    stream = stub.WatchMemberChanges(pb.m.WatchMemberChangesRequest(), timeout=RPC_TIMEOUT * 3)
+    seen = []
+    try:
+        member, session = members.new(nickname="watched")
+        stub.UpdateProfile(
+            pb.m.UpdateProfileRequest(nickname="renamed"), metadata=bearer(session), timeout=RPC_TIMEOUT
+        )
+        updated = _changes_until(stream, member.id, kind.UPDATED, seen)
+        assert updated.member.id == member.id and updated.member.nickname == "renamed"
+        assert updated.change_time.seconds > 0
+        stub.WithdrawMember(pb.m.WithdrawMemberRequest(), metadata=bearer(session), timeout=RPC_TIMEOUT)
+        withdrawn = _changes_until(stream, member.id, kind.WITHDRAWN, seen)
+        assert not withdrawn.HasField("member")
+    finally:
+        stream.cancel()
+    mine = [c for c in seen if c.member_id == member.id]
+    assert [c.kind for c in mine] == [kind.CREATED, kind.UPDATED, kind.WITHDRAWN]
+
+    # A restarted keeper resumes after the last change it acted on: the next one, not a repeat.
+    resumed = stub.WatchMemberChanges(
+        pb.m.WatchMemberChangesRequest(after_seq=mine[0].seq), timeout=RPC_TIMEOUT
+    )
+    try:
+        assert next(resumed).seq == mine[0].seq + 1
+    finally:
+        resumed.cancel()
+
+    # A cursor the log never reached is refused, with the reason in google.rpc.ErrorInfo.
+    err = rpc_error(
+        lambda request, **kw: list(stub.WatchMemberChanges(request, **kw)),
+        pb.m.WatchMemberChangesRequest(after_seq=2**62),
+    )
+    assert err.code() == grpc.StatusCode.OUT_OF_RANGE, (err.code(), err.details())
+    infos = unpack_details(details_of(err), error_details_pb2.ErrorInfo)
+    assert [i.reason for i in infos] == ["CURSOR_AHEAD"]
+
+
 def test_acting_rpcs_require_a_valid_bearer(members, stub, pb):
     member, session = members.new()
     calls = (

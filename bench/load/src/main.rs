@@ -8,9 +8,12 @@
 //! - `backfill`: the backfill against a plain read of the same rows;
 //! - `sync-lag`: how long legacy changes take to reach the identity database;
 //! - `grpc-reads`, `seed-members`, `tokens`, `sqlite-reads`: reads as other services make
-//!   them, over many members and tokens (see `reads`).
+//!   them, over many members and tokens (see `reads`);
+//! - `change-lag`: the member change stream's delivery lag beside PostgreSQL's own
+//!   `NOTIFY`.
 
 mod backfill;
+mod change_lag;
 mod reads;
 mod stats;
 mod sync_lag;
@@ -135,6 +138,27 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// `WatchMemberChanges`' delivery lag: members renamed at `--rate` per second
+    /// through `--write-addr`, followed on each `--watch-addr`; beside PostgreSQL's own
+    /// NOTIFY at the same rate on `--database-url`.
+    ChangeLag {
+        #[arg(long)]
+        write_addr: String,
+        #[arg(long, required = true)]
+        watch_addr: Vec<String>,
+        /// A file of access tokens, one per line: the members renamed.
+        #[arg(long)]
+        tokens: std::path::PathBuf,
+        /// The identity database (PostgreSQL), for the baseline.
+        #[arg(long)]
+        database_url: String,
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        rate: u32,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        writers: u64,
+    },
     /// gRPC reads and introspection.
     Grpc {
         #[arg(long)]
@@ -222,6 +246,33 @@ async fn main() -> anyhow::Result<()> {
                 connections,
                 in_flight,
                 seconds,
+            )
+            .await
+        }
+        Cmd::ChangeLag {
+            write_addr,
+            watch_addr,
+            tokens,
+            database_url,
+            rate,
+            seconds,
+            writers,
+        } => {
+            let tokens = std::fs::read_to_string(tokens)?
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            change_lag::run(
+                &write_addr,
+                &watch_addr,
+                tokens,
+                &database_url,
+                &change_lag::Options {
+                    rate,
+                    seconds,
+                    writers: writers as usize,
+                },
             )
             .await
         }

@@ -31,6 +31,9 @@ pub enum CoreError {
     /// Not an answer of the contract; the proxy counts the replay as skipped.
     #[error("dry run declined")]
     Declined,
+    /// A change-log cursor that cannot be followed.
+    #[error(transparent)]
+    Cursor(#[from] crate::changes::CursorError),
     /// The database (either side's) is unreachable or failed, or a resource is
     /// missing; the cause is kept for the log.
     #[error("unavailable: {0}")]

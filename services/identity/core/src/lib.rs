@@ -4,6 +4,7 @@
 //! transaction, so a dry run (a shadowed write) rolls back everything.
 
 mod access;
+mod changes;
 mod clock;
 mod error;
 mod legacy;
@@ -21,9 +22,10 @@ use identity_passwords::Hasher;
 use identity_store::Store;
 use identity_tokens::Tokens;
 
+pub use changes::{ChangeWatch, CursorError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::CoreError;
-pub use identity_store::MemberRow;
+pub use identity_store::{ChangeKind, ChangeRow, MemberRow};
 pub use legacy::LegacyLink;
 pub use members::{MAX_BATCH_IDS, member_view};
 pub use sessions::{Introspection, IssuedSession, Principal};

@@ -3,76 +3,12 @@
 //! refresh token within and after the grace period, and the log-in throttle's windows
 //! with the known-client exemption from the account-wide cap.
 
-use std::sync::Arc;
+mod support;
 
-use identity_core::{CoreConfig, CoreError, Identity, ManualClock, RequestCtx, ThrottleConfig};
-use identity_passwords::{Hasher, PasswordConfig};
-use identity_store::{Store, StoreConfig};
-use identity_tokens::{KeySet, TokenConfig, Tokens};
-use member_contract::Timestamp;
-use member_contract::forms::{CredentialsForm, SignUpForm};
+use identity_core::{CoreError, RequestCtx, ThrottleConfig};
+use member_contract::forms::SignUpForm;
 
-struct Fixture {
-    id: Identity,
-    clock: Arc<ManualClock>,
-    _dir: tempfile::TempDir,
-}
-
-async fn fixture(throttle: ThrottleConfig) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("t.sqlite3").display()
-    );
-    let store = Store::connect(&url, &StoreConfig::default()).await.unwrap();
-    let hasher = Hasher::new(&PasswordConfig {
-        memory_kib: 1024,
-        iterations: 1,
-        ..PasswordConfig::default()
-    })
-    .unwrap();
-    // Token times are whole seconds since the epoch: start the clock well after it.
-    let clock = Arc::new(ManualClock::new(Timestamp::from_micros(
-        1_800_000_000_000_000,
-    )));
-    let tokens = Tokens::new(KeySet::generate().unwrap(), TokenConfig::default());
-    let config = CoreConfig {
-        refresh_reuse_grace_secs: 10,
-        throttle,
-        ..CoreConfig::default()
-    };
-    let id = Identity::new(store, hasher, tokens, clock.clone(), config);
-    Fixture {
-        id,
-        clock,
-        _dir: dir,
-    }
-}
-
-async fn member(f: &Fixture, email: &str) {
-    let form = SignUpForm {
-        email: Some(email.into()),
-        password: Some("password123".into()),
-        nickname: Some("nick".into()),
-        phone_number: None,
-        profile_image_url: None,
-    };
-    f.id.sign_up(&form, &RequestCtx::default()).await.unwrap();
-}
-
-fn creds(email: &str, password: &str) -> CredentialsForm {
-    CredentialsForm {
-        email: Some(email.into()),
-        password: Some(password.into()),
-    }
-}
-
-fn from(client: &str) -> RequestCtx {
-    RequestCtx {
-        dry_run: false,
-        client: Some(client.into()),
-    }
-}
+use support::{creds, fixture, from, member};
 
 #[tokio::test]
 async fn access_tokens_expire_after_an_hour() {

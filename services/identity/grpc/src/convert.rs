@@ -1,7 +1,7 @@
 //! Conversions between domain values and `identity.v1` messages, and from domain errors
 //! to gRPC statuses.
 
-use identity_core::{CoreError, IssuedSession, MemberRow};
+use identity_core::{ChangeKind, ChangeRow, CoreError, CursorError, IssuedSession, MemberRow};
 use identity_proto::identity::v1 as pb;
 use member_contract::{Errors, Timestamp};
 use tonic::{Code, Status};
@@ -87,9 +87,46 @@ pub fn status(e: CoreError) -> Status {
             "password hashing is saturated",
             ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1))),
         ),
+        CoreError::Cursor(e) => cursor(e),
         CoreError::Unavailable(_) | CoreError::Declined => {
             Status::unavailable("temporarily unavailable")
         }
+    }
+}
+
+/// A cursor of the change log that cannot be followed: OUT_OF_RANGE with the reason
+/// (`CURSOR_EXPIRED`, `CURSOR_AHEAD`) and the bounds in google.rpc.ErrorInfo.
+fn cursor(e: CursorError) -> Status {
+    let (reason, metadata) = match e {
+        CursorError::Negative => return bad_field("after_seq", "must not be negative"),
+        CursorError::Expired { first_kept, .. } => (
+            "CURSOR_EXPIRED",
+            [("first_kept_seq".to_owned(), first_kept.to_string())],
+        ),
+        CursorError::Ahead { last, .. } => {
+            ("CURSOR_AHEAD", [("last_seq".to_owned(), last.to_string())])
+        }
+    };
+    Status::with_error_details(
+        Code::OutOfRange,
+        e.to_string(),
+        ErrorDetails::with_error_info(reason, "identity.v1", metadata),
+    )
+}
+
+/// One change of the log as its message; a withdrawal carries no member.
+pub fn member_change(c: &ChangeRow) -> pb::MemberChange {
+    let kind = match c.kind {
+        ChangeKind::Created => pb::member_change::Kind::Created,
+        ChangeKind::Updated => pb::member_change::Kind::Updated,
+        ChangeKind::Withdrawn => pb::member_change::Kind::Withdrawn,
+    };
+    pb::MemberChange {
+        seq: c.seq,
+        member_id: c.member_id,
+        kind: kind.into(),
+        change_time: Some(timestamp(Timestamp::from_micros(c.changed_at))),
+        member: c.member.as_ref().map(public_member),
     }
 }
 

@@ -1,8 +1,10 @@
 //! The gRPC API `identity.v1` for the other microservices: the same flows and rules as
 //! the REST surface, with proper status codes (`INVALID_ARGUMENT` carrying
 //! `google.rpc.BadRequest` field violations, `ALREADY_EXISTS`, `NOT_FOUND`,
-//! `UNAUTHENTICATED`, `RESOURCE_EXHAUSTED` with `google.rpc.RetryInfo`).
+//! `UNAUTHENTICATED`, `RESOURCE_EXHAUSTED` with `google.rpc.RetryInfo`), and the stream
+//! of member changes other services keep their caches by.
 
+mod changes;
 mod convert;
 mod service;
 

@@ -24,6 +24,8 @@ pub struct GrpcService {
     observer: Observer,
     trust_forwarded_for: bool,
     trusted_proxy_hops: usize,
+    /// Turns true when the server shuts down: open streams end.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl GrpcService {
@@ -38,7 +40,15 @@ impl GrpcService {
             observer,
             trust_forwarded_for,
             trusted_proxy_hops,
+            stopping: tokio::sync::watch::Sender::new(false).subscribe(),
         }
+    }
+
+    /// Ends the open streams when `stopping` turns true (graceful shutdown: the
+    /// server waits for its calls to end).
+    pub fn stop_streams_on(mut self, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.stopping = stopping;
+        self
     }
 
     fn ctx<T>(&self, req: &Request<T>) -> RequestCtx {
@@ -98,6 +108,24 @@ fn optional_input(value: Option<String>, clear: bool) -> Input {
 
 #[tonic::async_trait]
 impl IdentityService for GrpcService {
+    type WatchMemberChangesStream = crate::changes::ChangeStream;
+
+    async fn watch_member_changes(
+        &self,
+        req: Request<pb::WatchMemberChangesRequest>,
+    ) -> Result<Response<Self::WatchMemberChangesStream>, Status> {
+        // Timed and counted up to the stream's start.
+        self.call("WatchMemberChanges", async {
+            let watch = self
+                .identity
+                .watch_changes(req.get_ref().after_seq)
+                .await
+                .map_err(convert::status)?;
+            Ok(crate::changes::follow(watch, self.stopping.clone()))
+        })
+        .await
+    }
+
     async fn get_member(
         &self,
         req: Request<pb::GetMemberRequest>,

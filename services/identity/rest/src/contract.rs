@@ -44,7 +44,7 @@ fn refused(e: CoreError) -> Refused {
 
 /// Maps a domain failure to the legacy's answer.
 fn contract_error(e: CoreError) -> ContractError {
-    if matches!(e, CoreError::Unavailable(_)) {
+    if matches!(e, CoreError::Unavailable(_) | CoreError::Cursor(_)) {
         // The one log line of an internal failure, with its cause.
         tracing::error!(error = %e.chain(), "request failed");
     }
@@ -60,7 +60,8 @@ fn contract_error(e: CoreError) -> ContractError {
         CoreError::Busy | CoreError::Declined => ContractError::Unavailable {
             retry_after_secs: 1,
         },
-        CoreError::Unavailable(_) => ContractError::Unavailable {
+        // No REST route follows the change log.
+        CoreError::Unavailable(_) | CoreError::Cursor(_) => ContractError::Unavailable {
             retry_after_secs: 5,
         },
     }

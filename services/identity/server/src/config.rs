@@ -176,6 +176,10 @@ pub struct ServeArgs {
     /// Milliseconds between two polls of the legacy's changes.
     #[arg(long, env = "IDENTITY_SYNC_INTERVAL_MS", default_value_t = 500)]
     pub sync_interval_ms: u64,
+    /// Hours the member change log keeps a change (WatchMemberChanges resumes from a
+    /// cursor at most this old).
+    #[arg(long, env = "IDENTITY_CHANGE_RETENTION_HOURS", default_value_t = 168)]
+    pub change_retention_hours: u64,
     /// Seconds each poll looks back before the last change seen (longer than the
     /// legacy's longest write transaction).
     #[arg(long, env = "IDENTITY_SYNC_LOOKBACK_SECS", default_value_t = 30)]
@@ -204,6 +208,10 @@ impl ServeArgs {
             Some(url) => url.expose_secret().to_owned(),
             None => identity_store::sqlite_url_in(&self.data_dir),
         }
+    }
+
+    pub fn change_retention(&self) -> Duration {
+        Duration::from_secs(self.change_retention_hours * 3600)
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -291,6 +299,12 @@ impl ServeArgs {
                     "must start with sqlite: or postgres://",
                 ));
             }
+        }
+        if !(1..=24 * 366).contains(&self.change_retention_hours) {
+            return Err(invalid(
+                "--change-retention-hours",
+                "must be from 1 to 8784 (a year)",
+            ));
         }
         if self.sync_interval_ms == 0 {
             return Err(invalid("--sync-interval-ms", "must be at least 1"));

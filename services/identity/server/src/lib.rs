@@ -29,6 +29,8 @@ pub struct Application {
     state: AppState,
     identity: Identity,
     grace: Duration,
+    /// How long the member change log keeps a change.
+    change_retention: Duration,
     /// The sync of legacy changes, while migrating.
     syncer: Option<(identity_migration::Syncer, Duration)>,
 }
@@ -140,6 +142,7 @@ impl Application {
             state,
             identity,
             grace: args.shutdown_grace(),
+            change_retention: args.change_retention(),
             syncer,
         })
     }
@@ -172,7 +175,8 @@ impl Application {
             observer,
             self.state.trust_forwarded_for,
             self.state.trusted_proxy_hops,
-        );
+        )
+        .stop_streams_on(stop_rx.clone());
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<identity_proto::identity::v1::identity_service_server::IdentityServiceServer<identity_grpc::GrpcService>>()
@@ -241,6 +245,11 @@ impl Application {
                     .await;
             })
         });
+        let pruning = tokio::spawn(prune_changes(
+            self.identity.clone(),
+            self.change_retention,
+            stop_rx.clone(),
+        ));
         tracing::info!("serving");
         shutdown.await;
         tracing::info!(
@@ -262,8 +271,25 @@ impl Application {
         if let Some(sync) = sync {
             let _ = sync.await;
         }
+        let _ = pruning.await;
         self.identity.store().close().await;
         Ok(())
+    }
+}
+
+/// Drops the changes older than the retention from the log, each minute, until the
+/// server stops (every replica does; the deletes are the same).
+async fn prune_changes(identity: Identity, retention: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        match identity.prune_changes(retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "member change log pruned"),
+            Err(e) => tracing::warn!(error = %e.chain(), "cannot prune the member change log"),
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
     }
 }
 

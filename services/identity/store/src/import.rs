@@ -4,6 +4,7 @@
 
 use sqlx::AssertSqlSafe;
 
+use crate::changes::{ChangeKind, change_between};
 use crate::rows::{MemberRow, member_columns};
 use crate::{Backend, Store, StoreError, Tx};
 
@@ -124,11 +125,17 @@ impl Tx {
         Ok(())
     }
 
-    /// Inserts or replaces members by id, the legacy's values winning. A batch that
-    /// collides on email or phone (a value that moved between rows) is retried row by
-    /// row, freeing the value first.
+    /// Inserts or replaces members by id, the legacy's values winning; each member whose
+    /// visible columns it changes goes to the change log.
     pub async fn upsert_members(&mut self, rows: &[MemberRow]) -> Result<(), StoreError> {
         for chunk in rows.chunks(500) {
+            let ids: Vec<i64> = chunk.iter().map(|m| m.id).collect();
+            let before = self.members_by_ids(&ids).await?;
+            for m in chunk {
+                if let Some(kind) = change_between(before.get(&m.id), m) {
+                    self.note_change(m.id, kind);
+                }
+            }
             let placeholders: Vec<String> = (0..chunk.len())
                 .map(|r| {
                     let p: Vec<String> = (1..=COLUMNS)
@@ -177,6 +184,31 @@ impl Tx {
         Ok(())
     }
 
+    /// The members among `ids` as this transaction sees them, by id.
+    async fn members_by_ids(
+        &mut self,
+        ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, MemberRow>, StoreError> {
+        let list: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT {} FROM members m WHERE m.id IN ({})",
+            member_columns!(),
+            list.join(",")
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for id in ids {
+            q = q.bind(*id);
+        }
+        let rows = q.fetch_all(self.conn()).await?;
+        rows.iter()
+            .map(|r| {
+                MemberRow::from_row(r)
+                    .map(|m| (m.id, m))
+                    .map_err(StoreError::from)
+            })
+            .collect()
+    }
+
     /// The legacy digest last imported for a member.
     pub async fn legacy_digest(&mut self, id: i64) -> Result<Option<String>, StoreError> {
         Ok(
@@ -210,21 +242,26 @@ impl Tx {
         m: &MemberRow,
         legacy_digest: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE members SET email = 'moved-' || id || '@invalid' WHERE email = $1 AND id <> $2",
+        let mut freed: Vec<i64> = sqlx::query_scalar(
+            "UPDATE members SET email = 'moved-' || id || '@invalid' WHERE email = $1 AND id <> $2 RETURNING id",
         )
         .bind(&m.email)
         .bind(m.id)
-        .execute(self.conn())
+        .fetch_all(self.conn())
         .await?;
         if let Some(phone) = &m.phone_number {
-            sqlx::query(
-                "UPDATE members SET phone_number = NULL WHERE phone_number = $1 AND id <> $2",
-            )
-            .bind(phone)
-            .bind(m.id)
-            .execute(self.conn())
-            .await?;
+            freed.extend(
+                sqlx::query_scalar::<_, i64>(
+                    "UPDATE members SET phone_number = NULL WHERE phone_number = $1 AND id <> $2 RETURNING id",
+                )
+                .bind(phone)
+                .bind(m.id)
+                .fetch_all(self.conn())
+                .await?,
+            );
+        }
+        for id in freed {
+            self.note_change(id, ChangeKind::Updated);
         }
         self.upsert_members(std::slice::from_ref(m)).await?;
         self.set_legacy_digest(m.id, legacy_digest).await

@@ -11,6 +11,7 @@
 //! (measured: a point read cost two round trips).
 
 mod batch;
+mod changes;
 mod import;
 mod lead;
 mod members;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor};
 
+pub use changes::{ChangeBounds, ChangeKind, ChangeRow};
 pub use lead::Leadership;
 pub use members::{NewMember, ProfileUpdate};
 pub use rows::{MemberRow, RefreshRow, SessionRow};
@@ -98,6 +100,10 @@ pub struct Store {
     backend: Backend,
     /// The hot point reads, batched (see `batch`).
     reads: std::sync::Arc<reads::Reads>,
+    /// Wake-ups of those who follow the change log.
+    feed: std::sync::Arc<changes::ChangeFeed>,
+    /// Where the database is (PostgreSQL's listener connects on its own).
+    url: String,
 }
 
 /// The database URL for the embedded default: a SQLite file under `data_dir`.
@@ -161,6 +167,8 @@ impl Store {
             pool,
             backend,
             reads,
+            feed: changes::ChangeFeed::new(),
+            url: url.to_owned(),
         };
         migrate::run(&store.pool, backend).await?;
         Ok(store)
@@ -186,6 +194,8 @@ impl Store {
         Ok(Tx {
             tx,
             backend: self.backend,
+            changes: changes::PendingChanges::default(),
+            feed: std::sync::Arc::clone(&self.feed),
         })
     }
 
@@ -227,15 +237,22 @@ fn sqlite_path(url: &str) -> Option<&str> {
     (!path.is_empty() && path != ":memory:").then_some(path)
 }
 
-/// One writing transaction.
+/// One writing transaction. The changes of members it makes are written to the change
+/// log by its commit.
 pub struct Tx {
     tx: sqlx::Transaction<'static, Any>,
     backend: Backend,
+    changes: changes::PendingChanges,
+    feed: std::sync::Arc<changes::ChangeFeed>,
 }
 
 impl Tx {
-    pub async fn commit(self) -> Result<(), StoreError> {
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        let logged = self.write_changes().await?;
         self.tx.commit().await?;
+        if logged {
+            self.feed.poke();
+        }
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! Member queries: look-ups, sign-up, profile changes, password hashes and withdrawal.
 
+use crate::changes::ChangeKind;
 use crate::rows::{MemberRow, member_columns};
 use crate::{Store, StoreError, Tx};
 
@@ -148,6 +149,7 @@ impl Tx {
         .fetch_one(self.conn())
         .await
         .map_err(StoreError::from_write)?;
+        self.note_change(id, ChangeKind::Created);
         Ok(MemberRow {
             id,
             email: m.email.clone(),
@@ -195,6 +197,7 @@ impl Tx {
         .execute(self.conn())
         .await
         .map_err(StoreError::from_write)?;
+        self.note_change(next.id, ChangeKind::Updated);
         Ok(next)
     }
 
@@ -208,19 +211,26 @@ impl Tx {
     ) -> Result<(), StoreError> {
         match touch {
             Some(now) => {
-                sqlx::query("UPDATE members SET password_hash = $1, updated_at = $2 WHERE id = $3 AND deleted_at IS NULL")
+                let done = sqlx::query("UPDATE members SET password_hash = $1, updated_at = $2 WHERE id = $3 AND deleted_at IS NULL")
                     .bind(hash)
                     .bind(now)
                     .bind(id)
                     .execute(self.conn())
-                    .await?
+                    .await?;
+                // Its update time moved: those who keep the member see it.
+                if done.rows_affected() > 0 {
+                    self.note_change(id, ChangeKind::Updated);
+                }
+                done
             }
             None => {
-                sqlx::query("UPDATE members SET password_hash = $1 WHERE id = $2 AND deleted_at IS NULL")
-                    .bind(hash)
-                    .bind(id)
-                    .execute(self.conn())
-                    .await?
+                sqlx::query(
+                    "UPDATE members SET password_hash = $1 WHERE id = $2 AND deleted_at IS NULL",
+                )
+                .bind(hash)
+                .bind(id)
+                .execute(self.conn())
+                .await?
             }
         };
         Ok(())
@@ -228,7 +238,7 @@ impl Tx {
 
     /// Withdrawal: the row stays (the id is never reused), scrubbed of personal data.
     pub async fn withdraw(&mut self, id: i64, now: i64) -> Result<(), StoreError> {
-        sqlx::query(
+        let done = sqlx::query(
             "UPDATE members SET email = $1, nickname = '(deleted)', phone_number = NULL, profile_image_url = NULL, \
              password_hash = $2, deleted_at = $3, updated_at = $3 WHERE id = $4 AND deleted_at IS NULL",
         )
@@ -238,6 +248,9 @@ impl Tx {
         .bind(id)
         .execute(self.conn())
         .await?;
+        if done.rows_affected() > 0 {
+            self.note_change(id, ChangeKind::Withdrawn);
+        }
         Ok(())
     }
 }

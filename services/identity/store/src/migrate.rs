@@ -33,6 +33,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0004_imported_legacy_sessions.sql"),
         postgres: include_str!("../migrations/postgres/0004_imported_legacy_sessions.sql"),
     },
+    Migration {
+        version: 5,
+        sqlite: include_str!("../migrations/sqlite/0005_member_changes.sql"),
+        postgres: include_str!("../migrations/postgres/0005_member_changes.sql"),
+    },
 ];
 
 /// Arbitrary constant naming our advisory lock.

@@ -5,6 +5,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod change_stream;
 mod cutover;
 mod migrating;
 mod proxy_limits;

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod changes;
 mod grpc;
 mod migration;
 mod process;

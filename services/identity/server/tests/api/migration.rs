@@ -704,3 +704,80 @@ async fn dry_runs_write_nothing_on_either_side() {
         "nothing here"
     );
 }
+
+/// Members other services cache change on the legacy too while migrating: what the sync
+/// brings in appears in `WatchMemberChanges` like a change made here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_changes_reach_the_change_stream() {
+    use identity_proto::identity::v1::identity_service_client::IdentityServiceClient;
+    use identity_proto::identity::v1::member_change::Kind;
+    use identity_proto::identity::v1::{MemberChange, WatchMemberChangesRequest};
+
+    let (app, legacy) = setup().await;
+    let c = &app.client;
+    let mut stream = IdentityServiceClient::connect(format!("http://{}", app.grpc))
+        .await
+        .unwrap()
+        .watch_member_changes(WatchMemberChangesRequest { after_seq: None })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut next = async || -> MemberChange {
+        tokio::time::timeout(std::time::Duration::from_secs(20), stream.message())
+            .await
+            .expect("a change within 20 s")
+            .unwrap()
+            .expect("the stream goes on")
+    };
+
+    let (s, theirs) = call(c, "POST", format!("{}/api/v1/users", legacy.url), None, Some(json!({"user": {"email": "cached@example.com", "password": "password123", "nickname": "cached"}}))).await;
+    assert_eq!(s, 201);
+    let id = theirs["id"].as_i64().unwrap();
+    let created = next().await;
+    assert_eq!((created.member_id, created.kind()), (id, Kind::Created));
+
+    let (_, session) = call(
+        c,
+        "POST",
+        format!("{}/api/v1/sessions", legacy.url),
+        None,
+        Some(json!({"email": "cached@example.com", "password": "password123"})),
+    )
+    .await;
+    let token = session["token"].as_str().unwrap().to_owned();
+    let (s, _) = call(
+        c,
+        "PATCH",
+        format!("{}/api/v1/users/me", legacy.url),
+        Some(&token),
+        Some(json!({"user": {"nickname": "renamed"}})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    loop {
+        let change = next().await;
+        assert_eq!((change.member_id, change.kind()), (id, Kind::Updated));
+        if change.member.is_some_and(|m| m.nickname == "renamed") {
+            break;
+        }
+    }
+
+    let (s, _) = call(
+        c,
+        "DELETE",
+        format!("{}/api/v1/users/me", legacy.url),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+    loop {
+        let change = next().await;
+        assert_eq!(change.member_id, id);
+        if change.kind() == Kind::Withdrawn {
+            assert_eq!(change.member, None);
+            break;
+        }
+        assert_eq!(change.kind(), Kind::Updated);
+    }
+}

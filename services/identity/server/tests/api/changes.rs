@@ -1,0 +1,237 @@
+//! `WatchMemberChanges` over real HTTP/2: each change once, in commit order, with the
+//! member attached (none once withdrawn); resuming from a cursor; concurrent writers
+//! numbered without gaps; cursors refused with their reason; open streams ended by a
+//! shutdown.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use identity_proto::identity::v1 as pb;
+use identity_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use pb::member_change::Kind;
+use tonic::transport::Channel;
+use tonic::{Code, Streaming};
+use tonic_types::StatusExt;
+
+use crate::on_both_databases;
+use crate::support::{Db, TestApp, spawn};
+
+async fn client(app: &TestApp) -> IdentityServiceClient<Channel> {
+    IdentityServiceClient::connect(format!("http://{}", app.grpc))
+        .await
+        .expect("gRPC connects")
+}
+
+async fn watch(
+    app: &TestApp,
+    after: Option<i64>,
+) -> Result<Streaming<pb::MemberChange>, tonic::Status> {
+    client(app)
+        .await
+        .watch_member_changes(pb::WatchMemberChangesRequest { after_seq: after })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn next(stream: &mut Streaming<pb::MemberChange>) -> pb::MemberChange {
+    tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .expect("a change within 20 s")
+        .expect("the stream goes on")
+        .expect("a change, not the end")
+}
+
+fn sign_up(email: &str) -> pb::SignUpRequest {
+    pb::SignUpRequest {
+        email: email.into(),
+        password: "password123".into(),
+        nickname: "watched".into(),
+        ..Default::default()
+    }
+}
+
+async fn access_token(c: &mut IdentityServiceClient<Channel>, email: &str) -> String {
+    c.authenticate(pb::AuthenticateRequest {
+        email: email.into(),
+        password: "password123".into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .session
+    .unwrap()
+    .access_token
+}
+
+fn as_member<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req
+}
+
+on_both_databases!(changes_are_streamed_and_resumed, |db: Db| async move {
+    let app = spawn(db).await;
+    let mut c = client(&app).await;
+    let mut live = watch(&app, None).await.unwrap();
+
+    let a = c
+        .sign_up(sign_up("a@x.io"))
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    let created = next(&mut live).await;
+    assert_eq!(
+        (created.seq, created.member_id, created.kind()),
+        (1, a.id, Kind::Created)
+    );
+    let shown = created.member.expect("the member");
+    assert_eq!((shown.id, shown.nickname.as_str()), (a.id, "watched"));
+    assert!(created.change_time.is_some());
+
+    let token = access_token(&mut c, "a@x.io").await;
+    c.update_profile(as_member(
+        pb::UpdateProfileRequest {
+            nickname: Some("renamed".into()),
+            ..Default::default()
+        },
+        &token,
+    ))
+    .await
+    .unwrap();
+    let updated = next(&mut live).await;
+    assert_eq!((updated.seq, updated.kind()), (2, Kind::Updated));
+    assert_eq!(updated.member.map(|m| m.nickname), Some("renamed".into()));
+
+    c.withdraw_member(as_member(pb::WithdrawMemberRequest {}, &token))
+        .await
+        .unwrap();
+    let withdrawn = next(&mut live).await;
+    assert_eq!(
+        (withdrawn.seq, withdrawn.member_id, withdrawn.kind()),
+        (3, a.id, Kind::Withdrawn)
+    );
+    assert_eq!(
+        withdrawn.member, None,
+        "a withdrawal carries no personal data"
+    );
+
+    // From the start: the same changes again, none of them showing the withdrawn member.
+    let mut replay = watch(&app, Some(0)).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let m = next(&mut replay).await;
+        assert_eq!(m.member, None);
+        seen.push((m.seq, m.member_id, m.kind()));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (1, a.id, Kind::Created),
+            (2, a.id, Kind::Updated),
+            (3, a.id, Kind::Withdrawn)
+        ]
+    );
+
+    // From the last change: only what comes next, on every stream.
+    let mut resumed = watch(&app, Some(3)).await.unwrap();
+    let b = c
+        .sign_up(sign_up("b@x.io"))
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    for stream in [&mut resumed, &mut live, &mut replay] {
+        let m = next(stream).await;
+        assert_eq!((m.seq, m.member_id, m.kind()), (4, b.id, Kind::Created));
+    }
+
+    // Cursors that cannot be followed, with their reason.
+    let ahead = watch(&app, Some(99)).await.unwrap_err();
+    assert_eq!(ahead.code(), Code::OutOfRange, "{ahead:?}");
+    let info = ahead.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(info.reason, "CURSOR_AHEAD");
+    assert_eq!(info.metadata.get("last_seq").map(String::as_str), Some("4"));
+    let negative = watch(&app, Some(-1)).await.unwrap_err();
+    assert_eq!(negative.code(), Code::InvalidArgument, "{negative:?}");
+    let store = identity_store::Store::connect(&app.database_url, &Default::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    assert_eq!(store.prune_changes(Duration::ZERO).await.unwrap(), 4);
+    let expired = watch(&app, Some(0)).await.unwrap_err();
+    assert_eq!(expired.code(), Code::OutOfRange, "{expired:?}");
+    let info = expired.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(info.reason, "CURSOR_EXPIRED");
+    assert_eq!(
+        info.metadata.get("first_kept_seq").map(String::as_str),
+        Some("5")
+    );
+    // A follower at the last change goes on after the pruning.
+    assert!(watch(&app, Some(4)).await.is_ok());
+});
+
+on_both_databases!(
+    concurrent_writers_are_numbered_without_gaps,
+    |db: Db| async move {
+        let app = spawn(db).await;
+        let mut live = watch(&app, None).await.unwrap();
+        const WRITERS: usize = 6;
+        const MEMBERS: usize = 8;
+        let mut writers = Vec::new();
+        for w in 0..WRITERS {
+            let mut c = client(&app).await;
+            writers.push(tokio::spawn(async move {
+                for i in 0..MEMBERS {
+                    let email = format!("w{w}-{i}@x.io");
+                    c.sign_up(sign_up(&email)).await.unwrap();
+                    let token = access_token(&mut c, &email).await;
+                    c.update_profile(as_member(
+                        pb::UpdateProfileRequest {
+                            nickname: Some(format!("w{w} m{i}")),
+                            ..Default::default()
+                        },
+                        &token,
+                    ))
+                    .await
+                    .unwrap();
+                }
+            }));
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        let total = (WRITERS * MEMBERS * 2) as i64;
+        let mut kinds: HashMap<i64, Vec<Kind>> = HashMap::new();
+        for expected in 1..=total {
+            let m = next(&mut live).await;
+            assert_eq!(
+                m.seq, expected,
+                "numbers follow each other as the commits did"
+            );
+            kinds.entry(m.member_id).or_default().push(m.kind());
+        }
+        assert_eq!(kinds.len(), WRITERS * MEMBERS);
+        assert!(
+            kinds.values().all(|k| k == &[Kind::Created, Kind::Updated]),
+            "{kinds:?}"
+        );
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_ends_open_streams_with_unavailable() {
+    let app = spawn(Db::Sqlite).await;
+    let mut live = watch(&app, None).await.unwrap();
+    let grpc = app.grpc;
+    drop(app);
+    let ended = tokio::time::timeout(Duration::from_secs(10), live.message())
+        .await
+        .expect("the stream ends before the grace period does");
+    let status = ended.expect_err("ended by the server");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?} from {grpc}");
+    assert!(status.message().contains("resume"), "{status:?}");
+}
