@@ -25,7 +25,7 @@ use identity_tokens::Tokens;
 pub use changes::{ChangeWatch, CursorError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::CoreError;
-pub use identity_store::{ChangeKind, ChangeRow, MemberRow};
+pub use identity_store::{ChangeKind, ChangeRow, MemberRow, SessionCacheState};
 pub use legacy::LegacyLink;
 pub use members::{MAX_BATCH_IDS, member_view};
 pub use sessions::{Introspection, IssuedSession, Principal};

@@ -12,6 +12,30 @@ pub use service::{GrpcService, Observer};
 
 use identity_proto::identity::v1::identity_service_server::IdentityServiceServer;
 
+/// A status code's name as metrics label it (`Ok`, `NotFound`, ...: its `Debug` form).
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "Ok",
+        Code::Cancelled => "Cancelled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
 /// The tonic service, ready to add to a server.
 pub fn identity_service(service: GrpcService) -> IdentityServiceServer<GrpcService> {
     IdentityServiceServer::new(service)
@@ -38,4 +62,15 @@ pub fn reflection_services() -> Result<
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     Ok((v1, v1alpha))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn code_names_are_the_debug_names() {
+        for n in 0..=16 {
+            let code = tonic::Code::from_i32(n);
+            assert_eq!(super::code_name(code), format!("{code:?}"));
+        }
+    }
 }

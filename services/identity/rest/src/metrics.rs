@@ -25,17 +25,22 @@ struct EndpointLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GrpcLabels {
-    method: String,
-    code: String,
+    method: &'static str,
+    code: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodLabel {
-    method: String,
+    method: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PollLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LookupLabel {
     result: &'static str,
 }
 
@@ -59,6 +64,9 @@ pub struct Metrics {
     sync_leader: Gauge,
     migrating: Gauge,
     http_in_flight: Gauge,
+    session_cache_serving: Gauge,
+    session_cache_entries: Gauge,
+    session_cache_lookups: Family<LookupLabel, Counter>,
 }
 
 /// One REST request in flight; counted until dropped.
@@ -142,8 +150,29 @@ impl Metrics {
             "REST requests received and not yet answered",
             http_in_flight.clone(),
         );
+        let session_cache_serving = Gauge::default();
+        let session_cache_entries = Gauge::default();
+        let session_cache_lookups = Family::<LookupLabel, Counter>::default();
+        registry.register(
+            "session_cache_serving",
+            "1 while VerifyAccessToken answers from the session cache (PostgreSQL, hearing every session end)",
+            session_cache_serving.clone(),
+        );
+        registry.register(
+            "session_cache_entries",
+            "Live sessions kept by the session cache",
+            session_cache_entries.clone(),
+        );
+        registry.register(
+            "session_cache_lookups",
+            "Session cache look-ups by result (hit, miss: read from the database)",
+            session_cache_lookups.clone(),
+        );
         Self {
             registry,
+            session_cache_serving,
+            session_cache_entries,
+            session_cache_lookups,
             http_requests,
             http_latency,
             grpc_requests,
@@ -177,17 +206,27 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn observe_grpc(&self, method: &str, code: &str, elapsed: Duration) {
+    /// The session cache's state, taken at each scrape (its counters only ever grow).
+    pub fn observe_session_cache(&self, state: identity_core::SessionCacheState) {
+        self.session_cache_serving.set(i64::from(state.trusted));
+        self.session_cache_entries
+            .set(i64::try_from(state.entries).unwrap_or(i64::MAX));
+        for (result, total) in [("hit", state.hits), ("miss", state.misses)] {
+            let counter = self
+                .session_cache_lookups
+                .get_or_create(&LookupLabel { result });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+
+    /// One gRPC call: its method and status code name (`Ok`, `NotFound`, ...), static
+    /// strings, so that counting allocates nothing.
+    pub fn observe_grpc(&self, method: &'static str, code: &'static str, elapsed: Duration) {
         self.grpc_requests
-            .get_or_create(&GrpcLabels {
-                method: method.to_owned(),
-                code: code.to_owned(),
-            })
+            .get_or_create(&GrpcLabels { method, code })
             .inc();
         self.grpc_latency
-            .get_or_create(&MethodLabel {
-                method: method.to_owned(),
-            })
+            .get_or_create(&MethodLabel { method })
             .observe(elapsed.as_secs_f64());
     }
 

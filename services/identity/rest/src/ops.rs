@@ -32,6 +32,9 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state
+        .metrics
+        .observe_session_cache(state.identity.store().session_cache_state());
     (
         [(
             header::CONTENT_TYPE,

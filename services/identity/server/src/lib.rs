@@ -80,6 +80,8 @@ impl Application {
             },
             ..CoreConfig::default()
         };
+        // Other replicas' commits heard from the start (PostgreSQL).
+        store.listen();
         let identity = Identity::new(store, hasher, tokens, Arc::new(SystemClock), core_config);
         let http = TcpListener::bind(args.http_addr)
             .await
@@ -168,7 +170,7 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let metrics = Arc::clone(&self.state.metrics);
         let observer: identity_grpc::Observer = Arc::new(move |method, code, elapsed| {
-            metrics.observe_grpc(method, &format!("{code:?}"), elapsed)
+            metrics.observe_grpc(method, identity_grpc::code_name(code), elapsed)
         });
         let grpc_service = identity_grpc::GrpcService::new(
             self.identity.clone(),

@@ -4,17 +4,13 @@
 //! wait for the next change: PostgreSQL's `LISTEN`/`NOTIFY` across replicas, an
 //! in-process signal besides, and polling as the floor (SQLite, or a lost listener).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Row;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::rows::{MemberRow, member_columns};
 use crate::{Backend, Store, StoreError, Tx};
-
-/// The channel of PostgreSQL's notifications (also named in `WRITE_CHANGES_POSTGRES`).
-const CHANNEL: &str = "identity_member_changes";
 
 /// What happened to a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,35 +56,6 @@ pub struct ChangeBounds {
     /// The first kept (`last + 1` when none is kept).
     pub first: i64,
     pub last: i64,
-}
-
-/// Wake-ups for those who wait for changes: a generation that moves on each change
-/// this process committed or PostgreSQL announced.
-pub(crate) struct ChangeFeed {
-    generation: watch::Sender<u64>,
-    listening: std::sync::Once,
-    /// Ends the listener when the last handle of the store is gone.
-    stop: Arc<Notify>,
-}
-
-impl ChangeFeed {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self {
-            generation: watch::Sender::new(0),
-            listening: std::sync::Once::new(),
-            stop: Arc::new(Notify::new()),
-        })
-    }
-
-    pub(crate) fn poke(&self) {
-        self.generation.send_modify(|g| *g = g.wrapping_add(1));
-    }
-}
-
-impl Drop for ChangeFeed {
-    fn drop(&mut self) {
-        self.stop.notify_one();
-    }
 }
 
 /// Pending changes of a transaction, written when it commits.
@@ -163,6 +130,11 @@ impl Tx {
     /// Notes a change of a member, written to the log when the transaction commits.
     pub(crate) fn note_change(&mut self, member_id: i64, kind: ChangeKind) {
         self.changes.note(member_id, kind);
+        if kind == ChangeKind::Withdrawn {
+            // A withdrawn member's sessions are over, however the withdrawal came
+            // (the legacy sync does not end them one by one).
+            self.ends.note_all();
+        }
     }
 
     /// Writes the pending changes, numbered after the last one, as the transaction's
@@ -301,51 +273,8 @@ impl Store {
     /// A receiver whose value moves when a change may have been written; on PostgreSQL
     /// the first call starts listening for other replicas' changes.
     pub fn watch_changes(&self) -> watch::Receiver<u64> {
-        if self.backend == Backend::Postgres {
-            self.feed.listening.call_once(|| {
-                tokio::spawn(listen(
-                    self.url.clone(),
-                    Arc::downgrade(&self.feed),
-                    Arc::clone(&self.feed.stop),
-                ));
-            });
-        }
-        self.feed.generation.subscribe()
-    }
-}
-
-/// Listens for PostgreSQL's notifications of changes and pokes the feed; listens again
-/// a second after the connection is lost (the waiters poll meanwhile). Ends with the
-/// store.
-async fn listen(url: String, feed: std::sync::Weak<ChangeFeed>, stop: Arc<Notify>) {
-    let poke = || feed.upgrade().map(|f| f.poke()).is_some();
-    loop {
-        let lost = async {
-            match sqlx::postgres::PgListener::connect(&url).await {
-                Ok(mut listener) => match listener.listen(CHANNEL).await {
-                    Ok(()) => {
-                        // Whatever was missed while not listening is found by the next read.
-                        poke();
-                        while listener.recv().await.is_ok() {
-                            if !poke() {
-                                return;
-                            }
-                        }
-                        tracing::warn!("change notifications lost: listening again");
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot listen for change notifications"),
-                },
-                Err(e) => tracing::warn!(error = %e, "cannot listen for change notifications"),
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        };
-        tokio::select! {
-            () = stop.notified() => return,
-            () = lost => {}
-        }
-        if feed.strong_count() == 0 {
-            return;
-        }
+        self.listen();
+        self.signals.changes.subscribe()
     }
 }
 

@@ -18,7 +18,9 @@ mod members;
 mod migrate;
 mod reads;
 mod rows;
+mod session_cache;
 mod sessions;
+mod signals;
 mod throttle;
 
 use std::path::Path;
@@ -32,6 +34,7 @@ pub use changes::{ChangeBounds, ChangeKind, ChangeRow};
 pub use lead::Leadership;
 pub use members::{NewMember, ProfileUpdate};
 pub use rows::{MemberRow, RefreshRow, SessionRow};
+pub use session_cache::{LiveSession, SessionCacheState};
 pub use sessions::IMPORTED_LEGACY_JTI;
 
 /// Which database engine is behind the URL.
@@ -100,8 +103,8 @@ pub struct Store {
     backend: Backend,
     /// The hot point reads, batched (see `batch`).
     reads: std::sync::Arc<reads::Reads>,
-    /// Wake-ups of those who follow the change log.
-    feed: std::sync::Arc<changes::ChangeFeed>,
+    /// What commits signal: the change log's followers, the session cache.
+    signals: std::sync::Arc<signals::Signals>,
     /// Where the database is (PostgreSQL's listener connects on its own).
     url: String,
 }
@@ -167,7 +170,7 @@ impl Store {
             pool,
             backend,
             reads,
-            feed: changes::ChangeFeed::new(),
+            signals: signals::Signals::new(),
             url: url.to_owned(),
         };
         migrate::run(&store.pool, backend).await?;
@@ -195,7 +198,8 @@ impl Store {
             tx,
             backend: self.backend,
             changes: changes::PendingChanges::default(),
-            feed: std::sync::Arc::clone(&self.feed),
+            ends: session_cache::PendingEnds::default(),
+            signals: std::sync::Arc::clone(&self.signals),
         })
     }
 
@@ -206,6 +210,19 @@ impl Store {
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The session cache's state (metrics).
+    pub fn session_cache_state(&self) -> SessionCacheState {
+        self.signals.sessions.state()
+    }
+
+    /// On PostgreSQL, starts listening for other replicas' commits (once; also done on
+    /// first need): the change log's followers wake at once, the session cache serves.
+    pub fn listen(&self) {
+        if self.backend == Backend::Postgres {
+            self.signals.listen_once(&self.url);
+        }
     }
 }
 
@@ -238,20 +255,35 @@ fn sqlite_path(url: &str) -> Option<&str> {
 }
 
 /// One writing transaction. The changes of members it makes are written to the change
-/// log by its commit.
+/// log by its commit, and the sessions it ends are forgotten by every replica's cache.
 pub struct Tx {
     tx: sqlx::Transaction<'static, Any>,
     backend: Backend,
     changes: changes::PendingChanges,
-    feed: std::sync::Arc<changes::ChangeFeed>,
+    ends: session_cache::PendingEnds,
+    signals: std::sync::Arc<signals::Signals>,
 }
 
 impl Tx {
     pub async fn commit(mut self) -> Result<(), StoreError> {
         let logged = self.write_changes().await?;
+        let ends = self.ends.take();
+        if let Some(ends) = &ends
+            && self.backend == Backend::Postgres
+        {
+            // Heard by every replica when (and only if) the transaction commits.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(signals::SESSION_ENDS)
+                .bind(ends.payload(7900))
+                .execute(self.conn())
+                .await?;
+        }
         self.tx.commit().await?;
         if logged {
-            self.feed.poke();
+            self.signals.changed();
+        }
+        if let Some(ends) = &ends {
+            self.signals.sessions.forget(ends);
         }
         Ok(())
     }

@@ -5,6 +5,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::rows::{MemberRow, RefreshRow, SessionRow, member_columns, session_columns};
+use crate::session_cache::LiveSession;
 use crate::{Store, StoreError, Tx};
 
 const SESSION_WITH_MEMBER: &str = concat!(
@@ -89,6 +90,30 @@ impl Store {
         session_id: &str,
     ) -> Result<Option<(SessionRow, MemberRow, Option<String>)>, StoreError> {
         self.reads.sessions.get(session_id.to_owned()).await
+    }
+
+    /// A session if it is live (not ended, its member not withdrawn), as introspection
+    /// reads it: from the session cache when it may serve (see `session_cache`).
+    pub async fn live_session(&self, session_id: &str) -> Result<Option<LiveSession>, StoreError> {
+        let cache = &self.signals.sessions;
+        if let Some(live) = cache.get(session_id) {
+            return Ok(Some(live));
+        }
+        self.listen();
+        let generation = cache.generation();
+        let live = self
+            .session_with_member(session_id)
+            .await?
+            .filter(|(s, m)| !s.is_ended() && !m.is_withdrawn())
+            .map(|(s, _)| LiveSession {
+                member_id: s.member_id,
+                access_jti: s.access_jti,
+                access_expires_at: s.access_expires_at,
+            });
+        if let (Some(live), Some(generation)) = (&live, generation) {
+            cache.keep(generation, session_id, live.clone());
+        }
+        Ok(live)
     }
 
     /// A session and its member, whatever their state (the caller decides).
@@ -197,6 +222,8 @@ impl Tx {
             .bind(session_id)
             .execute(self.conn())
             .await?;
+        // The previous access token is over.
+        self.ends.note(session_id);
         self.insert_refresh(new_hash, session_id, now).await?;
         Ok(true)
     }
@@ -241,15 +268,18 @@ impl Tx {
         reason: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE sessions SET ended_at = $1, end_reason = $2 WHERE legacy_access_hash = $3 AND access_jti = $4 AND ended_at IS NULL",
+        let ended: Vec<String> = sqlx::query_scalar(
+            "UPDATE sessions SET ended_at = $1, end_reason = $2 WHERE legacy_access_hash = $3 AND access_jti = $4 AND ended_at IS NULL RETURNING id",
         )
         .bind(now)
         .bind(reason)
         .bind(access_hash)
         .bind(IMPORTED_LEGACY_JTI)
-        .execute(self.conn())
+        .fetch_all(self.conn())
         .await?;
+        for id in &ended {
+            self.ends.note(id);
+        }
         Ok(())
     }
 
@@ -297,7 +327,7 @@ impl Tx {
         reason: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let done = sqlx::query(
             "UPDATE sessions SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL",
         )
         .bind(now)
@@ -305,6 +335,9 @@ impl Tx {
         .bind(session_id)
         .execute(self.conn())
         .await?;
+        if done.rows_affected() > 0 {
+            self.ends.note(session_id);
+        }
         Ok(())
     }
 
@@ -316,15 +349,18 @@ impl Tx {
         reason: &str,
         now: i64,
     ) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE sessions SET ended_at = $1, end_reason = $2 WHERE member_id = $3 AND id <> $4 AND ended_at IS NULL",
+        let ended: Vec<String> = sqlx::query_scalar(
+            "UPDATE sessions SET ended_at = $1, end_reason = $2 WHERE member_id = $3 AND id <> $4 AND ended_at IS NULL RETURNING id",
         )
         .bind(now)
         .bind(reason)
         .bind(member_id)
         .bind(except.unwrap_or(""))
-        .execute(self.conn())
+        .fetch_all(self.conn())
         .await?;
-        Ok(done.rows_affected())
+        for id in &ended {
+            self.ends.note(id);
+        }
+        Ok(ended.len() as u64)
     }
 }

@@ -63,7 +63,7 @@ struct Header {
 pub struct Tokens {
     keys: KeySet,
     config: TokenConfig,
-    verified: Arc<RwLock<HashMap<Box<str>, AccessClaims>>>,
+    verified: Arc<RwLock<HashMap<Box<str>, Arc<AccessClaims>>>>,
 }
 
 /// Tokens whose signature was checked, kept so that a client's next requests skip the
@@ -115,8 +115,9 @@ impl Tokens {
         token
     }
 
-    /// Checks the signature, the issuer, the audience and the expiry.
-    pub fn verify(&self, token: &str, now_secs: i64) -> Result<AccessClaims, TokenError> {
+    /// Checks the signature, the issuer, the audience and the expiry (shared claims: a
+    /// token verified before costs a look-up, no copy).
+    pub fn verify(&self, token: &str, now_secs: i64) -> Result<Arc<AccessClaims>, TokenError> {
         let cached = self
             .verified
             .read()
@@ -129,12 +130,12 @@ impl Tokens {
                 Ok(claims)
             };
         }
-        let claims = self.verify_uncached(token, now_secs)?;
+        let claims = Arc::new(self.verify_uncached(token, now_secs)?);
         if let Ok(mut cache) = self.verified.write() {
             if cache.len() >= VERIFIED_CACHE_ENTRIES {
                 cache.clear();
             }
-            cache.insert(token.into(), claims.clone());
+            cache.insert(token.into(), Arc::clone(&claims));
         }
         Ok(claims)
     }

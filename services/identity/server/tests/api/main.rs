@@ -5,6 +5,7 @@ mod support;
 
 mod changes;
 mod grpc;
+mod introspection;
 mod migration;
 mod process;
 mod rest;

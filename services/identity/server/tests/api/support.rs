@@ -19,7 +19,7 @@ pub struct TestApp {
     pub grpc: SocketAddr,
     pub client: reqwest::Client,
     pub database_url: String,
-    _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -50,6 +50,22 @@ pub async fn spawn_in(db: Db, dir: tempfile::TempDir, extra: &[&str]) -> TestApp
         ),
         Db::Postgres => test_support::fresh_postgres_database(),
     };
+    spawn_on(&database_url, dir, extra).await
+}
+
+/// Another replica of `app`: the same database and signing key, its own listeners.
+pub async fn replica(app: &TestApp) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        app.dir.path().join("jwt-signing-key.pem"),
+        dir.path().join("jwt-signing-key.pem"),
+    )
+    .expect("the first replica's signing key");
+    spawn_on(&app.database_url, dir, &[]).await
+}
+
+async fn spawn_on(database_url: &str, dir: tempfile::TempDir, extra: &[&str]) -> TestApp {
+    let database_url = database_url.to_owned();
     let data_dir = dir.path().display().to_string();
     let mut argv = vec![
         "identity",
@@ -85,7 +101,7 @@ pub async fn spawn_in(db: Db, dir: tempfile::TempDir, extra: &[&str]) -> TestApp
         grpc,
         database_url: database_url.clone(),
         client: reqwest::Client::new(),
-        _dir: dir,
+        dir,
         stop: Some(tx),
     }
 }
