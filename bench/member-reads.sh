@@ -11,6 +11,10 @@
 #   The change stream: members renamed at 500/s through one replica, followed on it and
 #   on a second replica of the same database; each change's lag from its commit to its
 #   arrival, beside PostgreSQL's own NOTIFY -> LISTEN at the same rate.
+#   REST GET /api/v1/users/me (wrk, 64 connections, 1,000 members' tokens drawn at
+#   random, 200,000 past sessions in each side's table) while migrating (each request also reads its legacy session and member on
+#   the legacy's PostgreSQL database) beside the same service standing alone on the same
+#   identity database.
 # Each pair runs twice, interleaved (baseline, ours, baseline, ours), on one machine: the
 # ratio is the figure. A missing baseline (pgbench, initdb) stops the run.
 # A benchmark reports; it does not assert. Goal lines say MET or NOT MET.
@@ -107,6 +111,38 @@ start_identity postgres-b "$pg/identity"
   --tokens "$work/tokens.txt" --database-url "$pg/identity" --rate 500 --seconds "$secs" | tee "$work/lag.txt"
 kill "${pids[-1]}" "${pids[-2]}"; wait "${pids[-1]}" "${pids[-2]}" 2>/dev/null || true
 
+echo "== GET /api/v1/users/me: migrating beside standing alone (PostgreSQL both sides)"
+command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk): no figures" >&2; exit 1; }
+psql "$pg/postgres" -qc "CREATE DATABASE legacy" -c "CREATE DATABASE identity_me" >/dev/null
+"$bin/member-load" seed-legacy --database-url "$pg/legacy" --members 5000 --password benchmark-pw
+mhttp=$(free_port); mgrpc=$(free_port)
+"$bin/identity" serve --database-url "$pg/identity_me" --legacy-database-url "$pg/legacy" --legacy-bcrypt-cost 4 \
+  --data-dir "$work/migrating" --http-addr "127.0.0.1:$mhttp" --grpc-addr "127.0.0.1:$mgrpc" \
+  --argon2-memory-kib 1024 --argon2-iterations 1 --log-format text >"$work/migrating.log" 2>&1 &
+pids+=($!); wait_http "http://127.0.0.1:$mhttp/healthz"
+"$bin/member-load" tokens --base-url "http://127.0.0.1:$mhttp" --members 5000 --count 1000 --password benchmark-pw >"$work/me-tokens.txt"
+# Sessions tables of a service that has run a while: 200,000 past sessions on each side.
+psql "$pg/identity_me" -qc "INSERT INTO sessions (id, member_id, access_jti, created_at, access_expires_at, refresh_expires_at, ended_at, end_reason)
+  SELECT 'past-' || g, 1 + g % 5000, 'past', 0, 0, 0, 1, 'logout' FROM generate_series(1, 200000) g" -c "ANALYZE sessions"
+psql "$pg/legacy" -qc "INSERT INTO sessions (user_id, token, refresh_token, expires_at, refresh_expires_at, created_at, updated_at)
+  SELECT 1 + g % 5000, 'past-' || g, 'past-r-' || g, now() - interval '1 day', now() - interval '1 day', now() - interval '2 days', now() - interval '2 days'
+  FROM generate_series(1, 200000) g" -c "ANALYZE sessions"
+mkdir -p "$work/alone"
+cp "$work/migrating/jwt-signing-key.pem" "$work/alone/"
+start_identity alone "$pg/identity_me"
+me_run() { # label port
+  TOKENS="$work/me-tokens.txt" wrk -t2 -c64 -d"${secs}s" --latency -s bench/random-token.lua "http://127.0.0.1:$2" >"$work/wrk.txt"
+  grep -q "Non-2xx" "$work/wrk.txt" && { cat "$work/wrk.txt" >&2; echo "bench: /users/me answered errors" >&2; exit 1; }
+  awk -v l="$1" '/Requests\/sec/ {rps = $2} $1 == "99%" {p = $2; if (p ~ /us$/) p = p / 1000; else if (p ~ /ms$/) p = p + 0; else if (p ~ /s$/) p = p * 1000}
+    END { print l "\t" rps "\t" p }' "$work/wrk.txt" >>"$results"
+  printf '%s: %s req/s\n' "$1" "$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")"
+}
+for round in 1 2; do
+  me_run "/users/me standing alone #$round" "$http"
+  me_run "/users/me migrating #$round" "$mhttp"
+done
+kill "${pids[-1]}" "${pids[-2]}"; wait "${pids[-1]}" "${pids[-2]}" 2>/dev/null || true
+
 echo "== SQLite: the same members"
 sqlite="sqlite://$work/identity.sqlite3?mode=rwc"
 start_identity sqlite "$sqlite"
@@ -135,6 +171,7 @@ pairs = [
     ("GetMember (PostgreSQL)", "pg point select"),
     ("BatchGetMembers (PostgreSQL)", "pg 100-row select"),
     ("VerifyAccessToken (PostgreSQL)", "GetMember (PostgreSQL)"),
+    ("/users/me migrating", "/users/me standing alone"),
     ("GetMember (SQLite)", "sqlite point read"),
     ("BatchGetMembers (SQLite)", "sqlite 100-row read"),
 ]
@@ -149,6 +186,8 @@ b, pb = rate("BatchGetMembers (PostgreSQL)"), rate("pg 100-row select")
 goal(b >= 0.5 * pb, f"BatchGetMembers(100) >= 0.5x pgbench 100-row selects: {b / pb:.2f}x")
 v = rate("VerifyAccessToken (PostgreSQL)")
 goal(v >= 2 * g, f"VerifyAccessToken >= 2x GetMember: {v / g:.2f}x")
+m, a = rate("/users/me migrating"), rate("/users/me standing alone")
+goal(m >= 0.8 * a, f"/users/me while migrating >= 0.8x standing alone: {m / a:.2f}x")
 EOF
 awk '/^WatchMemberChanges on/ { for (i = 1; i <= NF; i++) if ($i == "p99") p = $(i+1); if (p + 0 > worst) worst = p + 0; n++ }
      END { printf "  %s  WatchMemberChanges p99 lag <= 100 ms at 500 changes/s (both replicas): %.2f ms\n", (n == 2 && worst <= 100) ? "MET    " : "NOT MET", worst }' "$work/lag.txt"

@@ -40,6 +40,45 @@ pub(crate) async fn seed(legacy: &LegacyDb, n: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Legacy members `seed-{id}@example.com` for `id` in `1..=n`, each with a bcrypt
+/// digest of `password` at `cost` (as the legacy writes them), for log-ins through the
+/// identity service while migrating.
+pub async fn seed_with_password(
+    url: &str,
+    n: i64,
+    password: &str,
+    cost: u32,
+) -> anyhow::Result<()> {
+    let legacy = LegacyDb::connect(url, 4).await?;
+    legacy.ensure_schema().await?;
+    let hasher = identity_passwords::Hasher::new(&identity_passwords::PasswordConfig::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let digest = hasher
+        .legacy_bcrypt(password, cost)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let stamp = match legacy.backend() {
+        Backend::Postgres => "now() AT TIME ZONE 'UTC' - interval '1 day'",
+        Backend::Sqlite => "strftime('%Y-%m-%d %H:%M:%f', 'now', '-1 day')",
+    };
+    for first in (1..=n).step_by(1000) {
+        let last = (first + 999).min(n);
+        let rows: Vec<String> = (first..=last)
+            .map(|id| format!("('seed-{id}@example.com', $1, 'seed{id}', {stamp}, {stamp})"))
+            .collect();
+        let sql = format!(
+            "INSERT INTO users (email, password_digest, nickname, created_at, updated_at) VALUES {}",
+            rows.join(", ")
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(&digest)
+            .execute(legacy.pool())
+            .await?;
+    }
+    println!("seeded {n} legacy members");
+    Ok(())
+}
+
 pub async fn run(legacy_url: &str, identity_url: &str, n: i64) -> anyhow::Result<()> {
     let legacy = LegacyDb::connect(legacy_url, 4).await?;
     legacy.ensure_schema().await?;

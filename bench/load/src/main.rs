@@ -116,6 +116,18 @@ enum Cmd {
         #[arg(long)]
         password: String,
     },
+    /// Seeds legacy members `seed-{id}@example.com`, `1..=N`, with a bcrypt digest of
+    /// `--password` (cost `--bcrypt-cost`), into the legacy database.
+    SeedLegacy {
+        #[arg(long)]
+        database_url: String,
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=10_000_000))]
+        members: i64,
+        #[arg(long)]
+        password: String,
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(4..=31))]
+        bcrypt_cost: u32,
+    },
     /// Logs `--count` random seeded members in; prints their access tokens.
     Tokens {
         #[arg(long)]
@@ -281,6 +293,12 @@ async fn main() -> anyhow::Result<()> {
             members,
             password,
         } => reads::seed_members(&database_url, members, &password).await,
+        Cmd::SeedLegacy {
+            database_url,
+            members,
+            password,
+            bcrypt_cost,
+        } => backfill::seed_with_password(&database_url, members, &password, bcrypt_cost).await,
         Cmd::Tokens {
             base_url,
             members,

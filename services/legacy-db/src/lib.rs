@@ -40,6 +40,20 @@ pub enum LegacyError {
     Config(String),
     #[error("legacy database holds an unreadable value in {0}")]
     Corrupt(&'static str),
+    /// The failure of a batched read, shared by every read of the batch.
+    #[error("{0}")]
+    Shared(std::sync::Arc<LegacyError>),
+}
+
+impl From<read_batcher::BatchError<LegacyError>> for LegacyError {
+    fn from(e: read_batcher::BatchError<LegacyError>) -> Self {
+        match e {
+            read_batcher::BatchError::Failed(shared) => LegacyError::Shared(shared),
+            read_batcher::BatchError::Stopped => {
+                LegacyError::Config("the legacy database's reader stopped".into())
+            }
+        }
+    }
 }
 
 impl LegacyError {
@@ -68,6 +82,9 @@ impl LegacyError {
 pub struct LegacyDb {
     pool: AnyPool,
     backend: Backend,
+    /// The owners of sessions, read in batches (every authenticated request while
+    /// migrating reads its legacy session; see `read_batcher`).
+    session_owners: std::sync::Arc<users::SessionOwners>,
 }
 
 impl LegacyDb {
@@ -106,7 +123,12 @@ impl LegacyDb {
             })
             .connect_with(options)
             .await?;
-        Ok(Self { pool, backend })
+        let session_owners = std::sync::Arc::new(users::session_owners(&pool, backend));
+        Ok(Self {
+            pool,
+            backend,
+            session_owners,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -132,11 +154,7 @@ impl LegacyDb {
 
     /// SQL that reads a timestamp column as text.
     pub(crate) fn ts(&self, column: &str) -> String {
-        match self.backend {
-            // The Any driver cannot decode SQLite's declared `datetime` type: read text.
-            Backend::Sqlite => format!("CAST({column} AS TEXT)"),
-            Backend::Postgres => format!("to_char({column}, 'YYYY-MM-DD HH24:MI:SS.US')"),
-        }
+        ts_of(self.backend, column)
     }
 
     /// SQL for a timestamp parameter given as text.
@@ -145,6 +163,15 @@ impl LegacyDb {
             Backend::Sqlite => format!("${n}"),
             Backend::Postgres => format!("CAST(${n} AS timestamp)"),
         }
+    }
+}
+
+/// SQL reading a timestamp column as text, on `backend`.
+pub(crate) fn ts_of(backend: Backend, column: &str) -> String {
+    match backend {
+        // The Any driver cannot decode SQLite's declared `datetime` type: read text.
+        Backend::Sqlite => format!("CAST({column} AS TEXT)"),
+        Backend::Postgres => format!("to_char({column}, 'YYYY-MM-DD HH24:MI:SS.US')"),
     }
 }
 

@@ -1,10 +1,14 @@
 //! The `users` table: look-ups and writes as the legacy's model makes them.
 
-use member_contract::Timestamp;
-use sqlx::any::AnyRow;
-use sqlx::{Any, AssertSqlSafe, Executor, Row};
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use crate::{LegacyDb, LegacyError, parse_ts};
+use member_contract::Timestamp;
+use read_batcher::{Batcher, Engine, Fetch, keys_table};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row};
+
+use crate::{Backend, LegacyDb, LegacyError, parse_ts, ts_of};
 
 /// A row of `users`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,15 +77,79 @@ impl ProfileColumn {
     }
 }
 
+/// The columns of a user row as `LegacyUser::from_row` reads them, of the table named
+/// `table` in the query (`users`, or an alias).
+fn user_columns_of(backend: Backend, table: &str) -> String {
+    format!(
+        "{table}.id AS id, {table}.email AS email, {table}.password_digest AS password_digest, \
+         {table}.nickname AS nickname, {table}.phone_number AS phone_number, \
+         {table}.profile_image_url AS profile_image_url, {} AS deleted_at, {} AS created_at, \
+         {} AS updated_at",
+        ts_of(backend, &format!("{table}.deleted_at")),
+        ts_of(backend, &format!("{table}.created_at")),
+        ts_of(backend, &format!("{table}.updated_at"))
+    )
+}
+
+/// A session's owner and when the session expires, by session id.
+pub(crate) type SessionOwners = Batcher<i64, (LegacyUser, Timestamp), LegacyError>;
+
+/// The batched read of sessions' owners on `pool`.
+pub(crate) fn session_owners(pool: &AnyPool, backend: Backend) -> SessionOwners {
+    let pool = pool.clone();
+    let engine = match backend {
+        Backend::Postgres => Engine::Postgres,
+        Backend::Sqlite => Engine::Sqlite,
+    };
+    let fetch: Fetch<i64, (LegacyUser, Timestamp), LegacyError> = Arc::new(move |ids: Vec<i64>| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let (keys, param) = keys_table(engine, "bigint", &ids);
+            let sql = format!(
+                "SELECT s.id AS owned_session_id, {} AS owned_session_expires_at, {} \
+                 FROM {keys} JOIN sessions s ON s.id = k.value JOIN users u ON u.id = s.user_id",
+                ts_of(backend, "s.expires_at"),
+                user_columns_of(backend, "u")
+            );
+            let rows = sqlx::query(AssertSqlSafe(sql))
+                .bind(param)
+                .fetch_all(&pool)
+                .await?;
+            let mut owners = HashMap::with_capacity(rows.len());
+            for row in &rows {
+                let expires: String = row.try_get("owned_session_expires_at")?;
+                owners.insert(
+                    row.try_get("owned_session_id")?,
+                    (
+                        LegacyUser::from_row(row)?,
+                        parse_ts(&expires, "sessions.expires_at")?,
+                    ),
+                );
+            }
+            Ok(owners)
+        })
+    });
+    Batcher::start(1, fetch)
+}
+
 impl LegacyDb {
     pub(crate) fn user_columns(&self) -> String {
-        format!(
-            "id, email, password_digest, nickname, phone_number, profile_image_url, {} AS deleted_at, \
-             {} AS created_at, {} AS updated_at",
-            self.ts("deleted_at"),
-            self.ts("created_at"),
-            self.ts("updated_at")
-        )
+        user_columns_of(self.backend, "users")
+    }
+
+    /// The user of a session live at `now` (not logged out, rotated or expired), as it is
+    /// now, read in a batch with the reads of other requests at the same time (every authenticated request while migrating).
+    pub async fn owner_of_live_session_batched(
+        &self,
+        session_id: i64,
+        now: Timestamp,
+    ) -> Result<Option<LegacyUser>, LegacyError> {
+        Ok(self
+            .session_owners
+            .get(session_id)
+            .await?
+            .filter(|(_, expires)| *expires > now)
+            .map(|(user, _)| user))
     }
 
     pub async fn user_by_id<'c, E: Executor<'c, Database = Any>>(
@@ -92,28 +160,6 @@ impl LegacyDb {
         let sql = format!("SELECT {} FROM users WHERE id = $1", self.user_columns());
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
-            .fetch_all(ex)
-            .await?
-            .into_iter()
-            .next();
-        row.as_ref().map(LegacyUser::from_row).transpose()
-    }
-
-    /// The user of a live session (not logged out, rotated or expired), as it is now.
-    pub async fn owner_of_live_session<'c, E: Executor<'c, Database = Any>>(
-        &self,
-        ex: E,
-        session_id: i64,
-        now: Timestamp,
-    ) -> Result<Option<LegacyUser>, LegacyError> {
-        let sql = format!(
-            "SELECT {} FROM users WHERE id = (SELECT user_id FROM sessions WHERE id = $1 AND expires_at > {})",
-            self.user_columns(),
-            self.ts_param(2)
-        );
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(session_id)
-            .bind(now.to_db_text())
             .fetch_all(ex)
             .await?
             .into_iter()

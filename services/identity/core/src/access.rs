@@ -65,11 +65,7 @@ impl Identity {
         // that side), and the member is read as the legacy has it now.
         let member = match (link, session.legacy_session_id) {
             (Some(link), Some(lid)) => {
-                let Some(user) = link
-                    .db
-                    .owner_of_live_session(link.db.pool(), lid, now)
-                    .await?
-                else {
+                let Some(user) = link.db.owner_of_live_session_batched(lid, now).await? else {
                     return Err(CoreError::Unauthorized);
                 };
                 let member = self

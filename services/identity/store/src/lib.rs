@@ -5,12 +5,13 @@
 //! Reads go straight to the pool; every flow that writes runs in one [`Tx`], which the
 //! caller commits, or rolls back for a dry run.
 //!
+//! The hot point reads are batched (`read_batcher`, see `reads`).
+//!
 //! A read of at most one row takes `fetch_all` and the first row, never
 //! `fetch_optional`: the Any driver's `fetch_optional` stops reading after the first row
 //! and leaves the connection owing PostgreSQL a `Sync` round trip before its next query
 //! (measured: a point read cost two round trips).
 
-mod batch;
 mod changes;
 mod import;
 mod lead;
@@ -44,6 +45,15 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    pub(crate) fn engine(self) -> read_batcher::Engine {
+        match self {
+            Backend::Sqlite => read_batcher::Engine::Sqlite,
+            Backend::Postgres => read_batcher::Engine::Postgres,
+        }
+    }
+}
+
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -59,6 +69,17 @@ pub enum StoreError {
     /// The failure of a batched read, shared by every read of the batch.
     #[error("{0}")]
     Shared(std::sync::Arc<StoreError>),
+}
+
+impl From<read_batcher::BatchError<StoreError>> for StoreError {
+    fn from(e: read_batcher::BatchError<StoreError>) -> Self {
+        match e {
+            read_batcher::BatchError::Failed(shared) => StoreError::Shared(shared),
+            read_batcher::BatchError::Stopped => {
+                StoreError::Config("the store's reader stopped".into())
+            }
+        }
+    }
 }
 
 impl StoreError {

@@ -30,7 +30,7 @@ pub const UNUSABLE_PASSWORD_HASH: &str = "!withdrawn";
 impl Store {
     /// A member, withdrawn or not (read in a batch with the reads beside it).
     pub async fn member_by_id(&self, id: i64) -> Result<Option<MemberRow>, StoreError> {
-        self.reads.members.get(id).await
+        Ok(self.reads.members.get(id).await?)
     }
 
     /// By normalised email, withdrawn members included (their email is scrubbed anyway).

@@ -1,7 +1,7 @@
 //! The reads every call of other services makes, on a pool of their own that speaks
 //! PostgreSQL's or SQLite's own driver (the Any driver copies every column's description
 //! into every row: measured on a read of 100 members, a tenth of the service's CPU went
-//! to those copies), batched (see `batch`):
+//! to those copies), batched (see `read_batcher`):
 //! - a member by id (`GetMember`, and every member the flows look at);
 //! - a session with its member and the legacy digest recorded for it (every
 //!   authenticated call, `VerifyAccessToken`);
@@ -14,9 +14,9 @@ use std::sync::Arc;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
-use crate::batch::{Batcher, Fetch, keys_table};
 use crate::rows::{MemberRow, SessionRow, member_columns, session_columns};
 use crate::{Backend, StoreConfig, StoreError};
+use read_batcher::{Batcher, Fetch, keys_table};
 
 /// A session, its member, and the legacy digest recorded for the member.
 pub(crate) type SessionView = (SessionRow, MemberRow, Option<String>);
@@ -101,8 +101,8 @@ impl ReadPool {
 pub(crate) struct Reads {
     pool: ReadPool,
     backend: Backend,
-    pub(crate) members: Batcher<i64, MemberRow>,
-    pub(crate) sessions: Batcher<String, SessionView>,
+    pub(crate) members: Batcher<i64, MemberRow, StoreError>,
+    pub(crate) sessions: Batcher<String, SessionView, StoreError>,
 }
 
 impl Reads {
@@ -119,10 +119,10 @@ impl Reads {
         let pool = ReadPool::connect(url, backend, config).await?;
         let lanes = 1;
         let members_pool = pool.clone();
-        let members: Fetch<i64, MemberRow> = Arc::new(move |ids: Vec<i64>| {
+        let members: Fetch<i64, MemberRow, StoreError> = Arc::new(move |ids: Vec<i64>| {
             let pool = members_pool.clone();
             Box::pin(async move {
-                let (keys, param) = keys_table(backend, "bigint", &ids);
+                let (keys, param) = keys_table(backend.engine(), "bigint", &ids);
                 let sql = format!(
                     "SELECT {} FROM {keys} JOIN members m ON m.id = k.value",
                     member_columns!()
@@ -136,10 +136,10 @@ impl Reads {
             })
         });
         let sessions_pool = pool.clone();
-        let sessions: Fetch<String, SessionView> = Arc::new(move |ids: Vec<String>| {
+        let sessions: Fetch<String, SessionView, StoreError> = Arc::new(move |ids: Vec<String>| {
             let pool = sessions_pool.clone();
             Box::pin(async move {
-                let (keys, param) = keys_table(backend, "text", &ids);
+                let (keys, param) = keys_table(backend.engine(), "text", &ids);
                 let sql = format!(
                     "SELECT {}, {}, d.digest AS legacy_digest FROM {keys} \
                      JOIN sessions s ON s.id = k.value JOIN members m ON m.id = s.member_id \
@@ -166,7 +166,7 @@ impl Reads {
     /// The active members among `ids` (sorted, each once), ordered by id: one query,
     /// one index look-up per id.
     pub(crate) async fn active_members(&self, ids: &[i64]) -> Result<Vec<MemberRow>, StoreError> {
-        let (keys, param) = keys_table(self.backend, "bigint", ids);
+        let (keys, param) = keys_table(self.backend.engine(), "bigint", ids);
         let sql = format!(
             "SELECT {} FROM {keys} JOIN members m ON m.id = k.value WHERE m.deleted_at IS NULL ORDER BY m.id",
             member_columns!()

@@ -89,7 +89,7 @@ impl Store {
         &self,
         session_id: &str,
     ) -> Result<Option<(SessionRow, MemberRow, Option<String>)>, StoreError> {
-        self.reads.sessions.get(session_id.to_owned()).await
+        Ok(self.reads.sessions.get(session_id.to_owned()).await?)
     }
 
     /// A session if it is live (not ended, its member not withdrawn), as introspection

@@ -1,12 +1,12 @@
-//! Point reads that arrive together are read together: the hot reads of other services
-//! (a member by id, a session by id for every authenticated call) go through a
-//! [`Batcher`], which sends a read alone when the database is idle and, while reads are
-//! in flight, gathers those that arrive meanwhile into one query for the next round
-//! trip (the keys unnested on PostgreSQL, walked with `json_each` on SQLite: one
-//! prepared statement whatever the batch's size). No timer, no waiting: at low load nothing changes; under
-//! load the database answers many reads per round trip instead of one, and the pool's
-//! per-query costs (a round trip to release each connection, with sqlx 0.9) are paid
-//! once per batch.
+//! Point reads that arrive together are read together: a [`Batcher`] sends a read
+//! alone when the database is idle and, while reads are in flight, gathers those that
+//! arrive meanwhile into one query for the next round trip (the keys as one parameter,
+//! see [`keys_table`]: one prepared statement whatever the batch's size). No timer, no
+//! waiting: at low load nothing changes; under load the database answers many reads per
+//! round trip instead of one, and the per-query costs (a system call each way, a round
+//! trip to release each pooled connection with sqlx 0.9) are paid once per batch. Used
+//! by the identity service's hot reads and by the legacy reads of every authenticated
+//! request while migrating.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,33 +16,39 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::{Backend, StoreError};
-
 /// Largest batch; more keys wait for the next round trip.
 const MAX_BATCH: usize = 256;
 
 /// The fetch of a batch: every key's value, for the keys that have one.
-pub(crate) type Fetch<K, V> = Arc<
-    dyn Fn(Vec<K>) -> Pin<Box<dyn Future<Output = Result<HashMap<K, V>, StoreError>> + Send>>
-        + Send
-        + Sync,
+pub type Fetch<K, V, E> = Arc<
+    dyn Fn(Vec<K>) -> Pin<Box<dyn Future<Output = Result<HashMap<K, V>, E>> + Send>> + Send + Sync,
 >;
 
-type Waiter<V> = oneshot::Sender<Result<Option<V>, Arc<StoreError>>>;
+type Waiter<V, E> = oneshot::Sender<Result<Option<V>, Arc<E>>>;
 
-/// Gathers concurrent reads of one kind into batches, at most `lanes` in flight.
-pub(crate) struct Batcher<K, V> {
-    requests: mpsc::UnboundedSender<(K, Waiter<V>)>,
+/// Why a batched read has no answer.
+#[derive(Debug)]
+pub enum BatchError<E> {
+    /// The batch's fetch failed: every read of the batch shares its error.
+    Failed(Arc<E>),
+    /// The dispatcher is gone (the runtime is shutting down).
+    Stopped,
 }
 
-impl<K, V> Batcher<K, V>
+/// Gathers concurrent reads of one kind into batches, at most `lanes` in flight.
+pub struct Batcher<K, V, E> {
+    requests: mpsc::UnboundedSender<(K, Waiter<V, E>)>,
+}
+
+impl<K, V, E> Batcher<K, V, E>
 where
     K: Eq + Hash + Clone + Send + 'static,
     V: Clone + Send + 'static,
+    E: Send + Sync + 'static,
 {
     /// Starts the dispatcher on the current runtime; it ends when the batcher is dropped.
-    pub(crate) fn start(lanes: usize, fetch: Fetch<K, V>) -> Self {
-        let (requests, mut incoming) = mpsc::unbounded_channel::<(K, Waiter<V>)>();
+    pub fn start(lanes: usize, fetch: Fetch<K, V, E>) -> Self {
+        let (requests, mut incoming) = mpsc::unbounded_channel::<(K, Waiter<V, E>)>();
         let lanes = Arc::new(Semaphore::new(lanes.max(1)));
         tokio::spawn(async move {
             while let Some(first) = incoming.recv().await {
@@ -86,17 +92,24 @@ where
     }
 
     /// The value of `key`, read in the next batch.
-    pub(crate) async fn get(&self, key: K) -> Result<Option<V>, StoreError> {
+    pub async fn get(&self, key: K) -> Result<Option<V>, BatchError<E>> {
         let (tx, rx) = oneshot::channel();
         self.requests
             .send((key, tx))
-            .map_err(|_| StoreError::Config("the store's reader stopped".into()))?;
+            .map_err(|_| BatchError::Stopped)?;
         match rx.await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(shared)) => Err(StoreError::Shared(shared)),
-            Err(_) => Err(StoreError::Config("the store's reader stopped".into())),
+            Ok(Err(shared)) => Err(BatchError::Failed(shared)),
+            Err(_) => Err(BatchError::Stopped),
         }
     }
+}
+
+/// The database a batch is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Postgres,
+    Sqlite,
 }
 
 /// The keys as a table `k` of one column, `k.value`, bound as the query's first
@@ -105,18 +118,14 @@ where
 /// look-up whatever the number of keys: with `= ANY($1)` PostgreSQL's generic plan, made
 /// for ten keys, scanned small tables whole. Keys must be numbers or strings of letters,
 /// digits, `-` and `_` (ids and session ids).
-pub(crate) fn keys_table<K: ToString>(
-    backend: Backend,
-    cast: &str,
-    keys: &[K],
-) -> (String, String) {
+pub fn keys_table<K: ToString>(engine: Engine, cast: &str, keys: &[K]) -> (String, String) {
     let list: Vec<String> = keys.iter().map(ToString::to_string).collect();
-    match backend {
-        Backend::Postgres => (
+    match engine {
+        Engine::Postgres => (
             format!("unnest(CAST($1 AS {cast}[])) AS k(value)"),
             format!("{{{}}}", list.join(",")),
         ),
-        Backend::Sqlite => (
+        Engine::Sqlite => (
             "json_each($1) AS k".to_owned(),
             serde_json::to_string(&list_values(cast, &list)).unwrap_or_default(),
         ),
@@ -142,13 +151,13 @@ mod tests {
 
     #[test]
     fn keys_are_one_parameter_on_each_engine() {
-        let (table, param) = keys_table(Backend::Postgres, "bigint", &[3, 1, 2]);
+        let (table, param) = keys_table(Engine::Postgres, "bigint", &[3, 1, 2]);
         assert_eq!(table, "unnest(CAST($1 AS bigint[])) AS k(value)");
         assert_eq!(param, "{3,1,2}");
-        let (table, param) = keys_table(Backend::Sqlite, "bigint", &[3, 1]);
+        let (table, param) = keys_table(Engine::Sqlite, "bigint", &[3, 1]);
         assert_eq!(table, "json_each($1) AS k");
         assert_eq!(param, "[3,1]");
-        let (_, param) = keys_table(Backend::Sqlite, "text", &["a-b_c"]);
+        let (_, param) = keys_table(Engine::Sqlite, "text", &["a-b_c"]);
         assert_eq!(param, r#"["a-b_c"]"#);
     }
 
@@ -156,7 +165,7 @@ mod tests {
     async fn reads_that_arrive_together_are_one_fetch() {
         let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = Arc::clone(&calls);
-        let fetch: Fetch<i64, i64> = Arc::new(move |keys: Vec<i64>| {
+        let fetch: Fetch<i64, i64, ()> = Arc::new(move |keys: Vec<i64>| {
             let seen = Arc::clone(&seen);
             Box::pin(async move {
                 seen.lock().unwrap().push(keys.len());

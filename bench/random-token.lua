@@ -1,0 +1,20 @@
+-- wrk: GET /api/v1/users/me, each request with an access token drawn at random from the
+-- file named by $TOKENS (one per line): many members' sessions, not one.
+local tokens = {}
+for line in io.lines(os.getenv("TOKENS")) do
+  if #line > 0 then tokens[#tokens + 1] = "Bearer " .. line end
+end
+local counter = 0
+
+function setup(thread)
+  counter = counter + 1
+  thread:set("seed", counter)
+end
+
+function init(args)
+  math.randomseed(os.time() * 1000 + (seed or 0))
+end
+
+function request()
+  return wrk.format("GET", "/api/v1/users/me", { ["Authorization"] = tokens[math.random(#tokens)] })
+end
