@@ -91,6 +91,25 @@ fn user_columns_of(backend: Backend, table: &str) -> String {
     )
 }
 
+/// The one user `sql` finds by its one parameter `key`, if any.
+async fn one_user<'c, 'q, E, T>(
+    ex: E,
+    sql: String,
+    key: T,
+) -> Result<Option<LegacyUser>, LegacyError>
+where
+    E: Executor<'c, Database = Any>,
+    T: 'q + Send + sqlx::Encode<'q, Any> + sqlx::Type<Any>,
+{
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(key)
+        .fetch_all(ex)
+        .await?
+        .into_iter()
+        .next();
+    row.as_ref().map(LegacyUser::from_row).transpose()
+}
+
 /// A session's owner and when the session expires, by session id.
 pub(crate) type SessionOwners = Batcher<i64, (LegacyUser, Timestamp), LegacyError>;
 
@@ -158,13 +177,7 @@ impl LegacyDb {
         id: i64,
     ) -> Result<Option<LegacyUser>, LegacyError> {
         let sql = format!("SELECT {} FROM users WHERE id = $1", self.user_columns());
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_all(ex)
-            .await?
-            .into_iter()
-            .next();
-        row.as_ref().map(LegacyUser::from_row).transpose()
+        one_user(ex, sql, id).await
     }
 
     /// Users with `id > after`, in id order, at most `limit` (withdrawn ones included).
@@ -241,13 +254,7 @@ impl LegacyDb {
             "SELECT {} FROM users WHERE email = $1 AND deleted_at IS NULL",
             self.user_columns()
         );
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(email)
-            .fetch_all(ex)
-            .await?
-            .into_iter()
-            .next();
-        row.as_ref().map(LegacyUser::from_row).transpose()
+        one_user(ex, sql, email).await
     }
 
     /// `User.active.where(id: ids).order(:id)`.
@@ -358,13 +365,7 @@ impl LegacyDb {
             "SELECT {} FROM users WHERE id = $1{lock}",
             self.user_columns()
         );
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_all(ex)
-            .await?
-            .into_iter()
-            .next();
-        row.as_ref().map(LegacyUser::from_row).transpose()
+        one_user(ex, sql, id).await
     }
 
     /// Sets only the given profile columns of an active user (ActiveRecord's partial
