@@ -12,7 +12,15 @@
 # to the other side and the two JSON answers are compared, with the comparison settings
 # of proxy/config/local.yaml). Ours runs a third time, "shadow-nolearn": the same with
 # learn_noise off, since learning noise asks the legacy a second time for every safe
-# request; the goals are judged on "shadow".
+# request; and a fourth, "shadow-mismatch": the new upstream answers 1% of the users
+# (by their bearer, so that asking again gives the same answer) with another body (a
+# changed nickname and image, an extra field): those comparisons pay for the diff, the
+# masking, the sample and the confirmation (a mismatching read is asked again of both
+# sides 400 ms later, holding its replay slot: 1% stays within what 256 slots confirm per
+# second, 640, at this load; a storm beyond it is skipped as overload, the primary path
+# unaffected). The goals are judged on "shadow".
+# Every peer and mode runs ROUNDS times (default 2), the rounds interleaved (all peers,
+# then all peers again): the table shows the median of the rounds.
 #
 # Choices, the same for every peer:
 #   - Upstreams: two nginx processes ("legacy" and "new"), 1 worker each, answering
@@ -40,7 +48,8 @@
 # build as the peer "proxy-before", measured right before ours in each mode (same
 # upstreams, same files), and a line per mode with the ratio of ours to it.
 # A benchmark reports; it does not assert. The goal lines say MET or NOT MET.
-# Usage: bench/proxy.sh [seconds per measurement, default 10]  (about 2 min at 10, plus the build)
+# Usage: [ROUNDS=2] bench/proxy.sh [seconds per measurement, default 10]  (about 5 min at 10 with
+# 2 rounds, plus the build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-10}"
@@ -118,14 +127,24 @@ own_children_ticks() { # CPU of this script's finished children (wrk, curl, ...)
 stub_counts() { # port: "accepted-connections requests" of that upstream so far
   curl -s -m 5 "http://127.0.0.1:$1/nginx_status" | awk 'NR == 3 {print $1, $3}'
 }
+new_counts() { # the same, both new upstreams (the second answers shadow-mismatch) added up
+  local a b c d
+  read -r a b < <(stub_counts "$new_port"); read -r c d < <(stub_counts "$mismatch_port")
+  echo "$((a + c)) $((b + d))"
+}
 
 body='{"id":1,"nickname":"bob","profile_image_url":null,"created_at":"2026-11-26T07:17:26.992Z"}'
+other_body='{"id":1,"nickname":"bobby","profile_image_url":"https://img.example.com/1.png","created_at":"2026-11-26T07:17:26.992Z","bio":"hi"}'
 path="/api/v1/users/1"
-legacy_port=$(free_port); new_port=$(free_port)
+legacy_port=$(free_port); new_port=$(free_port); mismatch_port=$(free_port)
+rounds="${ROUNDS:-2}"
+case "$rounds" in '' | *[!0-9]* | 0) echo "bench: ROUNDS must be a number >= 1" >&2; exit 64 ;; esac
 
 # --- upstreams: one nginx process per side, 1 worker each -----------------------------
-upstream_conf() { # name port
+upstream_conf() { # name port [some: answer 1% of the users with another body]
   mkdir -p "$work/$1"
+  local answer="return 200 '$body';"
+  [ "${3:-}" = some ] && answer="if (\$other_answer) { return 200 '$other_body'; } return 200 '$body';"
   cat >"$work/$1/nginx.conf" <<EOF
 # The "$1" upstream: 1 worker (2 cores are shared with wrk and the proxy under test).
 daemon off;
@@ -138,12 +157,13 @@ http {
   client_body_temp_path $work/$1/tmp;
   keepalive_requests 10000000;
   keepalive_timeout 60s;
+  split_clients "\${http_authorization}" \$other_answer { 1% 1; * ""; }
   server {
     listen 127.0.0.1:$2 backlog=4096;
     location = /nginx_status { stub_status; }
     location / {
       default_type "application/json; charset=utf-8";
-      return 200 '$body';
+      $answer
     }
   }
 }
@@ -151,13 +171,15 @@ EOF
 }
 upstream_conf legacy "$legacy_port"
 upstream_conf new "$new_port"
-for side in legacy new; do
+upstream_conf new-mismatch "$mismatch_port" some
+for side in legacy new new-mismatch; do
   nginx -p "$work/$side" -c "$work/$side/nginx.conf" -e "$work/$side/error.log" &
   pids+=($!)
 done
 wait_http "http://127.0.0.1:$legacy_port/nginx_status" "${pids[0]}" "$work/legacy/error.log"
 wait_http "http://127.0.0.1:$new_port/nginx_status" "${pids[1]}" "$work/new/error.log"
-upstream_pids="${pids[0]} ${pids[1]} $(pgrep -P "${pids[0]}" | tr '\n' ' ')$(pgrep -P "${pids[1]}" | tr '\n' ' ')"
+wait_http "http://127.0.0.1:$mismatch_port/nginx_status" "${pids[2]}" "$work/new-mismatch/error.log"
+upstream_pids="${pids[0]} ${pids[1]} ${pids[2]} $(pgrep -P "${pids[0]}" | tr '\n' ' ')$(pgrep -P "${pids[1]}" | tr '\n' ' ')$(pgrep -P "${pids[2]}" | tr '\n' ' ')"
 [ "$(curl -s -m 5 "http://127.0.0.1:$legacy_port$path")" = "$body" ] || { echo "bench: the legacy upstream answers wrong" >&2; exit 1; }
 
 # --- wrk: a random opaque bearer per request -------------------------------------------
@@ -178,7 +200,7 @@ measure() {
   local url="http://127.0.0.1:$port$path"
   timeout $((warmup + 15)) wrk -t1 -c"$conns" -d"${warmup}s" -s "$work/bearer.lua" "$url" >/dev/null
   local la0 l0 na0 n0 la1 l1 na1 n1
-  read -r la0 l0 < <(stub_counts "$legacy_port"); read -r na0 n0 < <(stub_counts "$new_port")
+  read -r la0 l0 < <(stub_counts "$legacy_port"); read -r na0 n0 < <(new_counts)
   # Another process's CPU during the run (a build) skews it: the machine's busy time
   # less the peer's, the upstreams' and this script's children's (wrk) is that.
   local c0 c1 mb0 mt0 mb1 mt1 o0 o1
@@ -187,7 +209,7 @@ measure() {
   o0=$(( $(cpu_ticks $upstream_pids) + $(own_children_ticks) ))
   read -r mb0 mt0 < <(machine_ticks)
   timeout $((secs + 15)) wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$work/bearer.lua" "$url" >"$work/wrk-$peer-$mode.txt"
-  read -r la1 l1 < <(stub_counts "$legacy_port"); read -r na1 n1 < <(stub_counts "$new_port")
+  read -r la1 l1 < <(stub_counts "$legacy_port"); read -r na1 n1 < <(new_counts)
   read -r mb1 mt1 < <(machine_ticks)
   c1=$(cpu_ticks "$@")
   # shellcheck disable=SC2086
@@ -197,8 +219,8 @@ measure() {
   other=$(( 100 * other / (mt1 - mt0 > 0 ? mt1 - mt0 : 1) ))
   local rss=-
   [ $# -gt 0 ] && rss=$(peak_mib "$@")
-  python3 - "$work/wrk-$peer-$mode.txt" "$peer" "$mode" "$rss" $((l1 - l0 - 1)) $((n1 - n0 - 1)) \
-    "$(( $# > 0 ? c1 - c0 : -1 ))" "$(getconf CLK_TCK)" $((la1 - la0 + na1 - na0 - 2)) \
+  python3 - "$work/wrk-$peer-$mode.txt" "$peer" "$mode" "$rss" $((l1 - l0 - 1)) $((n1 - n0 - 2)) \
+    "$(( $# > 0 ? c1 - c0 : -1 ))" "$(getconf CLK_TCK)" $((la1 - la0 + na1 - na0 - 3)) \
     "$other" >>"$results" <<'EOF'
 import re, sys
 text = open(sys.argv[1]).read()
@@ -239,11 +261,10 @@ done
 echo "== measuring (wrk -t1 -c$conns, ${warmup}s warm-up + ${secs}s per run); machine busy before: ${idle_busy}%"
 [ "$idle_busy" -lt 10 ] || echo "   note: something else is using the CPU: every figure below is skewed"
 
-# --- 1. direct ----------------------------------------------------------------------------
-measure direct plain "$legacy_port"
+# --- 1. direct (run in the rounds below) -------------------------------------------------
 
 # --- 2. migration-proxy -----------------------------------------------------------------
-write_proxy_files() { # mode: plain | shadow | shadow-nolearn
+write_proxy_files() { # mode: plain | shadow | shadow-nolearn | shadow-mismatch
   # The comparison settings are the project's own (proxy/config/local.yaml), learn_noise
   # turned off for shadow-nolearn.
   local comparison
@@ -252,17 +273,22 @@ write_proxy_files() { # mode: plain | shadow | shadow-nolearn
   if [ "$1" = shadow-nolearn ]; then
     comparison=$(printf '%s\n' "$comparison" | grep -v 'learn_noise:')$'\n'"  learn_noise: false"
   fi
+  local new_address="127.0.0.1:$new_port" guard="{max_p99_ratio: 1000}"
+  if [ "$1" = shadow-mismatch ]; then
+    # Some answers differ on purpose: a mismatch rate the guard lets run.
+    new_address="127.0.0.1:$mismatch_port" guard="{max_p99_ratio: 1000, max_mismatch_rate: 0.9}"
+  fi
   cat >"$work/proxy.yaml" <<EOF
 # Upstream hosts as the VirtualService names them.
 virtual_service: member-api-bench
 upstreams:
   legacy.bench.local: {address: "127.0.0.1:$legacy_port", role: legacy}
-  new.bench.local: {address: "127.0.0.1:$new_port", role: new}
+  new.bench.local: {address: "$new_address", role: new}
 sticky_key: jwt_sub
 $comparison
 # The guard stays on (its defaults), with a latency ratio loose enough that two identical
 # upstreams on a saturated machine never trip it (an abort would end the split mid-run).
-guard: {max_p99_ratio: 1000}
+guard: $guard
 EOF
   cat >"$work/vs.yaml" <<EOF
 apiVersion: networking.istio.io/v1
@@ -315,13 +341,7 @@ run_proxy() { # mode [binary peer-name]
   echo "$peer $1: served legacy $legacy, new $new (new share $(awk -v l="$legacy" -v n="$new" 'BEGIN { printf "%.1f%%", (l + n) ? 100 * n / (l + n) : 0 }')); comparisons $compared${by_result:+ ($by_result)}; guard aborts $aborts" >>"$work/checks.txt"
   stop_pid "$pid"
 }
-for mode in plain shadow shadow-nolearn; do
-  if [ -n "${BASELINE_PROXY:-}" ]; then
-    cp "$BASELINE_PROXY" "$work/proxy-before"
-    run_proxy "$mode" "$work/proxy-before" proxy-before
-  fi
-  run_proxy "$mode"
-done
+[ -z "${BASELINE_PROXY:-}" ] || cp "$BASELINE_PROXY" "$work/proxy-before"
 
 # --- 3. Envoy ----------------------------------------------------------------------------
 run_envoy() { # mode
@@ -384,8 +404,6 @@ EOF
   measure envoy "$1" "$port" "$pid"
   stop_pid "$pid"
 }
-run_envoy plain
-run_envoy shadow
 
 # --- 4. nginx reverse proxy ---------------------------------------------------------------
 run_nginx() { # mode
@@ -435,8 +453,19 @@ EOF
   measure nginx "$1" "$port" "$pid" $workers
   stop_pid "$pid"
 }
-run_nginx plain
-run_nginx shadow
+# --- the rounds: every peer and mode, then all again -------------------------------------
+for round in $(seq 1 "$rounds"); do
+  echo "== round $round of $rounds"
+  measure direct plain "$legacy_port"
+  for mode in plain shadow shadow-nolearn shadow-mismatch; do
+    [ -z "${BASELINE_PROXY:-}" ] || run_proxy "$mode" "$work/proxy-before" proxy-before
+    run_proxy "$mode"
+  done
+  run_envoy plain
+  run_envoy shadow
+  run_nginx plain
+  run_nginx shadow
+done
 
 # --- report -------------------------------------------------------------------------------
 echo
@@ -444,14 +473,30 @@ python3 - "$results" "$secs" "$conns" <<'EOF'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 secs, conns = sys.argv[2], sys.argv[3]
-fig = {}
+import statistics
+runs = {}
 for peer, mode, rps, p50, p99, rss, total, legacy, new, bad, cpu, conns_opened, notes in rows:
-    fig[(peer, mode)] = dict(rps=float(rps), p50=float(p50), p99=float(p99),
-                             rss=float(rss) if rss != "-" else None, total=int(total),
-                             legacy=int(legacy), new=int(new), bad=int(bad), cpu=cpu,
-                             conns=int(conns_opened), notes=notes)
+    runs.setdefault((peer, mode), []).append(dict(
+        rps=float(rps), p50=float(p50), p99=float(p99), rss=float(rss) if rss != "-" else None,
+        total=int(total), legacy=int(legacy), new=int(new), bad=int(bad),
+        cpu=float(cpu) if cpu != "-" else None, conns=int(conns_opened), notes=notes))
+# Each figure: the median of the rounds (RSS: the highest peak); counts added up.
+fig = {}
+for key, rs in runs.items():
+    med = lambda k: statistics.median(r[k] for r in rs)
+    cpus = [r["cpu"] for r in rs if r["cpu"] is not None]
+    rsss = [r["rss"] for r in rs if r["rss"] is not None]
+    fig[key] = dict(rps=med("rps"), p50=med("p50"), p99=med("p99"), rss=max(rsss) if rsss else None,
+                    total=sum(r["total"] for r in rs), legacy=sum(r["legacy"] for r in rs),
+                    new=sum(r["new"] for r in rs), bad=sum(r["bad"] for r in rs),
+                    cpu=f"{statistics.median(cpus):.0f}" if cpus else "-",
+                    conns=sum(r["conns"] for r in rs) // len(rs), rounds=len(rs),
+                    spread=(min(r["rps"] for r in rs), max(r["rps"] for r in rs)),
+                    notes="; ".join(sorted({r["notes"] for r in rs if r["notes"]})))
 direct = fig[("direct", "plain")]["rps"]
-print(f"GET /api/v1/users/1, wrk -t1 -c{conns} -d{secs}s, a random bearer per request. RSS: peak (VmHWM).")
+rounds = max(f["rounds"] for f in fig.values())
+print(f"GET /api/v1/users/1, wrk -t1 -c{conns} -d{secs}s, a random bearer per request; median of {rounds} "
+      "interleaved rounds (req/s range in brackets). RSS: peak (VmHWM), the highest of the rounds.")
 print("CPU: the peer's CPU time per request (all its processes). legacy/req, new/req: requests the")
 print("upstreams received per client request (nginx stub_status), which shows the split and the mirror;")
 print("up conns: connections the upstreams accepted during the measured run (pool churn).")
@@ -464,6 +509,7 @@ for (peer, mode), f in fig.items():
     rss = "-" if f["rss"] is None else f"{f['rss']:.1f}"
     print(f"{peer:<16} {mode:<15} {f['rps']:>8.0f} {f['rps'] / direct:>8.2f} {f['p50']:>7.2f} {f['p99']:>7.2f} "
           f"{rss:>7} {f['cpu']:>6} {f['legacy'] / n:>10.2f} {f['new'] / n:>7.2f} {f['conns']:>8}"
+          + (f"  [{f['spread'][0]:.0f}-{f['spread'][1]:.0f}]" if f["rounds"] > 1 else "")
           + (f"  ({f['bad']} non-2xx)" if f["bad"] else "") + (f"  ({f['notes']})" if f["notes"] else ""))
 print()
 ours, ourss = fig[("migration-proxy", "plain")], fig[("migration-proxy", "shadow")]
@@ -481,7 +527,11 @@ peak = max(ours["rss"], ourss["rss"])
 goal(peak <= 20.0, f"RSS under load <= 20 MiB: {ours['rss']:.1f} MiB plain, {ourss['rss']:.1f} MiB shadow")
 goal(ourss["rps"] >= envs["rps"], f"shadow+compare throughput >= Envoy mirror-only: {ourss['rps']:.0f} vs {envs['rps']:.0f} req/s ({ourss['rps'] / envs['rps']:.2f}x)")
 goal(ourss["p99"] <= envs["p99"], f"shadow+compare p99 <= Envoy mirror-only: {ourss['p99']:.2f} vs {envs['p99']:.2f} ms")
-for mode in ("plain", "shadow", "shadow-nolearn"):
+if ("migration-proxy", "shadow-mismatch") in fig:
+    mm = fig[("migration-proxy", "shadow-mismatch")]
+    print(f"  comparison cost: 1% of the users' answers mismatching {mm['rps']:.0f} req/s vs all matching "
+          f"{ourss['rps']:.0f} ({mm['rps'] / ourss['rps']:.2f}x), CPU {mm['cpu']} vs {ourss['cpu']} us/req")
+for mode in ("plain", "shadow", "shadow-nolearn", "shadow-mismatch"):
     if ("proxy-before", mode) in fig:
         b, a = fig[("proxy-before", mode)], fig[("migration-proxy", mode)]
         print(f"  before/after {mode:<14} req/s {b['rps']:.0f} -> {a['rps']:.0f} ({a['rps'] / b['rps']:.2f}x), "
@@ -491,4 +541,5 @@ echo
 echo "Checks (the proxy's own /metrics, whole run including warm-up):"
 sed 's/^/  /' "$work/checks.txt"
 echo "  (shadow: mirrors to both sides at 100%, learn_noise on as in proxy/config/local.yaml, so"
-echo "   each safe request also asks legacy a second time; shadow-nolearn: learn_noise off)"
+echo "   each safe request also asks legacy a second time; shadow-nolearn: learn_noise off;"
+echo "   shadow-mismatch: the new side answers 1% of the users with another body)"

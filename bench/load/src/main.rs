@@ -3,8 +3,6 @@
 //!
 //! - `argon2`: the raw argon2id hash rate with the service's parameters, all cores;
 //! - `login`: log-ins per second through the REST API (the goal: ≥ 0.9 × raw rate);
-//! - `grpc`: `GetMember`, `BatchGetMembers` of 100 and `VerifyAccessToken`:
-//!   throughput and latency percentiles;
 //! - `backfill`: the backfill against a plain read of the same rows;
 //! - `sync-lag`: how long legacy changes take to reach the identity database;
 //! - `grpc-reads`, `seed-members`, `tokens`, `sqlite-reads`: reads as other services make
@@ -23,8 +21,6 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use identity_passwords::{Hasher, PasswordConfig};
-use identity_proto::identity::v1 as pb;
-use identity_proto::identity::v1::identity_service_client::IdentityServiceClient;
 
 use crate::stats::Recorder;
 
@@ -171,17 +167,6 @@ enum Cmd {
         #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
         writers: u64,
     },
-    /// gRPC reads and introspection.
-    Grpc {
-        #[arg(long)]
-        addr: String,
-        #[arg(long)]
-        base_url: String,
-        #[arg(long, default_value_t = 5)]
-        seconds: u64,
-        #[arg(long, default_value_t = 32)]
-        concurrency: usize,
-    },
 }
 
 #[tokio::main]
@@ -227,12 +212,6 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             concurrency,
         } => login(&base_url, seconds, concurrency).await,
-        Cmd::Grpc {
-            addr,
-            base_url,
-            seconds,
-            concurrency,
-        } => grpc(&addr, &base_url, seconds, concurrency).await,
         Cmd::GrpcReads {
             addr,
             method,
@@ -399,57 +378,5 @@ async fn login(base: &str, seconds: u64, concurrency: usize) -> anyhow::Result<(
         t.await?;
     }
     rec.print("log-in (REST)", seconds);
-    Ok(())
-}
-
-async fn grpc(addr: &str, base: &str, seconds: u64, concurrency: usize) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
-    let session = sign_up_and_log_in(
-        &http,
-        base,
-        &format!("bench-grpc-{}@example.com", std::process::id()),
-    )
-    .await?;
-    let token = session["token"].as_str().unwrap_or_default().to_owned();
-    let member_id = session["user"]["id"].as_i64().unwrap_or(1);
-    let channel = tonic::transport::Channel::from_shared(addr.to_owned())?
-        .connect()
-        .await?;
-    for which in ["GetMember", "BatchGetMembers(100)", "VerifyAccessToken"] {
-        let rec = Arc::new(Recorder::default());
-        let deadline = Instant::now() + Duration::from_secs(seconds);
-        let mut tasks = Vec::new();
-        for _ in 0..concurrency {
-            let mut c = IdentityServiceClient::new(channel.clone());
-            let (rec, token) = (Arc::clone(&rec), token.clone());
-            let ids: Vec<i64> = (member_id - 99..=member_id).collect();
-            tasks.push(tokio::spawn(async move {
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    let ok = match which {
-                        "GetMember" => c
-                            .get_member(pb::GetMemberRequest { id: member_id })
-                            .await
-                            .is_ok(),
-                        "BatchGetMembers(100)" => c
-                            .batch_get_members(pb::BatchGetMembersRequest { ids: ids.clone() })
-                            .await
-                            .is_ok(),
-                        _ => c
-                            .verify_access_token(pb::VerifyAccessTokenRequest {
-                                access_token: token.clone(),
-                            })
-                            .await
-                            .is_ok_and(|r| r.get_ref().active),
-                    };
-                    rec.record(t.elapsed(), ok);
-                }
-            }));
-        }
-        for t in tasks {
-            t.await?;
-        }
-        rec.print(&format!("gRPC {which}"), seconds);
-    }
     Ok(())
 }
