@@ -29,6 +29,15 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    pub(crate) fn engine(self) -> point_reads::Engine {
+        match self {
+            Backend::Sqlite => point_reads::Engine::Sqlite,
+            Backend::Postgres => point_reads::Engine::Postgres,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LegacyError {
     /// A unique index refused the value: `email`, `phone_number`, `token`.
@@ -45,11 +54,11 @@ pub enum LegacyError {
     Shared(std::sync::Arc<LegacyError>),
 }
 
-impl From<read_batcher::BatchError<LegacyError>> for LegacyError {
-    fn from(e: read_batcher::BatchError<LegacyError>) -> Self {
+impl From<point_reads::BatchError<LegacyError>> for LegacyError {
+    fn from(e: point_reads::BatchError<LegacyError>) -> Self {
         match e {
-            read_batcher::BatchError::Failed(shared) => LegacyError::Shared(shared),
-            read_batcher::BatchError::Stopped => {
+            point_reads::BatchError::Failed(shared) => LegacyError::Shared(shared),
+            point_reads::BatchError::Stopped => {
                 LegacyError::Config("the legacy database's reader stopped".into())
             }
         }
@@ -83,7 +92,7 @@ pub struct LegacyDb {
     pool: AnyPool,
     backend: Backend,
     /// The owners of sessions, read in batches (every authenticated request while
-    /// migrating reads its legacy session; see `read_batcher`).
+    /// migrating reads its legacy session; see `point_reads`).
     session_owners: std::sync::Arc<users::SessionOwners>,
 }
 
@@ -123,7 +132,16 @@ impl LegacyDb {
             })
             .connect_with(options)
             .await?;
-        let session_owners = std::sync::Arc::new(users::session_owners(&pool, backend));
+        // The hot reads' own connections, in the engine's driver (the Any driver's rows
+        // cost an allocation per column description).
+        let readers = point_reads::ReadPool::connect(
+            &url,
+            backend.engine(),
+            max_connections.clamp(1, 4),
+            std::time::Duration::from_secs(5),
+        )
+        .await?;
+        let session_owners = std::sync::Arc::new(users::session_owners(readers, backend));
         Ok(Self {
             pool,
             backend,

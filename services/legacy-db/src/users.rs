@@ -4,9 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use member_contract::Timestamp;
-use read_batcher::{Batcher, Engine, Fetch, keys_table};
-use sqlx::any::AnyRow;
-use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row};
+use point_reads::{Batcher, Decodes, Fetch, ReadPool, keys_table, rows_of};
+use sqlx::{Any, AssertSqlSafe, ColumnIndex, Executor, Row};
 
 use crate::{Backend, LegacyDb, LegacyError, parse_ts, ts_of};
 
@@ -41,20 +40,24 @@ impl LegacyUser {
         self.deleted_at.is_some()
     }
 
-    fn from_row(row: &AnyRow) -> Result<Self, LegacyError> {
-        let deleted: Option<String> = row.try_get("deleted_at")?;
+    /// A row of the Any driver's, or of PostgreSQL's or SQLite's own (the batched reads).
+    fn from_row<'r, R: Decodes<'r>>(row: &'r R) -> Result<Self, LegacyError>
+    where
+        &'r str: ColumnIndex<R>,
+    {
         Ok(Self {
-            id: row.try_get("id")?,
-            email: row.try_get("email")?,
-            password_digest: row.try_get("password_digest")?,
-            nickname: row.try_get("nickname")?,
-            phone_number: row.try_get("phone_number")?,
-            profile_image_url: row.try_get("profile_image_url")?,
-            deleted_at: deleted
+            id: row.int("id")?,
+            email: row.text("email")?,
+            password_digest: row.text("password_digest")?,
+            nickname: row.text("nickname")?,
+            phone_number: row.maybe_text("phone_number")?,
+            profile_image_url: row.maybe_text("profile_image_url")?,
+            deleted_at: row
+                .maybe_text("deleted_at")?
                 .map(|d| parse_ts(&d, "users.deleted_at"))
                 .transpose()?,
-            created_at: parse_ts(&row.try_get::<String, _>("created_at")?, "users.created_at")?,
-            updated_at: parse_ts(&row.try_get::<String, _>("updated_at")?, "users.updated_at")?,
+            created_at: parse_ts(&row.text("created_at")?, "users.created_at")?,
+            updated_at: parse_ts(&row.text("updated_at")?, "users.updated_at")?,
         })
     }
 }
@@ -113,39 +116,29 @@ where
 /// A session's owner and when the session expires, by session id.
 pub(crate) type SessionOwners = Batcher<i64, (LegacyUser, Timestamp), LegacyError>;
 
-/// The batched read of sessions' owners on `pool`.
-pub(crate) fn session_owners(pool: &AnyPool, backend: Backend) -> SessionOwners {
-    let pool = pool.clone();
-    let engine = match backend {
-        Backend::Postgres => Engine::Postgres,
-        Backend::Sqlite => Engine::Sqlite,
-    };
+/// The batched read of sessions' owners, on `pool` (in the engine's own driver).
+pub(crate) fn session_owners(pool: ReadPool, backend: Backend) -> SessionOwners {
     let fetch: Fetch<i64, (LegacyUser, Timestamp), LegacyError> = Arc::new(move |ids: Vec<i64>| {
         let pool = pool.clone();
         Box::pin(async move {
-            let (keys, param) = keys_table(engine, "bigint", &ids);
+            let (keys, param) = keys_table(backend.engine(), "bigint", &ids);
             let sql = format!(
                 "SELECT s.id AS owned_session_id, {} AS owned_session_expires_at, {} \
                  FROM {keys} JOIN sessions s ON s.id = k.value JOIN users u ON u.id = s.user_id",
                 ts_of(backend, "s.expires_at"),
                 user_columns_of(backend, "u")
             );
-            let rows = sqlx::query(AssertSqlSafe(sql))
-                .bind(param)
-                .fetch_all(&pool)
-                .await?;
-            let mut owners = HashMap::with_capacity(rows.len());
-            for row in &rows {
-                let expires: String = row.try_get("owned_session_expires_at")?;
-                owners.insert(
-                    row.try_get("owned_session_id")?,
-                    (
-                        LegacyUser::from_row(row)?,
-                        parse_ts(&expires, "sessions.expires_at")?,
-                    ),
-                );
-            }
-            Ok(owners)
+            let owners = rows_of!(&pool, sql, param, |row| Ok::<_, LegacyError>((
+                row.int("owned_session_id")?,
+                (
+                    LegacyUser::from_row(row)?,
+                    parse_ts(
+                        &row.text("owned_session_expires_at")?,
+                        "sessions.expires_at"
+                    )?,
+                ),
+            )));
+            Ok(owners.into_iter().collect::<HashMap<_, _>>())
         })
     });
     Batcher::start(1, fetch)

@@ -167,7 +167,8 @@ pub struct ServeArgs {
     #[arg(long, env = "LEGACY_DATABASE_URL", hide_env_values = true)]
     pub legacy_database_url: Option<SecretString>,
     /// Connections to the legacy database while migrating: every write goes through it
-    /// and every authenticated request reads its session there.
+    /// and every authenticated request reads its session there (those reads in batches,
+    /// on up to 4 connections of their own besides).
     #[arg(long, env = "LEGACY_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub legacy_db_max_connections: u32,
     /// bcrypt cost of the digests written through to the legacy (the legacy's own: 12).

@@ -5,7 +5,7 @@
 //! Reads go straight to the pool; every flow that writes runs in one [`Tx`], which the
 //! caller commits, or rolls back for a dry run.
 //!
-//! The hot point reads are batched (`read_batcher`, see `reads`).
+//! The hot point reads are batched (`point_reads`, see `reads`).
 //!
 //! A read of at most one row takes `fetch_all` and the first row, never
 //! `fetch_optional`: the Any driver's `fetch_optional` stops reading after the first row
@@ -46,10 +46,10 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub(crate) fn engine(self) -> read_batcher::Engine {
+    pub(crate) fn engine(self) -> point_reads::Engine {
         match self {
-            Backend::Sqlite => read_batcher::Engine::Sqlite,
-            Backend::Postgres => read_batcher::Engine::Postgres,
+            Backend::Sqlite => point_reads::Engine::Sqlite,
+            Backend::Postgres => point_reads::Engine::Postgres,
         }
     }
 }
@@ -71,11 +71,11 @@ pub enum StoreError {
     Shared(std::sync::Arc<StoreError>),
 }
 
-impl From<read_batcher::BatchError<StoreError>> for StoreError {
-    fn from(e: read_batcher::BatchError<StoreError>) -> Self {
+impl From<point_reads::BatchError<StoreError>> for StoreError {
+    fn from(e: point_reads::BatchError<StoreError>) -> Self {
         match e {
-            read_batcher::BatchError::Failed(shared) => StoreError::Shared(shared),
-            read_batcher::BatchError::Stopped => {
+            point_reads::BatchError::Failed(shared) => StoreError::Shared(shared),
+            point_reads::BatchError::Stopped => {
                 StoreError::Config("the store's reader stopped".into())
             }
         }

@@ -1,101 +1,51 @@
 //! The reads every call of other services makes, on a pool of their own that speaks
 //! PostgreSQL's or SQLite's own driver (the Any driver copies every column's description
 //! into every row: measured on a read of 100 members, a tenth of the service's CPU went
-//! to those copies), batched (see `read_batcher`):
+//! to those copies), batched (see `point_reads`):
 //! - a member by id (`GetMember`, and every member the flows look at);
 //! - a session with its member and the legacy digest recorded for it (every
 //!   authenticated call, `VerifyAccessToken`);
 //! - the active members among a list of ids (`BatchGetMembers`, `GET /users?ids=`).
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
-
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
 use crate::rows::{MemberRow, SessionRow, member_columns, session_columns};
 use crate::{Backend, StoreConfig, StoreError};
-use read_batcher::{Batcher, Fetch, keys_table};
+use point_reads::{Batcher, Fetch, ReadPool, keys_table, rows_of};
 
 /// A session, its member, and the legacy digest recorded for the member.
 pub(crate) type SessionView = (SessionRow, MemberRow, Option<String>);
 
-/// The readers' own connections, in their engine's driver.
-#[derive(Clone)]
-enum ReadPool {
-    Postgres(sqlx::PgPool),
-    Sqlite(sqlx::SqlitePool),
+/// The readers' connections.
+async fn connect(
+    url: &str,
+    backend: Backend,
+    config: &StoreConfig,
+) -> Result<ReadPool, StoreError> {
+    // The batchers keep one query each in flight; `BatchGetMembers` calls have the rest.
+    let connections = config.max_connections.clamp(2, 8);
+    Ok(ReadPool::connect(url, backend.engine(), connections, config.acquire_timeout).await?)
 }
 
-/// Runs `sql` with its one text parameter on `pool` and maps each row with `map`,
-/// whichever the engine.
-macro_rules! rows_of {
-    ($pool:expr, $sql:expr, $param:expr, |$row:ident| $map:expr) => {
-        match $pool {
-            ReadPool::Postgres(pool) => sqlx::query(sqlx::AssertSqlSafe($sql))
-                .bind($param)
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(|$row| $map)
-                .collect::<Result<Vec<_>, sqlx::Error>>()?,
-            ReadPool::Sqlite(pool) => sqlx::query(sqlx::AssertSqlSafe($sql))
-                .bind($param)
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(|$row| $map)
-                .collect::<Result<Vec<_>, sqlx::Error>>()?,
-        }
-    };
+async fn members(
+    pool: &ReadPool,
+    sql: String,
+    param: String,
+) -> Result<Vec<MemberRow>, StoreError> {
+    Ok(rows_of!(pool, sql, param, |row| MemberRow::from_row(row)))
 }
 
-impl ReadPool {
-    async fn connect(
-        url: &str,
-        backend: Backend,
-        config: &StoreConfig,
-    ) -> Result<Self, StoreError> {
-        let config_error = |e: sqlx::Error| StoreError::Config(e.to_string());
-        // The batchers keep one query each in flight; `BatchGetMembers` calls have the
-        // rest.
-        let connections = config.max_connections.clamp(2, 8);
-        Ok(match backend {
-            Backend::Postgres => ReadPool::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(connections)
-                    .acquire_timeout(config.acquire_timeout)
-                    .test_before_acquire(false)
-                    .connect_with(PgConnectOptions::from_str(url).map_err(config_error)?)
-                    .await?,
-            ),
-            Backend::Sqlite => ReadPool::Sqlite(
-                SqlitePoolOptions::new()
-                    .max_connections(connections)
-                    .acquire_timeout(config.acquire_timeout)
-                    .test_before_acquire(false)
-                    .connect_with(
-                        SqliteConnectOptions::from_str(url)
-                            .map_err(config_error)?
-                            .busy_timeout(std::time::Duration::from_secs(5)),
-                    )
-                    .await?,
-            ),
-        })
-    }
-
-    async fn members(&self, sql: String, param: String) -> Result<Vec<MemberRow>, StoreError> {
-        Ok(rows_of!(self, sql, param, |row| MemberRow::from_row(row)))
-    }
-
-    async fn sessions(&self, sql: String, param: String) -> Result<Vec<SessionView>, StoreError> {
-        Ok(rows_of!(self, sql, param, |row| Ok((
-            SessionRow::from_row(row)?,
-            MemberRow::from_row(row)?,
-            sqlx::Row::try_get::<Option<String>, _>(row, "legacy_digest")?,
-        ))))
-    }
+async fn sessions(
+    pool: &ReadPool,
+    sql: String,
+    param: String,
+) -> Result<Vec<SessionView>, StoreError> {
+    Ok(rows_of!(pool, sql, param, |row| Ok::<_, sqlx::Error>((
+        SessionRow::from_row(row)?,
+        MemberRow::from_row(row)?,
+        sqlx::Row::try_get::<Option<String>, _>(row, "legacy_digest")?,
+    ))))
 }
 
 pub(crate) struct Reads {
@@ -116,7 +66,7 @@ impl Reads {
         backend: Backend,
         config: &StoreConfig,
     ) -> Result<Self, StoreError> {
-        let pool = ReadPool::connect(url, backend, config).await?;
+        let pool = connect(url, backend, config).await?;
         let lanes = 1;
         let members_pool = pool.clone();
         let members: Fetch<i64, MemberRow, StoreError> = Arc::new(move |ids: Vec<i64>| {
@@ -127,8 +77,7 @@ impl Reads {
                     "SELECT {} FROM {keys} JOIN members m ON m.id = k.value",
                     member_columns!()
                 );
-                Ok(pool
-                    .members(sql, param)
+                Ok(members(&pool, sql, param)
                     .await?
                     .into_iter()
                     .map(|m| (m.id, m))
@@ -147,8 +96,7 @@ impl Reads {
                     session_columns!(),
                     member_columns!()
                 );
-                Ok(pool
-                    .sessions(sql, param)
+                Ok(sessions(&pool, sql, param)
                     .await?
                     .into_iter()
                     .map(|view| (view.0.id.clone(), view))
@@ -171,6 +119,6 @@ impl Reads {
             "SELECT {} FROM {keys} JOIN members m ON m.id = k.value WHERE m.deleted_at IS NULL ORDER BY m.id",
             member_columns!()
         );
-        self.pool.members(sql, param).await
+        members(&self.pool, sql, param).await
     }
 }

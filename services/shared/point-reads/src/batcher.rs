@@ -1,12 +1,10 @@
 //! Point reads that arrive together are read together: a [`Batcher`] sends a read
 //! alone when the database is idle and, while reads are in flight, gathers those that
 //! arrive meanwhile into one query for the next round trip (the keys as one parameter,
-//! see [`keys_table`]: one prepared statement whatever the batch's size). No timer, no
-//! waiting: at low load nothing changes; under load the database answers many reads per
-//! round trip instead of one, and the per-query costs (a system call each way, a round
-//! trip to release each pooled connection with sqlx 0.9) are paid once per batch. Used
-//! by the identity service's hot reads and by the legacy reads of every authenticated
-//! request while migrating.
+//! see `keys_table`). No timer, no waiting: at low load nothing changes; under load the
+//! database answers many reads per round trip instead of one, and the per-query costs (a
+//! system call each way, a round trip to release each pooled connection with sqlx 0.9)
+//! are paid once per batch.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -105,61 +103,9 @@ where
     }
 }
 
-/// The database a batch is read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    Postgres,
-    Sqlite,
-}
-
-/// The keys as a table `k` of one column, `k.value`, bound as the query's first
-/// parameter: PostgreSQL unnests an array literal (`{1,2,3}`), SQLite walks a JSON array.
-/// Joined to the table read (`JOIN members m ON m.id = k.value`), each key is one index
-/// look-up whatever the number of keys: with `= ANY($1)` PostgreSQL's generic plan, made
-/// for ten keys, scanned small tables whole. Keys must be numbers or strings of letters,
-/// digits, `-` and `_` (ids and session ids).
-pub fn keys_table<K: ToString>(engine: Engine, cast: &str, keys: &[K]) -> (String, String) {
-    let list: Vec<String> = keys.iter().map(ToString::to_string).collect();
-    match engine {
-        Engine::Postgres => (
-            format!("unnest(CAST($1 AS {cast}[])) AS k(value)"),
-            format!("{{{}}}", list.join(",")),
-        ),
-        Engine::Sqlite => (
-            "json_each($1) AS k".to_owned(),
-            serde_json::to_string(&list_values(cast, &list)).unwrap_or_default(),
-        ),
-    }
-}
-
-/// The keys as JSON values: numbers for a numeric column, strings otherwise.
-fn list_values(cast: &str, list: &[String]) -> Vec<serde_json::Value> {
-    list.iter()
-        .map(|k| match cast {
-            "bigint" => k
-                .parse::<i64>()
-                .map(serde_json::Value::from)
-                .unwrap_or_else(|_| serde_json::Value::from(k.as_str())),
-            _ => serde_json::Value::from(k.as_str()),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_are_one_parameter_on_each_engine() {
-        let (table, param) = keys_table(Engine::Postgres, "bigint", &[3, 1, 2]);
-        assert_eq!(table, "unnest(CAST($1 AS bigint[])) AS k(value)");
-        assert_eq!(param, "{3,1,2}");
-        let (table, param) = keys_table(Engine::Sqlite, "bigint", &[3, 1]);
-        assert_eq!(table, "json_each($1) AS k");
-        assert_eq!(param, "[3,1]");
-        let (_, param) = keys_table(Engine::Sqlite, "text", &["a-b_c"]);
-        assert_eq!(param, r#"["a-b_c"]"#);
-    }
 
     #[tokio::test]
     async fn reads_that_arrive_together_are_one_fetch() {
