@@ -29,26 +29,22 @@ pub struct GrpcService {
 }
 
 impl GrpcService {
+    /// `stopping` turns true when the server shuts down: open streams end then (the
+    /// server waits for its calls to end); its sender must live as long as the server.
     pub fn new(
         identity: Identity,
         observer: Observer,
         trust_forwarded_for: bool,
         trusted_proxy_hops: usize,
+        stopping: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Self {
             identity,
             observer,
             trust_forwarded_for,
             trusted_proxy_hops,
-            stopping: tokio::sync::watch::Sender::new(false).subscribe(),
+            stopping,
         }
-    }
-
-    /// Ends the open streams when `stopping` turns true (graceful shutdown: the
-    /// server waits for its calls to end).
-    pub fn stop_streams_on(mut self, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
-        self.stopping = stopping;
-        self
     }
 
     fn ctx<T>(&self, req: &Request<T>) -> RequestCtx {

@@ -177,8 +177,8 @@ impl Application {
             observer,
             self.state.trust_forwarded_for,
             self.state.trusted_proxy_hops,
-        )
-        .stop_streams_on(stop_rx.clone());
+            stop_rx.clone(),
+        );
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<identity_proto::identity::v1::identity_service_server::IdentityServiceServer<identity_grpc::GrpcService>>()
