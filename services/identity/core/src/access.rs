@@ -4,12 +4,20 @@
 //! has it at that moment, so that nobody reads their own profile stale after being
 //! moved here.
 
-use identity_store::SessionRow;
+use identity_store::{LiveSession, SessionRow};
+use identity_tokens::AccessClaims;
 use identity_tokens::hash_refresh_token;
 use member_contract::Timestamp;
 
 use crate::sessions::{Introspection, Principal, is_jwt};
 use crate::{CoreError, Identity};
+
+/// Whether a token's claims name the live session's current access token, unexpired.
+fn is_current(live: &LiveSession, claims: &AccessClaims, now: Timestamp) -> bool {
+    live.access_jti == claims.jti
+        && live.access_expires_at > now.as_micros()
+        && Some(live.member_id) == claims.member_id()
+}
 
 impl Identity {
     /// The acting member of a bearer access token, if the token is valid and its
@@ -53,11 +61,8 @@ impl Identity {
         let Some((session, member, recorded_digest)) = found else {
             return Err(CoreError::Unauthorized);
         };
-        let current = !session.is_ended()
-            && session.access_jti == claims.jti
-            && session.access_expires_at > now.as_micros()
-            && Some(member.id) == claims.member_id()
-            && !member.is_withdrawn();
+        let current = LiveSession::of(&session, &member)
+            .is_some_and(|live| is_current(&live, &claims, now));
         if !current {
             return Err(CoreError::Unauthorized);
         }
@@ -161,10 +166,7 @@ impl Identity {
             let Some(live) = self.inner.store.live_session(&claims.sid).await? else {
                 return Ok(None);
             };
-            let current = live.access_jti == claims.jti
-                && live.access_expires_at > now.as_micros()
-                && Some(live.member_id) == claims.member_id();
-            return Ok(current.then(|| Introspection {
+            return Ok(is_current(&live, &claims, now).then(|| Introspection {
                 member_id: live.member_id,
                 session_id: claims.sid.clone(),
                 expires_at: Timestamp::from_micros(live.access_expires_at),

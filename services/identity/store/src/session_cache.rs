@@ -21,6 +21,19 @@ pub struct LiveSession {
     pub access_expires_at: i64,
 }
 
+impl LiveSession {
+    /// The session if it is live: not ended, its member not withdrawn.
+    pub fn of(session: &crate::SessionRow, member: &crate::MemberRow) -> Option<Self> {
+        (!session.is_ended() && !member.is_withdrawn() && session.member_id == member.id).then(
+            || LiveSession {
+                member_id: session.member_id,
+                access_jti: session.access_jti.clone(),
+                access_expires_at: session.access_expires_at,
+            },
+        )
+    }
+}
+
 const MAX_AGE: Duration = Duration::from_secs(30);
 const MAX_ENTRIES: usize = 100_000;
 

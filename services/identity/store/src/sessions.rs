@@ -104,12 +104,7 @@ impl Store {
         let live = self
             .session_with_member(session_id)
             .await?
-            .filter(|(s, m)| !s.is_ended() && !m.is_withdrawn())
-            .map(|(s, _)| LiveSession {
-                member_id: s.member_id,
-                access_jti: s.access_jti,
-                access_expires_at: s.access_expires_at,
-            });
+            .and_then(|(s, m)| LiveSession::of(&s, &m));
         if let (Some(live), Some(generation)) = (&live, generation) {
             cache.keep(generation, session_id, live.clone());
         }
