@@ -61,8 +61,8 @@ impl Identity {
         let Some((session, member, recorded_digest)) = found else {
             return Err(CoreError::Unauthorized);
         };
-        let current = LiveSession::of(&session, &member)
-            .is_some_and(|live| is_current(&live, &claims, now));
+        let current =
+            LiveSession::of(&session, &member).is_some_and(|live| is_current(&live, &claims, now));
         if !current {
             return Err(CoreError::Unauthorized);
         }

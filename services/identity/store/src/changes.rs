@@ -10,7 +10,7 @@ use sqlx::Row;
 use tokio::sync::watch;
 
 use crate::rows::{MemberRow, member_columns};
-use crate::{Backend, Store, StoreError, Tx};
+use crate::{Backend, Store, StoreError, Tx, now_micros, values_list};
 
 /// What happened to a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,12 +108,6 @@ pub(crate) fn change_between(before: Option<&MemberRow>, after: &MemberRow) -> O
     (seen(before) != seen(after)).then_some(ChangeKind::Updated)
 }
 
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
-
 /// PostgreSQL: the counter moved, the changes written and every listener told, in one
 /// statement, the transaction's last before its commit: the counter's row lock is held
 /// for one round trip and the commit's.
@@ -168,20 +162,9 @@ impl Tx {
                 .fetch_one(self.conn())
                 .await?;
                 for (chunk_index, chunk) in pending.chunks(200).enumerate() {
-                    let rows: Vec<String> = (0..chunk.len())
-                        .map(|r| {
-                            format!(
-                                "(${}, ${}, ${}, ${})",
-                                4 * r + 1,
-                                4 * r + 2,
-                                4 * r + 3,
-                                4 * r + 4
-                            )
-                        })
-                        .collect();
                     let sql = format!(
                         "INSERT INTO member_changes (seq, member_id, kind, changed_at) VALUES {}",
-                        rows.join(", ")
+                        values_list(chunk.len(), 4)
                     );
                     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
                     for (offset, (member_id, kind)) in chunk.iter().enumerate() {

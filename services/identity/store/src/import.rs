@@ -64,7 +64,8 @@ impl Store {
         &self,
         ids: &[i64],
     ) -> Result<std::collections::HashMap<i64, (MemberRow, Option<String>)>, StoreError> {
-        let rows = crate::fetch_for_ids(self.pool(), ids, |list| {
+        let mut conn = self.pool().acquire().await?;
+        let rows = crate::fetch_for_ids(&mut conn, ids, |list| {
             format!(
                 "SELECT {}, d.digest AS legacy_digest FROM members m LEFT JOIN legacy_digests d ON d.member_id = m.id WHERE m.id IN ({list})",
                 member_columns!()
@@ -136,20 +137,12 @@ impl Tx {
                     self.note_change(m.id, kind);
                 }
             }
-            let placeholders: Vec<String> = (0..chunk.len())
-                .map(|r| {
-                    let p: Vec<String> = (1..=COLUMNS)
-                        .map(|c| format!("${}", r * COLUMNS + c))
-                        .collect();
-                    format!("({})", p.join(", "))
-                })
-                .collect();
             let sql = format!(
                 "INSERT INTO members (id, email, password_hash, nickname, phone_number, profile_image_url, created_at, updated_at, deleted_at) \
                  VALUES {} ON CONFLICT (id) DO UPDATE SET email = excluded.email, password_hash = excluded.password_hash, \
                  nickname = excluded.nickname, phone_number = excluded.phone_number, profile_image_url = excluded.profile_image_url, \
                  created_at = excluded.created_at, updated_at = excluded.updated_at, deleted_at = excluded.deleted_at",
-                placeholders.join(", ")
+                crate::values_list(chunk.len(), COLUMNS)
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for m in chunk {
@@ -167,13 +160,10 @@ impl Tx {
             q.execute(self.conn())
                 .await
                 .map_err(StoreError::from_write)?;
-            let placeholders: Vec<String> = (0..chunk.len())
-                .map(|r| format!("(${}, ${})", 2 * r + 1, 2 * r + 2))
-                .collect();
             let sql = format!(
                 "INSERT INTO legacy_digests (member_id, digest) VALUES {} \
                  ON CONFLICT (member_id) DO UPDATE SET digest = excluded.digest",
-                placeholders.join(", ")
+                crate::values_list(chunk.len(), 2)
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for m in chunk {
@@ -189,17 +179,13 @@ impl Tx {
         &mut self,
         ids: &[i64],
     ) -> Result<std::collections::HashMap<i64, MemberRow>, StoreError> {
-        let list: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "SELECT {} FROM members m WHERE m.id IN ({})",
-            member_columns!(),
-            list.join(",")
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for id in ids {
-            q = q.bind(*id);
-        }
-        let rows = q.fetch_all(self.conn()).await?;
+        let rows = crate::fetch_for_ids(self.conn(), ids, |list| {
+            format!(
+                "SELECT {} FROM members m WHERE m.id IN ({list})",
+                member_columns!()
+            )
+        })
+        .await?;
         rows.iter()
             .map(|r| {
                 MemberRow::from_row(r)

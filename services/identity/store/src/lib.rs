@@ -247,11 +247,12 @@ impl Store {
     }
 }
 
-/// The rows `select` returns for every id of `ids`: `select` is given the parameter
-/// list of an `IN (…)` (`$1,$2,…`), and the ids go in chunks of 500 so that no
-/// statement's parameter list grows past what either engine takes.
+/// The rows `select` returns for every id of `ids`, on `conn` (a pooled connection or a
+/// transaction's): `select` is given the parameter list of an `IN (…)` (`$1,$2,…`), and
+/// the ids go in chunks of 500 so that no statement's parameter list grows past what
+/// either engine takes.
 pub(crate) async fn fetch_for_ids(
-    pool: &AnyPool,
+    conn: &mut sqlx::AnyConnection,
     ids: &[i64],
     select: impl Fn(&str) -> String,
 ) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
@@ -262,9 +263,30 @@ pub(crate) async fn fetch_for_ids(
         for id in chunk {
             q = q.bind(*id);
         }
-        rows.extend(q.fetch_all(pool).await?);
+        rows.extend(q.fetch_all(&mut *conn).await?);
     }
     Ok(rows)
+}
+
+/// The parameters of a multi-row `VALUES` list: `rows` tuples of `columns` parameters,
+/// numbered from `$1` (`($1, $2), ($3, $4)`).
+pub(crate) fn values_list(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=columns)
+                .map(|c| format!("${}", r * columns + c))
+                .collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Now, in microseconds since the epoch, by the system clock (what the store stamps).
+pub(crate) fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {
@@ -342,6 +364,12 @@ impl Tx {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_lists_number_their_parameters_row_by_row() {
+        assert_eq!(values_list(2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(values_list(1, 3), "($1, $2, $3)");
+    }
 
     #[test]
     fn sqlite_paths() {

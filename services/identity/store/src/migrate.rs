@@ -76,9 +76,7 @@ async fn apply(conn: &mut sqlx::AnyConnection, backend: Backend) -> Result<(), S
         };
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
+        let now = crate::now_micros();
         sqlx::query("INSERT INTO identity_schema_migrations (version, applied_at) VALUES ($1, $2)")
             .bind(m.version)
             .bind(now)
