@@ -8,23 +8,37 @@ pub enum Engine {
 }
 
 /// The keys as a table `k` of one column, `k.value`, bound as the query's first
-/// parameter: PostgreSQL unnests an array literal (`{1,2,3}`), SQLite walks a JSON array.
-/// Joined to the table read (`JOIN members m ON m.id = k.value`), each key is one index
-/// look-up whatever the number of keys: with `= ANY($1)` PostgreSQL's generic plan, made
-/// for ten keys, scanned small tables whole. Keys must be numbers or strings of letters,
-/// digits, `-` and `_` (ids and session ids).
+/// parameter: PostgreSQL unnests an array literal (`{1,2,3}`; text keys quoted, so that
+/// a comma, a brace, a quote or the word `NULL` in a key is that key and nothing else),
+/// SQLite walks a JSON array. Joined to the table read (`JOIN members m ON m.id =
+/// k.value`), each key is one index look-up whatever the number of keys: with
+/// `= ANY($1)` PostgreSQL's generic plan, made for ten keys, scanned small tables whole.
+/// `cast` is the keys' SQL type: `bigint` keys must be numbers.
 pub fn keys_table<K: ToString>(engine: Engine, cast: &str, keys: &[K]) -> (String, String) {
     let list: Vec<String> = keys.iter().map(ToString::to_string).collect();
     match engine {
-        Engine::Postgres => (
-            format!("unnest(CAST($1 AS {cast}[])) AS k(value)"),
-            format!("{{{}}}", list.join(",")),
-        ),
+        Engine::Postgres => {
+            let elements: Vec<String> = if cast == "bigint" {
+                list
+            } else {
+                list.iter().map(|k| array_element(k)).collect()
+            };
+            (
+                format!("unnest(CAST($1 AS {cast}[])) AS k(value)"),
+                format!("{{{}}}", elements.join(",")),
+            )
+        }
         Engine::Sqlite => (
             "json_each($1) AS k".to_owned(),
             serde_json::to_string(&list_values(cast, &list)).unwrap_or_default(),
         ),
     }
+}
+
+/// A text key as an element of PostgreSQL's array literal: double-quoted, its
+/// backslashes and double quotes escaped.
+fn array_element(key: &str) -> String {
+    format!("\"{}\"", key.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// The keys as JSON values: numbers for a numeric column, strings otherwise.
@@ -54,5 +68,7 @@ mod tests {
         assert_eq!(param, "[3,1]");
         let (_, param) = keys_table(Engine::Sqlite, "text", &["a-b_c"]);
         assert_eq!(param, r#"["a-b_c"]"#);
+        let (_, param) = keys_table(Engine::Postgres, "text", &["a-b_c", r#"x"y\z"#]);
+        assert_eq!(param, r#"{"a-b_c","x\"y\\z"}"#);
     }
 }
