@@ -19,6 +19,8 @@ pub type ChangeStream = Pin<Box<dyn Stream<Item = Result<pb::MemberChange, Statu
 
 struct Following {
     watch: ChangeWatch,
+    /// This stream's place among the replica's followers, given back when it ends.
+    _permit: tokio::sync::OwnedSemaphorePermit,
     read: VecDeque<ChangeRow>,
     stopping: watch::Receiver<bool>,
     ended: bool,
@@ -26,9 +28,14 @@ struct Following {
 
 /// The changes after the watch's cursor, as they come, until the call is cancelled,
 /// the server stops (`stopping` turns true) or the log fails.
-pub fn follow(watch: ChangeWatch, stopping: watch::Receiver<bool>) -> ChangeStream {
+pub fn follow(
+    watch: ChangeWatch,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    stopping: watch::Receiver<bool>,
+) -> ChangeStream {
     let state = Following {
         watch,
+        _permit: permit,
         read: VecDeque::new(),
         stopping,
         ended: false,

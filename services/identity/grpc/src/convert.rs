@@ -94,6 +94,15 @@ pub fn status(e: CoreError) -> Status {
     }
 }
 
+/// The replica's change streams are all taken: RESOURCE_EXHAUSTED, retry in a second.
+pub fn too_many_followers() -> Status {
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        "too many change streams on this replica: retry later or elsewhere",
+        ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1))),
+    )
+}
+
 /// A cursor of the change log that cannot be followed: OUT_OF_RANGE with the reason
 /// (`CURSOR_EXPIRED`, `CURSOR_AHEAD`) and the bounds in google.rpc.ErrorInfo.
 fn cursor(e: CursorError) -> Status {

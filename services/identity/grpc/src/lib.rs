@@ -8,7 +8,7 @@ mod changes;
 mod convert;
 mod service;
 
-pub use service::{GrpcService, Observer};
+pub use service::{GrpcService, GrpcSettings, Observer};
 
 use identity_proto::identity::v1::identity_service_server::IdentityServiceServer;
 

@@ -18,12 +18,26 @@ use crate::convert;
 /// Records each call's method, status code and duration (metrics).
 pub type Observer = Arc<dyn Fn(&'static str, tonic::Code, Duration) + Send + Sync>;
 
+/// How the service treats its callers.
+#[derive(Debug, Clone)]
+pub struct GrpcSettings {
+    /// Read the client address from `X-Forwarded-For` (behind proxies).
+    pub trust_forwarded_for: bool,
+    /// How many proxies in front append to `X-Forwarded-For`.
+    pub trusted_proxy_hops: usize,
+    /// `WatchMemberChanges` streams open at once on this replica; more are refused
+    /// (each one reads the log on every change).
+    pub max_change_followers: usize,
+}
+
 #[derive(Clone)]
 pub struct GrpcService {
     identity: Identity,
     observer: Observer,
     trust_forwarded_for: bool,
     trusted_proxy_hops: usize,
+    /// One permit per open change stream.
+    followers: Arc<tokio::sync::Semaphore>,
     /// Turns true when the server shuts down: open streams end.
     stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -34,15 +48,15 @@ impl GrpcService {
     pub fn new(
         identity: Identity,
         observer: Observer,
-        trust_forwarded_for: bool,
-        trusted_proxy_hops: usize,
+        settings: &GrpcSettings,
         stopping: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Self {
             identity,
             observer,
-            trust_forwarded_for,
-            trusted_proxy_hops,
+            trust_forwarded_for: settings.trust_forwarded_for,
+            trusted_proxy_hops: settings.trusted_proxy_hops,
+            followers: Arc::new(tokio::sync::Semaphore::new(settings.max_change_followers)),
             stopping,
         }
     }
@@ -112,12 +126,16 @@ impl IdentityService for GrpcService {
     ) -> Result<Response<Self::WatchMemberChangesStream>, Status> {
         // Timed and counted up to the stream's start.
         self.call("WatchMemberChanges", async {
+            // Held by the stream until it ends.
+            let permit = Arc::clone(&self.followers)
+                .try_acquire_owned()
+                .map_err(|_| convert::too_many_followers())?;
             let watch = self
                 .identity
                 .watch_changes(req.get_ref().after_seq)
                 .await
                 .map_err(convert::status)?;
-            Ok(crate::changes::follow(watch, self.stopping.clone()))
+            Ok(crate::changes::follow(watch, permit, self.stopping.clone()))
         })
         .await
     }

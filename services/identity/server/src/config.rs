@@ -181,6 +181,10 @@ pub struct ServeArgs {
     /// cursor at most this old).
     #[arg(long, env = "IDENTITY_CHANGE_RETENTION_HOURS", default_value_t = 168)]
     pub change_retention_hours: u64,
+    /// `WatchMemberChanges` streams open at once on a replica (each reads the log on
+    /// every change); more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "IDENTITY_MAX_CHANGE_FOLLOWERS", default_value_t = 256)]
+    pub max_change_followers: usize,
     /// Seconds each poll looks back before the last change seen (longer than the
     /// legacy's longest write transaction).
     #[arg(long, env = "IDENTITY_SYNC_LOOKBACK_SECS", default_value_t = 30)]
@@ -306,6 +310,9 @@ impl ServeArgs {
                 "--change-retention-hours",
                 "must be from 1 to 8784 (a year)",
             ));
+        }
+        if self.max_change_followers == 0 {
+            return Err(invalid("--max-change-followers", "must be at least 1"));
         }
         if self.sync_interval_ms == 0 {
             return Err(invalid("--sync-interval-ms", "must be at least 1"));

@@ -31,6 +31,8 @@ pub struct Application {
     grace: Duration,
     /// How long the member change log keeps a change.
     change_retention: Duration,
+    /// Change streams open at once.
+    max_change_followers: usize,
     /// The sync of legacy changes, while migrating.
     syncer: Option<(identity_migration::Syncer, Duration)>,
 }
@@ -145,6 +147,7 @@ impl Application {
             identity,
             grace: args.shutdown_grace(),
             change_retention: args.change_retention(),
+            max_change_followers: args.max_change_followers,
             syncer,
         })
     }
@@ -175,8 +178,11 @@ impl Application {
         let grpc_service = identity_grpc::GrpcService::new(
             self.identity.clone(),
             observer,
-            self.state.trust_forwarded_for,
-            self.state.trusted_proxy_hops,
+            &identity_grpc::GrpcSettings {
+                trust_forwarded_for: self.state.trust_forwarded_for,
+                trusted_proxy_hops: self.state.trusted_proxy_hops,
+                max_change_followers: self.max_change_followers,
+            },
             stop_rx.clone(),
         );
         let (health_reporter, health_service) = tonic_health::server::health_reporter();

@@ -14,7 +14,7 @@ use tonic::{Code, Streaming};
 use tonic_types::StatusExt;
 
 use crate::on_both_databases;
-use crate::support::{Db, TestApp, spawn};
+use crate::support::{Db, TestApp, spawn, spawn_with};
 
 async fn client(app: &TestApp) -> IdentityServiceClient<Channel> {
     IdentityServiceClient::connect(format!("http://{}", app.grpc))
@@ -235,3 +235,67 @@ async fn a_shutdown_ends_open_streams_with_unavailable() {
     assert_eq!(status.code(), Code::Unavailable, "{status:?} from {grpc}");
     assert!(status.message().contains("resume"), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_beyond_the_limit_are_refused_until_one_leaves() {
+    let app = spawn_with(Db::Sqlite, &["--max-change-followers", "2"]).await;
+    let first = watch(&app, None).await.unwrap();
+    let _second = watch(&app, None).await.unwrap();
+    let refused = watch(&app, None).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.get_details_retry_info().is_some(), "{refused:?}");
+    // A follower that goes away gives its place back.
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match watch(&app, None).await {
+            Ok(_) => break,
+            Err(e) => assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place of a cancelled stream came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+on_both_databases!(
+    a_follower_that_stops_reading_holds_nothing_up_and_loses_nothing,
+    |db: Db| async move {
+        let app = spawn(db).await;
+        // Subscribed, then never read: HTTP/2 flow control stops the server's writes.
+        let mut stalled = watch(&app, None).await.unwrap();
+        const MEMBERS: i64 = 1200;
+        let store = identity_store::Store::connect(&app.database_url, &Default::default())
+            .await
+            .unwrap();
+        for batch in 0..MEMBERS / 100 {
+            let mut tx = store.begin().await.unwrap();
+            for i in 0..100 {
+                let n = batch * 100 + i;
+                tx.insert_member(&identity_store::NewMember {
+                    id: None,
+                    email: format!("stalled-{n}@x.io"),
+                    password_hash: "x".into(),
+                    nickname: format!("member {n}"),
+                    phone_number: None,
+                    profile_image_url: Some(format!("https://img.example.com/{n}.png")),
+                    now: 1_800_000_000_000_000,
+                })
+                .await
+                .unwrap();
+            }
+            tx.commit().await.unwrap();
+        }
+        // Another follower reads every change meanwhile.
+        let mut other = watch(&app, Some(0)).await.unwrap();
+        for seq in 1..=MEMBERS {
+            assert_eq!(next(&mut other).await.seq, seq);
+        }
+        // And the stalled one, reading at last, has lost nothing.
+        for seq in 1..=MEMBERS {
+            assert_eq!(next(&mut stalled).await.seq, seq);
+        }
+    }
+);
