@@ -18,6 +18,10 @@ const BATCH: i64 = 500;
 const POLL_SQLITE: Duration = Duration::from_millis(250);
 const POLL_POSTGRES: Duration = Duration::from_secs(1);
 
+/// How long one read of the log may take: a database that hangs ends the watch (the
+/// follower resumes elsewhere) instead of holding it forever.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why a follower's cursor cannot be followed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CursorError {
@@ -97,7 +101,14 @@ impl ChangeWatch {
             // Marked seen before reading: a change committed during the read wakes the
             // next wait.
             self.woken.borrow_and_update();
-            let changes = self.store.changes_after(self.cursor, BATCH).await?;
+            let changes =
+                tokio::time::timeout(READ_TIMEOUT, self.store.changes_after(self.cursor, BATCH))
+                    .await
+                    .map_err(|_| {
+                        CoreError::unavailable(format!(
+                            "the change log did not answer within {READ_TIMEOUT:?}"
+                        ))
+                    })??;
             if let Some(first) = changes.first() {
                 if first.seq != self.cursor + 1 {
                     return Err(CoreError::Cursor(CursorError::Expired {

@@ -289,10 +289,13 @@ impl Application {
 /// server stops (every replica does; the deletes are the same).
 async fn prune_changes(identity: Identity, retention: Duration, mut stop: watch::Receiver<bool>) {
     loop {
-        match identity.prune_changes(retention).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(pruned = n, "member change log pruned"),
-            Err(e) => tracing::warn!(error = %e.chain(), "cannot prune the member change log"),
+        // A database that hangs holds one prune, not the task.
+        match tokio::time::timeout(Duration::from_secs(60), identity.prune_changes(retention)).await
+        {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(pruned = n, "member change log pruned"),
+            Ok(Err(e)) => tracing::warn!(error = %e.chain(), "cannot prune the member change log"),
+            Err(_) => tracing::warn!("the member change log's pruning did not finish within 60 s"),
         }
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,

@@ -2,8 +2,9 @@
 //! change log grew (followers wake up) and that sessions ended (the session cache
 //! forgets them). Within the process, the committing transaction signals directly; on
 //! PostgreSQL, its `NOTIFY`s reach every replica's listener, one connection per process
-//! started on first need. A listener that loses its connection says so (the session
-//! cache stops trusting itself, followers read the log) and listens again.
+//! started on first need. A listener proves its connection every second by hearing its
+//! own heartbeat back; one that loses its connection, or stops hearing itself, says so
+//! (the session cache stops trusting itself, followers read the log) and listens again.
 
 use std::sync::{Arc, Once, Weak};
 use std::time::Duration;
@@ -16,6 +17,8 @@ use crate::session_cache::{SessionCache, SessionEnds};
 pub(crate) const MEMBER_CHANGES: &str = "identity_member_changes";
 /// PostgreSQL's channel of ended sessions (payload: their ids, or `*` for all).
 pub(crate) const SESSION_ENDS: &str = "identity_session_ends";
+/// PostgreSQL's channel of the listeners' heartbeats (payload: the process's own mark).
+const HEARTBEATS: &str = "identity_listener_heartbeats";
 
 pub(crate) struct Signals {
     /// Moves on each change this process committed or PostgreSQL announced.
@@ -58,8 +61,15 @@ impl Drop for Signals {
     }
 }
 
-/// Listens on both channels until the store is gone; after a lost connection, listens
-/// again a second later (the waiters poll meanwhile, the session cache is off).
+/// How often the listener proves its connection works: it notifies itself, through
+/// another connection, and must hear it back.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// Not hearing its own heartbeat this long, the listener takes its connection for lost
+/// (a connection a firewall dropped without a word delivers nothing and fails nothing).
+const HEARTBEAT_LOST: Duration = Duration::from_secs(3);
+
+/// Listens until the store is gone; after a lost connection, listens again a second
+/// later (the waiters poll meanwhile, the session cache is off).
 async fn listen(url: String, signals: Weak<Signals>, stop: Arc<Notify>) {
     let lost = |signals: &Weak<Signals>| {
         if let Some(s) = signals.upgrade() {
@@ -67,47 +77,17 @@ async fn listen(url: String, signals: Weak<Signals>, stop: Arc<Notify>) {
             s.changed();
         }
     };
+    // This process's heartbeats, told apart from other replicas'.
+    let me = format!("{:016x}", {
+        let mut bytes = [0u8; 8];
+        let _ = getrandom::fill(&mut bytes);
+        u64::from_le_bytes(bytes)
+    });
     loop {
         let session = async {
-            let mut listener = match sqlx::postgres::PgListener::connect(&url).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for change and session notifications");
-                    return;
-                }
-            };
-            if let Err(e) = listener.listen_all([MEMBER_CHANGES, SESSION_ENDS]).await {
-                tracing::warn!(error = %e, "cannot listen for change and session notifications");
-                return;
+            if let Err(e) = listen_once(&url, &signals, &me).await {
+                tracing::warn!(error = %e, "change and session notifications lost");
             }
-            // From here on every end is heard: the cache may serve (what ended before
-            // is in the database it reads).
-            match signals.upgrade() {
-                Some(s) => {
-                    s.sessions.trust(true);
-                    s.changed();
-                }
-                None => return,
-            }
-            loop {
-                match listener.try_recv().await {
-                    Ok(Some(n)) => {
-                        let Some(s) = signals.upgrade() else { return };
-                        if n.channel() == SESSION_ENDS {
-                            s.sessions.forget(&SessionEnds::parse(n.payload()));
-                        } else {
-                            s.changed();
-                        }
-                    }
-                    // The connection was lost: notifications may have been missed.
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "change and session notifications lost");
-                        break;
-                    }
-                }
-            }
-            lost(&signals);
         };
         tokio::select! {
             () = stop.notified() => return,
@@ -121,5 +101,86 @@ async fn listen(url: String, signals: Weak<Signals>, stop: Arc<Notify>) {
             () = stop.notified() => return,
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+    }
+}
+
+/// One listening connection, for as long as it proves to work. The session cache is
+/// trusted from the first heartbeat heard back (every end committed after it is heard;
+/// what ended before is in the database the cache reads) until the connection fails or
+/// a heartbeat is not heard back in time.
+async fn listen_once(url: &str, signals: &Weak<Signals>, me: &str) -> Result<(), String> {
+    use sqlx::Connection;
+    let mut listener = sqlx::postgres::PgListener::connect(url)
+        .await
+        .map_err(|e| format!("cannot listen: {e}"))?;
+    listener
+        .listen_all([MEMBER_CHANGES, SESSION_ENDS, HEARTBEATS])
+        .await
+        .map_err(|e| format!("cannot listen: {e}"))?;
+    let mut beats = sqlx::postgres::PgConnection::connect(url)
+        .await
+        .map_err(|e| format!("cannot send heartbeats: {e}"))?;
+    // The notifications, read by a task of their own (a read is not cancelled halfway
+    // by the heartbeat's timer), until the connection is lost.
+    let (heard_tx, mut heard) = tokio::sync::mpsc::channel(1024);
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(n)) = listener.try_recv().await {
+            if heard_tx.send(n).await.is_err() {
+                return;
+            }
+        }
+    });
+    let _reader = AbortOnDrop(reader);
+    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    let mut last_heard = tokio::time::Instant::now();
+    let mut trusted = false;
+    loop {
+        tokio::select! {
+            n = heard.recv() => {
+                let Some(n) = n else {
+                    return Err("the listening connection was lost".into());
+                };
+                let Some(s) = signals.upgrade() else { return Ok(()) };
+                match n.channel() {
+                    SESSION_ENDS => s.sessions.forget(&SessionEnds::parse(n.payload())),
+                    HEARTBEATS => {
+                        if n.payload() == me {
+                            last_heard = tokio::time::Instant::now();
+                            if !trusted {
+                                trusted = true;
+                                s.sessions.trust(true);
+                                s.changed();
+                            }
+                        }
+                    }
+                    _ => s.changed(),
+                }
+            }
+            _ = tick.tick() => {
+                if last_heard.elapsed() > HEARTBEAT_LOST {
+                    return Err(format!("no heartbeat heard back for {HEARTBEAT_LOST:?}"));
+                }
+                let sent = tokio::time::timeout(
+                    HEARTBEAT_EVERY,
+                    sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(HEARTBEATS)
+                        .bind(me)
+                        .execute(&mut beats),
+                )
+                .await;
+                if !matches!(sent, Ok(Ok(_))) {
+                    return Err("cannot send a heartbeat".into());
+                }
+            }
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

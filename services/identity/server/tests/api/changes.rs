@@ -14,7 +14,9 @@ use tonic::{Code, Streaming};
 use tonic_types::StatusExt;
 
 use crate::on_both_databases;
-use crate::support::{Db, TestApp, spawn, spawn_with};
+use test_support::tcp_gate::{Gate, TcpGate};
+
+use crate::support::{Db, TestApp, spawn, spawn_on, spawn_with};
 
 async fn client(app: &TestApp) -> IdentityServiceClient<Channel> {
     IdentityServiceClient::connect(format!("http://{}", app.grpc))
@@ -299,3 +301,19 @@ on_both_databases!(
         }
     }
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_hangs_ends_the_stream_for_a_resume_elsewhere() {
+    let database = test_support::fresh_postgres_database();
+    let (gate, through) = TcpGate::in_front_of(&database).await;
+    let app = spawn_on(&through, tempfile::tempdir().unwrap(), &[]).await;
+    let mut live = watch(&app, None).await.unwrap();
+    // Every connection to the database stops answering, none is closed.
+    gate.set(Gate::Closed);
+    let ended = tokio::time::timeout(Duration::from_secs(30), live.message())
+        .await
+        .expect("the stream ends instead of hanging with its read");
+    let status = ended.expect_err("ended with an error");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    gate.set(Gate::Open);
+}

@@ -10,7 +10,9 @@ use identity_proto::identity::v1 as pb;
 use identity_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use serde_json::json;
 
-use crate::support::{Db, TestApp, replica, spawn};
+use test_support::tcp_gate::{Gate, TcpGate};
+
+use crate::support::{Db, TestApp, replica, replica_on, spawn};
 
 async fn active(app: &TestApp, token: &str) -> bool {
     IdentityServiceClient::connect(format!("http://{}", app.grpc))
@@ -167,5 +169,36 @@ async fn a_replica_that_loses_its_notifications_answers_from_the_database() {
     // It listens again, and serves from memory again.
     let (_, fresh, _) = a.member("heard@x.io").await;
     cache_serving(&b, true).await;
+    active_on_both(&a, &b, &fresh).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_listening_connection_goes_silent_answers_from_the_database() {
+    let a = spawn(Db::Postgres).await;
+    // Replica B reaches the database through a gate that can silence only its listening
+    // connection: a firewall dropping an idle connection without a word (no reset, no
+    // error), while every other connection works.
+    let (gate, through) = TcpGate::in_front_of(&a.database_url).await;
+    let b = replica_on(&a, &through).await;
+    cache_serving(&b, true).await;
+    let (_, token, _) = a.member("silenced@x.io").await;
+    active_on_both(&a, &b, &token).await;
+
+    gate.set(Gate::ClosedToListeners);
+    // B stops hearing its own heartbeat and stops answering from memory...
+    cache_serving(&b, false).await;
+    // ...so a session ended now, unheard by B, is refused by B at once.
+    assert_eq!(
+        a.send("DELETE", "/api/v1/sessions", Some(&token), None)
+            .await
+            .status,
+        204
+    );
+    assert!(!active(&b, &token).await, "answered from the database");
+
+    // The connection back, B listens again and serves from memory again.
+    gate.set(Gate::Open);
+    cache_serving(&b, true).await;
+    let (_, fresh, _) = a.member("heard-again@x.io").await;
     active_on_both(&a, &b, &fresh).await;
 }

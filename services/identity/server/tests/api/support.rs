@@ -55,16 +55,23 @@ pub async fn spawn_in(db: Db, dir: tempfile::TempDir, extra: &[&str]) -> TestApp
 
 /// Another replica of `app`: the same database and signing key, its own listeners.
 pub async fn replica(app: &TestApp) -> TestApp {
+    replica_on(app, &app.database_url).await
+}
+
+/// Another replica of `app` with its signing key, on `database_url` (the same database,
+/// reached another way).
+pub async fn replica_on(app: &TestApp, database_url: &str) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::copy(
         app.dir.path().join("jwt-signing-key.pem"),
         dir.path().join("jwt-signing-key.pem"),
     )
     .expect("the first replica's signing key");
-    spawn_on(&app.database_url, dir, &[]).await
+    spawn_on(database_url, dir, &[]).await
 }
 
-async fn spawn_on(database_url: &str, dir: tempfile::TempDir, extra: &[&str]) -> TestApp {
+/// Starts the service on `database_url`, its files in `dir`.
+pub async fn spawn_on(database_url: &str, dir: tempfile::TempDir, extra: &[&str]) -> TestApp {
     let database_url = database_url.to_owned();
     let data_dir = dir.path().display().to_string();
     let mut argv = vec![

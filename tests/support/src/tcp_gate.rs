@@ -1,0 +1,111 @@
+//! A TCP proxy of the tests' own, between a client and a server (a service and its
+//! PostgreSQL), that can stop passing bytes: on every connection (a database that
+//! hangs), or only on the connections that issued `LISTEN "..."` (a listening connection
+//! silently dropped by a firewall, while the others work). Stopped bytes are held, not
+//! dropped, and pass on when the gate opens again; no connection is closed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Which connections hold their bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    Open,
+    /// Every connection, old and new.
+    Closed,
+    /// Only the connections whose client sent `LISTEN`.
+    ClosedToListeners,
+}
+
+/// A running gate; its task ends when the runtime does.
+pub struct TcpGate {
+    pub addr: SocketAddr,
+    gate: watch::Sender<Gate>,
+}
+
+impl TcpGate {
+    /// Listens on a port of 127.0.0.1 and passes each connection on to `target`.
+    pub async fn start(target: SocketAddr) -> TcpGate {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (gate, _) = watch::channel(Gate::Open);
+        let gates = gate.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                let listening = Arc::new(AtomicBool::new(false));
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(pass(
+                    client_read,
+                    server_write,
+                    gates.subscribe(),
+                    Arc::clone(&listening),
+                    true,
+                ));
+                tokio::spawn(pass(
+                    server_read,
+                    client_write,
+                    gates.subscribe(),
+                    listening,
+                    false,
+                ));
+            }
+        });
+        TcpGate { addr, gate }
+    }
+
+    /// A gate in front of the server of `url` (`postgres://user@host:port/db`), and the
+    /// URL that goes through it.
+    pub async fn in_front_of(url: &str) -> (TcpGate, String) {
+        let (scheme, rest) = url.split_once("://").expect("a URL");
+        let (user, rest) = rest.split_once('@').expect("a user");
+        let (host, path) = rest.split_once('/').expect("a database");
+        let target = host.parse().expect("host:port of an IP address");
+        let gate = TcpGate::start(target).await;
+        let through = format!("{scheme}://{user}@{}/{path}", gate.addr);
+        (gate, through)
+    }
+
+    pub fn set(&self, gate: Gate) {
+        self.gate.send_replace(gate);
+    }
+}
+
+/// Copies one direction of a connection, holding the bytes while the gate says so.
+async fn pass(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut gate: watch::Receiver<Gate>,
+    listening: Arc<AtomicBool>,
+    from_client: bool,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if from_client && buf[..n].windows(8).any(|w| w == b"LISTEN \"") {
+            listening.store(true, Ordering::Relaxed);
+        }
+        let held = |g: &Gate| match g {
+            Gate::Open => false,
+            Gate::Closed => true,
+            Gate::ClosedToListeners => listening.load(Ordering::Relaxed),
+        };
+        if gate.wait_for(|g| !held(g)).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
