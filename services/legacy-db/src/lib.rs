@@ -52,12 +52,22 @@ pub enum LegacyError {
     /// The failure of a batched read, shared by every read of the batch.
     #[error("{0}")]
     Shared(std::sync::Arc<LegacyError>),
+    /// A read got no answer: the database did not answer in time, or too many reads
+    /// already wait for it.
+    #[error("legacy database read: {0}")]
+    Unanswered(&'static str),
 }
 
 impl From<point_reads::BatchError<LegacyError>> for LegacyError {
     fn from(e: point_reads::BatchError<LegacyError>) -> Self {
         match e {
             point_reads::BatchError::Failed(shared) => LegacyError::Shared(shared),
+            point_reads::BatchError::TimedOut => {
+                LegacyError::Unanswered("no answer within the read timeout")
+            }
+            point_reads::BatchError::Overloaded => {
+                LegacyError::Unanswered("too many reads waiting for the database")
+            }
             point_reads::BatchError::Stopped => {
                 LegacyError::Config("the legacy database's reader stopped".into())
             }

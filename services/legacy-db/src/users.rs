@@ -141,7 +141,8 @@ pub(crate) fn session_owners(pool: ReadPool, backend: Backend) -> SessionOwners 
             Ok(owners.into_iter().collect::<HashMap<_, _>>())
         })
     });
-    Batcher::start(1, fetch)
+    // A read that hangs fails its batch and frees the lane (see point_reads).
+    Batcher::start(1, std::time::Duration::from_secs(5), fetch)
 }
 
 impl LegacyDb {

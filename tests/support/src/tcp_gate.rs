@@ -2,11 +2,13 @@
 //! PostgreSQL), that can stop passing bytes: on every connection (a database that
 //! hangs), or only on the connections that issued `LISTEN "..."` (a listening connection
 //! silently dropped by a firewall, while the others work). Stopped bytes are held, not
-//! dropped, and pass on when the gate opens again; no connection is closed.
+//! dropped, and pass on when the gate opens again; no connection is closed. Or it can
+//! sever the connections open now for good (a black-holed connection: nothing ever
+//! passes again, nothing fails), while new ones pass.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,6 +28,8 @@ pub enum Gate {
 pub struct TcpGate {
     pub addr: SocketAddr,
     gate: watch::Sender<Gate>,
+    /// Connections accepted before this many severings pass nothing any more.
+    severed: Arc<AtomicU64>,
 }
 
 impl TcpGate {
@@ -35,8 +39,14 @@ impl TcpGate {
         let addr = listener.local_addr().expect("address");
         let (gate, _) = watch::channel(Gate::Open);
         let gates = gate.clone();
+        let severed = Arc::new(AtomicU64::new(0));
+        let severings = Arc::clone(&severed);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                let cut = Cut {
+                    born: severings.load(Ordering::SeqCst),
+                    severed: Arc::clone(&severings),
+                };
                 let Ok(server) = TcpStream::connect(target).await else {
                     continue;
                 };
@@ -48,6 +58,7 @@ impl TcpGate {
                     server_write,
                     gates.subscribe(),
                     Arc::clone(&listening),
+                    cut.clone(),
                     true,
                 ));
                 tokio::spawn(pass(
@@ -55,11 +66,21 @@ impl TcpGate {
                     client_write,
                     gates.subscribe(),
                     listening,
+                    cut,
                     false,
                 ));
             }
         });
-        TcpGate { addr, gate }
+        TcpGate {
+            addr,
+            gate,
+            severed,
+        }
+    }
+
+    /// The connections open now pass nothing more, ever; new ones pass.
+    pub fn sever(&self) {
+        self.severed.fetch_add(1, Ordering::SeqCst);
     }
 
     /// A gate in front of the server of `url` (`postgres://user@host:port/db`), and the
@@ -79,12 +100,21 @@ impl TcpGate {
     }
 }
 
-/// Copies one direction of a connection, holding the bytes while the gate says so.
+/// When a connection was accepted, against the gate's severings.
+#[derive(Clone)]
+struct Cut {
+    born: u64,
+    severed: Arc<AtomicU64>,
+}
+
+/// Copies one direction of a connection, holding the bytes while the gate says so, and
+/// for good once the connection is severed.
 async fn pass(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut gate: watch::Receiver<Gate>,
     listening: Arc<AtomicBool>,
+    cut: Cut,
     from_client: bool,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
@@ -101,6 +131,10 @@ async fn pass(
             Gate::Closed => true,
             Gate::ClosedToListeners => listening.load(Ordering::Relaxed),
         };
+        if cut.severed.load(Ordering::SeqCst) > cut.born {
+            // Held for good: the connection stays open and silent.
+            std::future::pending::<()>().await;
+        }
         if gate.wait_for(|g| !held(g)).await.is_err() {
             return;
         }

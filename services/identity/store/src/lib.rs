@@ -69,12 +69,22 @@ pub enum StoreError {
     /// The failure of a batched read, shared by every read of the batch.
     #[error("{0}")]
     Shared(std::sync::Arc<StoreError>),
+    /// A read got no answer: the database did not answer in time, or too many reads
+    /// already wait for it.
+    #[error("database read: {0}")]
+    Unanswered(&'static str),
 }
 
 impl From<point_reads::BatchError<StoreError>> for StoreError {
     fn from(e: point_reads::BatchError<StoreError>) -> Self {
         match e {
             point_reads::BatchError::Failed(shared) => StoreError::Shared(shared),
+            point_reads::BatchError::TimedOut => {
+                StoreError::Unanswered("no answer within the read timeout")
+            }
+            point_reads::BatchError::Overloaded => {
+                StoreError::Unanswered("too many reads waiting for the database")
+            }
             point_reads::BatchError::Stopped => {
                 StoreError::Config("the store's reader stopped".into())
             }

@@ -14,6 +14,10 @@ use crate::rows::{MemberRow, SessionRow, member_columns, session_columns};
 use crate::{Backend, StoreConfig, StoreError};
 use point_reads::{Batcher, Fetch, ReadPool, keys_table, rows_of};
 
+/// How long a batch of point reads may take: a connection that hangs (a database gone
+/// silent) fails its batch and frees the lane instead of stopping every read behind it.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A session, its member, and the legacy digest recorded for the member.
 pub(crate) type SessionView = (SessionRow, MemberRow, Option<String>);
 
@@ -104,8 +108,8 @@ impl Reads {
             })
         });
         Ok(Self {
-            members: Batcher::start(lanes, members),
-            sessions: Batcher::start(lanes, sessions),
+            members: Batcher::start(lanes, READ_TIMEOUT, members),
+            sessions: Batcher::start(lanes, READ_TIMEOUT, sessions),
             pool,
             backend,
         })

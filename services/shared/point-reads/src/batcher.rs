@@ -11,31 +11,52 @@ use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// Largest batch; more keys wait for the next round trip.
 const MAX_BATCH: usize = 256;
 
+/// Reads waiting for a lane at most; more are refused at once (a database that hangs
+/// must not make the waiting reads pile up without end).
+const MAX_WAITING: usize = 65_536;
+
 /// The fetch of a batch: every key's value, for the keys that have one.
 pub type Fetch<K, V, E> = Arc<
     dyn Fn(Vec<K>) -> Pin<Box<dyn Future<Output = Result<HashMap<K, V>, E>> + Send>> + Send + Sync,
 >;
 
-type Waiter<V, E> = oneshot::Sender<Result<Option<V>, Arc<E>>>;
+type Waiter<V, E> = oneshot::Sender<Result<Option<V>, BatchError<E>>>;
 
 /// Why a batched read has no answer.
 #[derive(Debug)]
 pub enum BatchError<E> {
     /// The batch's fetch failed: every read of the batch shares its error.
     Failed(Arc<E>),
+    /// The batch's fetch did not finish in time (a database that hangs): its lane is
+    /// given back, the reads fail.
+    TimedOut,
+    /// Too many reads already wait for a lane.
+    Overloaded,
     /// The dispatcher is gone (the runtime is shutting down).
     Stopped,
 }
 
+impl<E> Clone for BatchError<E> {
+    fn clone(&self) -> Self {
+        match self {
+            BatchError::Failed(e) => BatchError::Failed(Arc::clone(e)),
+            BatchError::TimedOut => BatchError::TimedOut,
+            BatchError::Overloaded => BatchError::Overloaded,
+            BatchError::Stopped => BatchError::Stopped,
+        }
+    }
+}
+
 /// Gathers concurrent reads of one kind into batches, at most `lanes` in flight.
 pub struct Batcher<K, V, E> {
-    requests: mpsc::UnboundedSender<(K, Waiter<V, E>)>,
+    requests: mpsc::Sender<(K, Waiter<V, E>)>,
 }
 
 impl<K, V, E> Batcher<K, V, E>
@@ -45,8 +66,9 @@ where
     E: Send + Sync + 'static,
 {
     /// Starts the dispatcher on the current runtime; it ends when the batcher is dropped.
-    pub fn start(lanes: usize, fetch: Fetch<K, V, E>) -> Self {
-        let (requests, mut incoming) = mpsc::unbounded_channel::<(K, Waiter<V, E>)>();
+    /// A fetch that takes longer than `timeout` fails its reads and frees its lane.
+    pub fn start(lanes: usize, timeout: Duration, fetch: Fetch<K, V, E>) -> Self {
+        let (requests, mut incoming) = mpsc::channel::<(K, Waiter<V, E>)>(MAX_WAITING);
         let lanes = Arc::new(Semaphore::new(lanes.max(1)));
         tokio::spawn(async move {
             while let Some(first) = incoming.recv().await {
@@ -61,6 +83,11 @@ where
                         Err(_) => break,
                     }
                 }
+                // Reads whose caller gave up (its own deadline) are not fetched.
+                batch.retain(|(_, waiter)| !waiter.is_closed());
+                if batch.is_empty() {
+                    continue;
+                }
                 let fetch = Arc::clone(&fetch);
                 tokio::spawn(async move {
                     let mut unique = std::collections::HashSet::with_capacity(batch.len());
@@ -69,20 +96,20 @@ where
                         .filter(|(k, _)| unique.insert(k.clone()))
                         .map(|(k, _)| k.clone())
                         .collect();
-                    match fetch(keys).await {
-                        Ok(found) => {
+                    let failure = match tokio::time::timeout(timeout, fetch(keys)).await {
+                        Ok(Ok(found)) => {
                             for (key, waiter) in batch {
                                 let _ = waiter.send(Ok(found.get(&key).cloned()));
                             }
+                            return;
                         }
-                        Err(e) => {
-                            let e = Arc::new(e);
-                            for (_, waiter) in batch {
-                                let _ = waiter.send(Err(Arc::clone(&e)));
-                            }
-                        }
-                    }
+                        Ok(Err(e)) => BatchError::Failed(Arc::new(e)),
+                        Err(_) => BatchError::TimedOut,
+                    };
                     drop(lane);
+                    for (_, waiter) in batch {
+                        let _ = waiter.send(Err(failure.clone()));
+                    }
                 });
             }
         });
@@ -92,14 +119,11 @@ where
     /// The value of `key`, read in the next batch.
     pub async fn get(&self, key: K) -> Result<Option<V>, BatchError<E>> {
         let (tx, rx) = oneshot::channel();
-        self.requests
-            .send((key, tx))
-            .map_err(|_| BatchError::Stopped)?;
-        match rx.await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(shared)) => Err(BatchError::Failed(shared)),
-            Err(_) => Err(BatchError::Stopped),
-        }
+        self.requests.try_send((key, tx)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => BatchError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => BatchError::Stopped,
+        })?;
+        rx.await.unwrap_or(Err(BatchError::Stopped))
     }
 }
 
@@ -123,7 +147,7 @@ mod tests {
                     .collect())
             })
         });
-        let batcher = Arc::new(Batcher::start(1, fetch));
+        let batcher = Arc::new(Batcher::start(1, Duration::from_secs(5), fetch));
         let reads: Vec<_> = (0..50)
             .map(|k| {
                 let b = Arc::clone(&batcher);
@@ -137,5 +161,24 @@ mod tests {
         let calls = calls.lock().unwrap().clone();
         assert_eq!(calls.iter().sum::<usize>(), 50);
         assert!(calls.len() < 50, "never batched: {calls:?}");
+    }
+
+    #[tokio::test]
+    async fn a_fetch_that_hangs_fails_its_reads_and_frees_its_lane() {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = Arc::clone(&calls);
+        let fetch: Fetch<i64, i64, ()> = Arc::new(move |keys: Vec<i64>| {
+            let first = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            Box::pin(async move {
+                if first {
+                    std::future::pending::<()>().await;
+                }
+                Ok(keys.into_iter().map(|k| (k, k)).collect())
+            })
+        });
+        let batcher = Batcher::start(1, Duration::from_millis(50), fetch);
+        assert!(matches!(batcher.get(1).await, Err(BatchError::TimedOut)));
+        // The one lane is free again.
+        assert_eq!(batcher.get(2).await.unwrap(), Some(2));
     }
 }

@@ -397,3 +397,48 @@ on_both_databases!(health_and_reflection, |db: Db| async move {
         "{names:?}"
     );
 });
+
+/// A database connection that goes silent for good (black-holed by the network: no
+/// answer, no error, never) fails the reads that were on it, within the read timeout,
+/// and the reads after it go on, on new connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_on_after_their_connections_go_silent() {
+    use std::time::{Duration, Instant};
+    use test_support::tcp_gate::TcpGate;
+
+    let database = test_support::fresh_postgres_database();
+    let (gate, through) = TcpGate::in_front_of(&database).await;
+    let app = crate::support::spawn_on(&through, tempfile::tempdir().unwrap(), &[]).await;
+    let mut c = client(&app).await;
+    let m = c
+        .sign_up(sign_up("silent@x.io"))
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    let get = || pb::GetMemberRequest { id: m.id };
+    c.get_member(get()).await.unwrap();
+
+    gate.sever();
+    let started = Instant::now();
+    let failed = c.get_member(get()).await.unwrap_err();
+    assert_eq!(failed.code(), Code::Unavailable, "{failed:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(14),
+        "failed by the read timeout"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match c.get_member(get()).await {
+            Ok(r) => {
+                assert_eq!(r.into_inner().member.unwrap().id, m.id);
+                break;
+            }
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "reads never went on after their connections went silent: {e:?}"
+            ),
+        }
+    }
+}
