@@ -128,6 +128,16 @@ pub struct Comparison {
     /// Whether the proxy measures noise by asking the serving side a second time
     /// (safe requests only); without it only `ignore` keeps noise out.
     pub learn_noise: bool,
+    /// Whether the effect of every write that succeeded is compared: once it has
+    /// reached the other side, the written member as both databases hold it, and as the
+    /// request asked (the new side answers `POST /internal/write-effects`; see the
+    /// identity service's `effects`). Differences count as mismatches for the guard.
+    pub write_effects: bool,
+    /// How long a write's effect may take to reach the other side (the sync's lag, when
+    /// the legacy served it) before a difference counts (`5s`); within
+    /// `limits.replay_timeout`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub write_effects_settle: Duration,
 }
 
 impl Default for Comparison {
@@ -139,6 +149,8 @@ impl Default for Comparison {
             noise_relative: 0.2,
             noise_absolute: 5,
             learn_noise: true,
+            write_effects: true,
+            write_effects_settle: Duration::from_secs(5),
         }
     }
 }
@@ -388,6 +400,16 @@ impl ProxyConfig {
             }
         }
         self.limits.validate()?;
+        let settle = comparison.write_effects_settle;
+        if settle < Duration::from_millis(1) || settle >= self.limits.replay_timeout {
+            return invalid(
+                "comparison.write_effects_settle",
+                format!(
+                    "must be at least 1ms and less than limits.replay_timeout ({:?}), got {settle:?}",
+                    self.limits.replay_timeout
+                ),
+            );
+        }
         Ok(())
     }
 }

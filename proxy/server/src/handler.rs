@@ -29,9 +29,10 @@ use crate::body::{self, Buffered, RequestBody, StreamCause};
 use crate::forward::{self, ErrorSource, ProxyBody};
 use crate::limits::{BodyError, InFlight, Served, TimedRequest};
 use crate::replay::{ReplayJob, spawn_replay};
-use crate::request::{self, Inbound};
+use crate::request::{self, Inbound, is_safe};
 use crate::state::Snapshot;
 use crate::tee::TeeBody;
+use crate::writes;
 
 /// A request the proxy took on: its rule, its side, and what it keeps of it.
 struct Admitted {
@@ -290,9 +291,10 @@ impl Proxy {
         response
     }
 
-    /// Phase 5: when the request is drawn for a replay and a slot is free, the answer
-    /// streams to the client through a tee that keeps a bounded copy, and the replay
-    /// starts in the background with the request's buffered body (and its budget).
+    /// Phase 5: when the request is drawn for a replay, or is a write whose effect is
+    /// compared, and a slot is free, the answer streams to the client through a tee
+    /// that keeps a bounded copy, and the replay starts in the background with the
+    /// request's buffered body (and its budget).
     fn hand_to_replay(
         self: &Arc<Self>,
         snap: &Snapshot,
@@ -303,12 +305,31 @@ impl Proxy {
         response: Response<ProxyBody>,
     ) -> Response<ProxyBody> {
         let status = response.status();
-        let Some(target) = self
+        let answered = status != StatusCode::BAD_GATEWAY && status != StatusCode::GATEWAY_TIMEOUT;
+        let mut target = self
             .shadow_target(&route, served_by, &inbound.method)
-            .filter(|_| status != StatusCode::BAD_GATEWAY && status != StatusCode::GATEWAY_TIMEOUT)
-        else {
+            .filter(|_| answered);
+        let mut effects = false;
+        if !is_safe(&inbound.method) {
+            let write = writes::write_of(inbound.method.as_str(), inbound.path_and_query.path());
+            if target.is_some() && writes::answer_not_comparable(write).is_some() {
+                // Its replay would find the state the primary consumed: not replayed.
+                self.metrics.count_write(
+                    route.name(),
+                    writes::kind(write),
+                    "answer",
+                    "not_comparable",
+                );
+                target = None;
+            }
+            effects = write.is_some()
+                && status.is_success()
+                && snap.config.comparison.write_effects
+                && route.upstream(Side::New).is_some();
+        }
+        if target.is_none() && !effects {
             return response;
-        };
+        }
         let Some(permit) = self.replay_slot(route.name()) else {
             return response;
         };
@@ -322,6 +343,10 @@ impl Proxy {
             route,
             primary_side: served_by,
             shadow_side: target,
+            effects,
+            answered_at_micros: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64),
             primary_status: parts.status.as_u16(),
             primary_headers: parts.headers.clone(),
             captured,

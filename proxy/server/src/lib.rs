@@ -9,6 +9,7 @@ mod admin;
 mod attempts;
 mod body;
 mod dashboard;
+mod effects;
 pub mod forward;
 mod handler;
 mod history;
@@ -20,6 +21,7 @@ mod request;
 mod serve;
 mod state;
 mod tee;
+mod writes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -40,6 +40,15 @@ pub struct ComparisonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub route: String,
+    pub kind: &'static str,
+    /// `answer` (the replayed answer) or `effect` (the written state on both sides).
+    pub compared: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
     pub route: String,
 }
@@ -73,6 +82,8 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub shadow_requests: Family<SideLabels, Counter>,
     pub comparisons: Family<ComparisonLabels, Counter>,
+    /// Writes by route, kind, what was compared (answer, effect) and result.
+    pub writes: Family<WriteLabels, Counter>,
     pub new_share: Family<RouteLabel, Gauge<i64, AtomicI64>>,
     pub guard_aborted: Family<RouteLabel, Gauge<i64, AtomicI64>>,
     pub guard_aborts: Family<AbortLabels, Counter>,
@@ -105,6 +116,7 @@ impl Metrics {
             errors: Family::default(),
             shadow_requests: Family::default(),
             comparisons: Family::default(),
+            writes: Family::default(),
             new_share: Family::default(),
             guard_aborted: Family::default(),
             guard_aborts: Family::default(),
@@ -141,6 +153,11 @@ impl Metrics {
             "comparisons",
             "Shadow comparisons by route and result",
             m.comparisons.clone(),
+        );
+        registry.register(
+            "writes",
+            "Writes by route, kind (sign_up, profile_update, ...), what was compared (answer: the replay's answer; effect: the member written, on both sides) and result (match, mismatch, not_comparable, unresolved, unavailable, ...)",
+            m.writes.clone(),
         );
         registry.register(
             "new_share_basis_points",
@@ -200,6 +217,24 @@ impl Metrics {
         self.comparisons
             .get_or_create(&ComparisonLabels {
                 route: route.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    /// Counts one write of `route` by kind, what was compared and result.
+    pub fn count_write(
+        &self,
+        route: &str,
+        kind: &'static str,
+        compared: &'static str,
+        result: &'static str,
+    ) {
+        self.writes
+            .get_or_create(&WriteLabels {
+                route: route.to_owned(),
+                kind,
+                compared,
                 result,
             })
             .inc();

@@ -1,9 +1,11 @@
 //! The replay of a request to the other side, off the client's path: safe requests as
 //! they are, writes only to the new side and marked `x-shadow: dry-run` (the legacy
-//! cannot roll a write back, so writes served by the new side are not replayed). The
-//! answers are compared (always legacy against new), noise is learned from a second
-//! legacy answer to safe requests, and the outcome feeds the metrics, the samples and
-//! the guard (whose mismatch rate counts safe requests only: see `run`).
+//! cannot roll a write back, so writes served by the new side are not replayed), and
+//! only writes whose replay after the primary still means something (see `writes`).
+//! The answers are compared (always legacy against new), noise is learned from a
+//! second legacy answer to safe requests, and the outcome feeds the metrics, the
+//! samples and the guard (whose mismatch rate counts the answers to safe requests, and
+//! the effects of writes: see `effects`, which the same job runs after the answers).
 //!
 //! Every replay is bounded: at most `MAX_REPLAYS` at once, its bodies within the body
 //! budget, and its whole run (the shadow call, the wait for the served answer to end,
@@ -46,7 +48,12 @@ fn drawn(per_mille: u32) -> bool {
 pub struct ReplayJob {
     pub route: Arc<Route>,
     pub primary_side: Side,
-    pub shadow_side: Side,
+    /// The side the request is replayed to for its answer, if drawn for one.
+    pub shadow_side: Option<Side>,
+    /// Whether the write's effect is compared (see `effects`).
+    pub effects: bool,
+    /// When the primary answered, in microseconds since the epoch.
+    pub answered_at_micros: i64,
     pub primary_status: u16,
     pub primary_headers: HeaderMap,
     pub captured: oneshot::Receiver<Captured>,
@@ -234,42 +241,11 @@ async fn fetch(
 
 async fn run(proxy: &Proxy, mut job: ReplayJob) {
     let route = job.route.name().to_owned();
-    let safe = is_safe(&job.inbound.method);
-    let mark = if safe { None } else { Some("dry-run") };
-    proxy
-        .metrics
-        .shadow_requests
-        .get_or_create(&crate::metrics::SideLabels {
-            route: route.clone(),
-            side: job.shadow_side.as_str(),
-        })
-        .inc();
     let mut reservation = std::mem::replace(&mut job.reservation, proxy.budget.reservation());
-    let shadow = fetch(proxy, &job, job.shadow_side, mark, &mut reservation).await;
-    let now = Instant::now();
-    let Some(shadow) = shadow else {
-        proxy.guard.record_request(
-            &route,
-            job.shadow_side,
-            std::time::Duration::ZERO,
-            true,
-            now,
-        );
-        proxy.skip(&route, SkipReason::ShadowFailed);
-        proxy.evaluate_soon();
-        return;
+    let shadow = match job.shadow_side {
+        Some(side) => replay_to(proxy, &job, side, &mut reservation).await,
+        None => None,
     };
-    if shadow.declined {
-        // Not an answer: the new side kept its capacity for real requests.
-        proxy.skip(&route, SkipReason::NewSideBusy);
-        return;
-    }
-    proxy
-        .metrics
-        .observe(&route, job.shadow_side.as_str(), shadow.elapsed);
-    proxy
-        .guard
-        .record_request(&route, job.shadow_side, shadow.elapsed, shadow.failed, now);
     let Ok(mut captured) = (&mut job.captured).await else {
         return;
     };
@@ -279,22 +255,79 @@ async fn run(proxy: &Proxy, mut job: ReplayJob) {
     if bodiless && captured.bytes.is_empty() {
         captured.incomplete = false;
     }
-    if captured.incomplete {
-        proxy.skip(&route, SkipReason::ShadowFailed);
-        return;
+    let primary = (!captured.incomplete && !captured.over_budget).then(|| {
+        exchange(
+            job.primary_status,
+            &job.primary_headers,
+            std::mem::take(&mut captured.bytes),
+            captured.truncated,
+        )
+    });
+    if let Some(shadow) = shadow {
+        match &primary {
+            None if captured.incomplete => proxy.skip(&route, SkipReason::ShadowFailed),
+            None => proxy.skip(&route, SkipReason::OverBudget),
+            Some(_) if shadow.over_budget => proxy.skip(&route, SkipReason::OverBudget),
+            Some(primary) => compare_answers(proxy, &job, primary, shadow.exchange).await,
+        }
     }
-    if shadow.over_budget || captured.over_budget {
-        proxy.skip(&route, SkipReason::OverBudget);
-        return;
+    if job.effects
+        && (200..300).contains(&job.primary_status)
+        && let Some(primary) = &primary
+    {
+        crate::effects::compare(proxy, &job, &primary.body).await;
     }
-    let primary = exchange(
-        job.primary_status,
-        &job.primary_headers,
-        std::mem::take(&mut captured.bytes),
-        captured.truncated,
-    );
-    let shadow_exchange = shadow.exchange;
-    let path = job.inbound.path_and_query.path().to_owned();
+}
+
+/// Replays the job's request to `side` (a write as a dry run) and records the call;
+/// `None` when there is no answer to compare (counted).
+async fn replay_to(
+    proxy: &Proxy,
+    job: &ReplayJob,
+    side: Side,
+    reservation: &mut Reservation,
+) -> Option<Fetched> {
+    let route = job.route.name();
+    let mark = if is_safe(&job.inbound.method) {
+        None
+    } else {
+        Some("dry-run")
+    };
+    proxy
+        .metrics
+        .shadow_requests
+        .get_or_create(&crate::metrics::SideLabels {
+            route: route.to_owned(),
+            side: side.as_str(),
+        })
+        .inc();
+    let shadow = fetch(proxy, job, side, mark, reservation).await;
+    let now = Instant::now();
+    let Some(shadow) = shadow else {
+        proxy
+            .guard
+            .record_request(route, side, Duration::ZERO, true, now);
+        proxy.skip(route, SkipReason::ShadowFailed);
+        proxy.evaluate_soon();
+        return None;
+    };
+    if shadow.declined {
+        // Not an answer: the new side kept its capacity for real requests.
+        proxy.skip(route, SkipReason::NewSideBusy);
+        return None;
+    }
+    proxy.metrics.observe(route, side.as_str(), shadow.elapsed);
+    proxy
+        .guard
+        .record_request(route, side, shadow.elapsed, shadow.failed, now);
+    Some(shadow)
+}
+
+/// The served answer and the replay's, compared and counted.
+async fn compare_answers(proxy: &Proxy, job: &ReplayJob, primary: &Exchange, shadow: Exchange) {
+    let route = job.route.name();
+    let safe = is_safe(&job.inbound.method);
+    let path = job.inbound.path_and_query.path();
     let request_headers: Vec<(String, String)> = job
         .inbound
         .headers
@@ -306,23 +339,17 @@ async fn run(proxy: &Proxy, mut job: ReplayJob) {
         })
         .collect();
     let meta =
-        RequestMeta::new(&route, job.inbound.method.as_str(), &path).with_headers(&request_headers);
+        RequestMeta::new(route, job.inbound.method.as_str(), path).with_headers(&request_headers);
     let comparator = proxy.comparator();
-    let mut outcome = comparator.compare(
-        &meta,
-        job.primary_side,
-        &primary,
-        &shadow_exchange,
-        &proxy.noise,
-    );
+    let mut outcome = comparator.compare(&meta, job.primary_side, primary, &shadow, &proxy.noise);
     // A read that differs may have raced a write the other side has not seen yet (the
     // sync's lag while migrating): ask both sides again a moment later, and count a
     // mismatch only if it persists.
     if safe && matches!(outcome, Outcome::Mismatch { .. }) {
         tokio::time::sleep(CONFIRM_DELAY).await;
         let mut again = proxy.budget.reservation();
-        let legacy_again = fetch(proxy, &job, Side::Legacy, None, &mut again).await;
-        let new_again = fetch(proxy, &job, Side::New, None, &mut again).await;
+        let legacy_again = fetch(proxy, job, Side::Legacy, None, &mut again).await;
+        let new_again = fetch(proxy, job, Side::New, None, &mut again).await;
         if let (Some(legacy_again), Some(new_again)) = (legacy_again, new_again) {
             let second = comparator.compare(
                 &meta,
@@ -332,7 +359,7 @@ async fn run(proxy: &Proxy, mut job: ReplayJob) {
                 &proxy.noise,
             );
             if !matches!(second, Outcome::Mismatch { .. }) {
-                proxy.metrics.count_comparison(&route, "transient");
+                proxy.metrics.count_comparison(route, "transient");
                 return;
             }
             outcome = second;
@@ -343,17 +370,18 @@ async fn run(proxy: &Proxy, mut job: ReplayJob) {
         proxy.samples.push(sample.clone());
     }
     if safe {
-        proxy.metrics.count_comparison(&route, outcome.label());
-        proxy.guard.record_outcome(&route, &outcome, Instant::now());
+        proxy.metrics.count_comparison(route, outcome.label());
+        proxy.guard.record_outcome(route, &outcome, Instant::now());
     } else {
-        // A write's replay runs after the primary changed the shared legacy data (the
-        // new side reads it while migrating), so its answer may rightly differ: a
-        // replayed sign-up finds its email taken, a replayed refresh its token rotated.
-        // Such comparisons are kept (metrics, samples) but do not count as mismatches;
-        // the new side's errors on writes still count.
+        // Only writes whose replay after the primary still means something are
+        // replayed (see `writes`); their answers are counted apart from the reads'
+        // (a log-in's tokens, a profile change's `updated_at` are the rules' to ignore)
+        // and their effects judged by `effects`.
+        let kind = crate::writes::kind(crate::writes::write_of(job.inbound.method.as_str(), path));
         proxy
             .metrics
-            .count_comparison(&route, write_label(&outcome));
+            .count_write(route, kind, "answer", outcome.label());
+        proxy.metrics.count_comparison(route, write_label(&outcome));
     }
     proxy.evaluate_soon();
     // Noise: a second legacy answer to the same safe request (Diffy's method), for a
@@ -362,11 +390,11 @@ async fn run(proxy: &Proxy, mut job: ReplayJob) {
         let legacy_first = if job.primary_side == Side::Legacy {
             primary
         } else {
-            shadow_exchange
+            &shadow
         };
         let mut again = proxy.budget.reservation();
-        if let Some(second) = fetch(proxy, &job, Side::Legacy, None, &mut again).await {
-            proxy.noise.learn(&route, &legacy_first, &second.exchange);
+        if let Some(second) = fetch(proxy, job, Side::Legacy, None, &mut again).await {
+            proxy.noise.learn(route, legacy_first, &second.exchange);
         }
     }
 }

@@ -212,6 +212,27 @@ impl LegacyDb {
         Ok(q.fetch_all(ex).await?.into_iter().collect())
     }
 
+    /// Every session row of a user created up to `created_by` (expired ones included:
+    /// Rails ends a session by deleting its row, and only that).
+    pub async fn session_ids_of_user<'c, E: Executor<'c, Database = Any>>(
+        &self,
+        ex: E,
+        user_id: i64,
+        created_by: Timestamp,
+    ) -> Result<std::collections::HashSet<i64>, LegacyError> {
+        let sql = format!(
+            "SELECT id FROM sessions WHERE user_id = $1 AND created_at <= {}",
+            self.ts_param(2)
+        );
+        Ok(sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(user_id)
+            .bind(created_by.to_db_text())
+            .fetch_all(ex)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
     /// Whether a session row exists.
     pub async fn session_exists<'c, E: Executor<'c, Database = Any>>(
         &self,

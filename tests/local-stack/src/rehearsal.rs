@@ -47,6 +47,8 @@ pub struct RehearsalReport {
     pub traffic: TrafficReport,
     /// The proxy's comparisons by route, kind and result (from its metrics).
     pub comparisons: Vec<(String, u64)>,
+    /// The proxy's writes by route, kind, what was compared and result.
+    pub writes: Vec<(String, u64)>,
     pub verify: identity_migration::VerifyReport,
     /// Live legacy sessions imported at cutover.
     pub imported_sessions: u64,
@@ -86,8 +88,43 @@ impl RehearsalReport {
                 self.verify.deviating_members, self.verify.examples
             ));
         }
+        let (_, effect_mismatches) = self.write_effects();
+        if effect_mismatches > 0 {
+            p.push(format!("{effect_mismatches} writes whose effect differs"));
+        }
         p.extend(self.lost_writes.iter().cloned());
         p
+    }
+
+    /// Reads compared and, of them, mismatches (a match, noise or mismatch is compared).
+    pub fn reads(&self) -> (u64, u64) {
+        let of = |results: &[&str]| -> u64 {
+            self.comparisons
+                .iter()
+                .filter(|(labels, _)| {
+                    results
+                        .iter()
+                        .any(|r| labels.contains(&format!("result=\"{r}\"")))
+                })
+                .map(|(_, n)| n)
+                .sum()
+        };
+        (of(&["match", "noise", "mismatch"]), of(&["mismatch"]))
+    }
+
+    /// Write effects compared and, of them, mismatches.
+    pub fn write_effects(&self) -> (u64, u64) {
+        let of = |result: &str| -> u64 {
+            self.writes
+                .iter()
+                .filter(|(labels, _)| {
+                    labels.contains("compared=\"effect\"")
+                        && labels.contains(&format!("result=\"{result}\""))
+                })
+                .map(|(_, n)| n)
+                .sum()
+        };
+        (of("match") + of("mismatch"), of("mismatch"))
     }
 
     /// A human summary.
@@ -114,8 +151,26 @@ impl RehearsalReport {
             self.verify.settled,
             self.imported_sessions
         ));
+        let agreement = |(n, bad): (u64, u64)| {
+            if n == 0 {
+                "none compared".to_owned()
+            } else {
+                format!("{:.3}% of {n}", 100.0 * (n - bad) as f64 / n as f64)
+            }
+        };
+        out.push_str(&format!(
+            "agreement: reads {}, write effects {}\n",
+            agreement(self.reads()),
+            agreement(self.write_effects())
+        ));
         out.push_str("proxy comparisons:\n");
         for (labels, n) in &self.comparisons {
+            out.push_str(&format!("  {labels} {n}\n"));
+        }
+        out.push_str(
+            "proxy writes (answer: the replay's answer; effect: the member on both sides):\n",
+        );
+        for (labels, n) in &self.writes {
             out.push_str(&format!("  {labels} {n}\n"));
         }
         out
@@ -252,13 +307,17 @@ pub async fn rehearse(stack: &Stack, o: &RehearsalOptions) -> anyhow::Result<Reh
         .await?
         .text()
         .await?;
-    report.comparisons = metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("proxy_comparisons_total"))
-        .filter_map(|l| {
-            let (labels, n) = l.rsplit_once(' ')?;
-            Some((labels.to_owned(), n.parse::<f64>().ok()? as u64))
-        })
-        .collect();
+    let series = |name: &str| -> Vec<(String, u64)> {
+        metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix(name))
+            .filter_map(|l| {
+                let (labels, n) = l.rsplit_once(' ')?;
+                Some((labels.to_owned(), n.parse::<f64>().ok()? as u64))
+            })
+            .collect()
+    };
+    report.comparisons = series("proxy_comparisons_total");
+    report.writes = series("proxy_writes_total");
     Ok(report)
 }

@@ -171,6 +171,10 @@ fn ranges_are_checked_with_the_setting_named() {
             "timeouts: {connect: 0s}",
             "timeouts.connect must be at least 1ms, got 0ns",
         ),
+        (
+            "comparison: {write_effects_settle: 30s}",
+            "comparison.write_effects_settle must be at least 1ms and less than limits.replay_timeout (30s), got 30s",
+        ),
         ("virtual_service: \"\"", "virtual_service must not be empty"),
         (
             "listen: 0.0.0.0:8080\nadmin_listen: 0.0.0.0:8080",

@@ -12,6 +12,16 @@ use member_contract::Timestamp;
 use crate::sessions::{Introspection, Principal, is_jwt};
 use crate::{CoreError, Identity};
 
+/// What a bearer token names (see [`Identity::session_named_by`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedSession {
+    pub member_id: i64,
+    /// The identity service's session, for one of its tokens.
+    pub session_id: Option<String>,
+    /// The legacy's session row: a legacy token's, or the one linked to ours.
+    pub legacy_session_id: Option<i64>,
+}
+
 /// Whether a token's claims name the live session's current access token, unexpired.
 fn is_current(live: &LiveSession, claims: &AccessClaims, now: Timestamp) -> bool {
     live.access_jti == claims.jti
@@ -151,6 +161,40 @@ impl Identity {
             return Err(CoreError::Unauthorized);
         }
         Ok(Principal { member, session })
+    }
+
+    /// The member and session a bearer token names, whatever the session's state now
+    /// (a write's effects are looked up after the write: a log-out ended the session, a
+    /// withdrawal every session). Our token must be ours and unexpired; a legacy token
+    /// is found while its legacy row is there. `None` when it names nothing.
+    pub async fn session_named_by(
+        &self,
+        access_token: &str,
+    ) -> Result<Option<NamedSession>, CoreError> {
+        let now = self.now();
+        if is_jwt(access_token) {
+            let Ok(claims) = self.inner.tokens.verify(access_token, now.as_secs()) else {
+                return Ok(None);
+            };
+            let found = self.inner.store.session_with_member(&claims.sid).await?;
+            return Ok(found.map(|(session, member)| NamedSession {
+                member_id: member.id,
+                session_id: Some(session.id),
+                legacy_session_id: session.legacy_session_id,
+            }));
+        }
+        let Some(link) = self.legacy() else {
+            return Ok(None);
+        };
+        let found = link
+            .db
+            .live_session_by_token(link.db.pool(), access_token, now)
+            .await?;
+        Ok(found.map(|ls| NamedSession {
+            member_id: ls.user_id,
+            session_id: None,
+            legacy_session_id: Some(ls.id),
+        }))
     }
 
     /// Introspection: `None` for a token that is not active.

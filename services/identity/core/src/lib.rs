@@ -22,6 +22,7 @@ use identity_passwords::Hasher;
 use identity_store::Store;
 use identity_tokens::Tokens;
 
+pub use access::NamedSession;
 pub use changes::{ChangeWatch, CursorError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::CoreError;

@@ -152,7 +152,7 @@ async fn compare_one(
 }
 
 /// The fields in which the identity service's member differs from the legacy's user.
-fn differing_fields(
+pub(crate) fn differing_fields(
     u: &legacy_db::LegacyUser,
     m: &identity_store::MemberRow,
     known_digest: Option<&str>,

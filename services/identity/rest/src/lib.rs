@@ -1,8 +1,10 @@
 //! The identity service's REST surface: the legacy member API exactly as app clients know
 //! it (`legacy-member-api.md`, through the shared contract crate), plus the operational
-//! endpoints: JWKS, health, readiness, Prometheus metrics and the OpenAPI document.
+//! endpoints: JWKS, health, readiness, Prometheus metrics and the OpenAPI document; and
+//! the migration proxy's question after a write (`effects`).
 
 mod contract;
+mod effects;
 mod metrics;
 mod ops;
 mod respond;
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use identity_core::Identity;
 
 pub use metrics::Metrics;
@@ -61,6 +63,7 @@ pub fn router(state: AppState, limits: &RestLimits) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        .route("/internal/write-effects", post(effects::handle))
         .fallback(contract::handle)
         .with_state(state)
         .layer(

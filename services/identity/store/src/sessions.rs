@@ -82,6 +82,28 @@ impl Store {
         .await?)
     }
 
+    /// Every session of a member created up to `created_by` (micros): its id, its
+    /// legacy row (while migrating) and whether it is live here (not ended; expiry
+    /// aside).
+    pub async fn sessions_of_member(
+        &self,
+        member_id: i64,
+        created_by: i64,
+    ) -> Result<Vec<(String, Option<i64>, bool)>, StoreError> {
+        let rows: Vec<(String, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT id, legacy_session_id, ended_at FROM sessions \
+             WHERE member_id = $1 AND created_at <= $2 ORDER BY id",
+        )
+        .bind(member_id)
+        .bind(created_by)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, legacy, ended)| (id, legacy, ended.is_none()))
+            .collect())
+    }
+
     /// A session, its member and the legacy digest last recorded for the member (while
     /// migrating: to tell the legacy's row apart from ours in one query); read in a
     /// batch with the reads beside it.

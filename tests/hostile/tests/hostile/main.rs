@@ -11,3 +11,4 @@ mod migrating;
 mod proxy_limits;
 mod proxy_routing;
 mod replicas;
+mod write_effects;
