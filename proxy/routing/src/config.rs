@@ -134,8 +134,8 @@ pub struct Comparison {
     /// identity service's `effects`). Differences count as mismatches for the guard.
     pub write_effects: bool,
     /// How long a write's effect may take to reach the other side (the sync's lag, when
-    /// the legacy served it) before a difference counts (`5s`); within
-    /// `limits.replay_timeout`.
+    /// the legacy served it) before a difference counts (`5s`); at most half of
+    /// `limits.replay_timeout`, within which the whole comparison runs.
     #[serde(deserialize_with = "duration::deserialize")]
     pub write_effects_settle: Duration,
 }
@@ -343,6 +343,14 @@ impl ProxyConfig {
         self.upstreams.get(host)
     }
 
+    /// The time a write's effect may take to reach the other side, as used: the
+    /// setting, at most half the replay's time.
+    pub fn write_effects_settle(&self) -> Duration {
+        self.comparison
+            .write_effects_settle
+            .min(self.limits.replay_timeout / 2)
+    }
+
     /// Checks the ranges that the types do not.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.upstreams.is_empty() {
@@ -401,13 +409,10 @@ impl ProxyConfig {
         }
         self.limits.validate()?;
         let settle = comparison.write_effects_settle;
-        if settle < Duration::from_millis(1) || settle >= self.limits.replay_timeout {
+        if settle < Duration::from_millis(1) {
             return invalid(
                 "comparison.write_effects_settle",
-                format!(
-                    "must be at least 1ms and less than limits.replay_timeout ({:?}), got {settle:?}",
-                    self.limits.replay_timeout
-                ),
+                format!("must be at least 1ms, got {settle:?}"),
             );
         }
         Ok(())

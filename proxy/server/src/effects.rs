@@ -72,7 +72,7 @@ pub async fn compare(proxy: &Proxy, job: &ReplayJob, primary_body: &[u8]) {
     );
     let kind = writes::kind(write);
     let snap = proxy.live.snapshot();
-    let settle = snap.config.comparison.write_effects_settle;
+    let settle = snap.config.write_effects_settle();
     let Some(address) = job
         .route
         .upstream(Side::New)
