@@ -67,6 +67,16 @@ impl Identity {
             _ => {}
         }
         let mut tx = self.inner.store.begin().await?;
+        // The row was read before this transaction: a write of this member (a password
+        // change) may have committed both sides since. Its lock here is taken only
+        // after such a write is done (each holds the member's row until it commits
+        // both databases), and the legacy's row read again under it, so that a row read
+        // before a write is never applied over it.
+        let fresh = match (tx.lock_member(user.id).await?, self.legacy()) {
+            (Some(_), Some(link)) => link.db.user_by_id(link.db.pool(), user.id).await?,
+            _ => None,
+        };
+        let user = fresh.as_ref().unwrap_or(user);
         let (member, changed) = identity_migration::apply_legacy_user(&mut tx, user).await?;
         if changed {
             tx.commit().await?;
