@@ -123,7 +123,7 @@ section "hostile clients: sessions across the cutover, with the Rails app on Pos
 # One at a time: they share the Rails app's database.
 HOSTILE_LEGACY_URL="http://127.0.0.1:$rollout_port" \
   HOSTILE_LEGACY_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/rails_rollout" \
-  cargo test --locked -q -p hostile -- cutover:: write_effects::a_members_whole_life --test-threads=1
+  cargo test --locked -q -p hostile -- cutover:: write_effects::a_members_whole_life write_effects::two_writes_of_one_member --test-threads=1
 
 section "Python gRPC client"
 IDENTITY_GRPC_ADDR="127.0.0.1:$sqlite_grpc" IDENTITY_HTTP_URL="http://127.0.0.1:$sqlite_http" tests/python/run.sh -q

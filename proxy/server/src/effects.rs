@@ -54,13 +54,30 @@ enum Asked {
     Unavailable,
 }
 
-/// The member id in a primary's answer: a member's `id`, or a session's `user.id`.
-pub fn member_in_answer(body: &[u8]) -> Option<i64> {
-    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    value
-        .get("id")
-        .or_else(|| value.get("user").and_then(|u| u.get("id")))
-        .and_then(serde_json::Value::as_i64)
+/// What a primary's answer says of the written member: its id and its `updated_at`,
+/// of a member or of a session's `user`.
+#[derive(Debug, Default, PartialEq)]
+pub struct Answered {
+    pub id: Option<i64>,
+    pub updated_at: Option<String>,
+}
+
+pub fn member_in_answer(body: &[u8]) -> Answered {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Answered::default();
+    };
+    let member = match value.get("user") {
+        Some(user) if value.get("id").is_none() => user,
+        _ => &value,
+    };
+    Answered {
+        id: member.get("id").and_then(serde_json::Value::as_i64),
+        updated_at: member
+            .get("updated_at")
+            .and_then(serde_json::Value::as_str)
+            .filter(|t| t.len() <= 64)
+            .map(str::to_owned),
+    }
 }
 
 /// Compares the effect of the job's write (served with `primary_body`), and records it.
@@ -82,13 +99,15 @@ pub async fn compare(proxy: &Proxy, job: &ReplayJob, primary_body: &[u8]) {
         return;
     };
     drop(snap);
-    let mut member = member_in_answer(primary_body);
+    let answered = member_in_answer(primary_body);
+    let mut member = answered.id;
     let deadline = Instant::now() + settle;
     let mut pause = FIRST_PAUSE;
     // Asked at once (a write-through is there already; a bearer still names its
     // member before the client's next request may end its session), then again.
     let asked = loop {
-        let (asked, named) = ask(proxy, &address, job, member).await;
+        let (asked, named) =
+            ask(proxy, &address, job, member, answered.updated_at.as_deref()).await;
         // The member the first answer found is the one asked about from then on.
         member = member.or(named);
         let settled = matches!(
@@ -153,6 +172,7 @@ async fn ask(
     address: &http::uri::Authority,
     job: &ReplayJob,
     member: Option<i64>,
+    updated_at: Option<&str>,
 ) -> (Asked, Option<i64>) {
     let mut req = Request::new(forward::full(job.body.clone()));
     *req.method_mut() = Method::POST;
@@ -174,7 +194,10 @@ async fn ask(
     if let Some(id) = member {
         headers.insert("x-write-member", HeaderValue::from(id));
     }
-    headers.insert("x-write-at", HeaderValue::from(job.answered_at_micros));
+    headers.insert("x-write-at", HeaderValue::from(job.received_at_micros));
+    if let Some(v) = updated_at.and_then(|t| HeaderValue::from_str(t).ok()) {
+        headers.insert("x-write-updated-at", v);
+    }
     if let Ok(v) = HeaderValue::from_str(&job.inbound.request_id) {
         headers.insert("x-request-id", v);
     }
@@ -231,13 +254,17 @@ mod tests {
 
     #[test]
     fn the_member_is_read_from_a_member_or_a_session() {
-        assert_eq!(member_in_answer(br#"{"id":5,"email":"a@b.c"}"#), Some(5));
+        let member = member_in_answer(br#"{"id":5,"updated_at":"2026-12-04T19:00:00.123Z"}"#);
+        assert_eq!(member.id, Some(5));
         assert_eq!(
-            member_in_answer(br#"{"token":"t","user":{"id":7}}"#),
-            Some(7)
+            member.updated_at.as_deref(),
+            Some("2026-12-04T19:00:00.123Z")
         );
-        assert_eq!(member_in_answer(b""), None);
-        assert_eq!(member_in_answer(br#"{"errors":{}}"#), None);
+        let session = member_in_answer(br#"{"token":"t","user":{"id":7,"updated_at":"x"}}"#);
+        assert_eq!(session.id, Some(7));
+        assert_eq!(session.updated_at.as_deref(), Some("x"));
+        assert_eq!(member_in_answer(b""), Answered::default());
+        assert_eq!(member_in_answer(br#"{"errors":{}}"#), Answered::default());
     }
 
     #[test]

@@ -90,7 +90,7 @@ impl Proxy {
     ) -> Response<Served> {
         let started = Instant::now();
         let snap = self.live.snapshot();
-        let admitted = match self.admit(&snap, req, client) {
+        let admitted = match self.admit(&snap, req, client, started) {
             Ok(a) => a,
             Err(refusal) => return refusal.into_response(in_flight),
         };
@@ -157,6 +157,7 @@ impl Proxy {
         snap: &Snapshot,
         req: Request<Incoming>,
         client: SocketAddr,
+        received: Instant,
     ) -> Result<Admitted, Refusal> {
         let (parts, incoming) = req.into_parts();
         let mut headers = parts.headers;
@@ -190,6 +191,7 @@ impl Proxy {
                 path_and_query,
                 headers,
                 request_id,
+                received,
             },
             incoming,
         })
@@ -344,7 +346,7 @@ impl Proxy {
             primary_side: served_by,
             shadow_side: target,
             effects,
-            answered_at_micros: std::time::SystemTime::now()
+            received_at_micros: (std::time::SystemTime::now() - inbound.received.elapsed())
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_micros() as i64),
             primary_status: parts.status.as_u16(),

@@ -52,8 +52,8 @@ pub struct ReplayJob {
     pub shadow_side: Option<Side>,
     /// Whether the write's effect is compared (see `effects`).
     pub effects: bool,
-    /// When the primary answered, in microseconds since the epoch.
-    pub answered_at_micros: i64,
+    /// When the request came in, in microseconds since the epoch.
+    pub received_at_micros: i64,
     pub primary_status: u16,
     pub primary_headers: HeaderMap,
     pub captured: oneshot::Receiver<Captured>,

@@ -18,6 +18,8 @@ pub struct Inbound {
     pub path_and_query: PathAndQuery,
     pub headers: HeaderMap,
     pub request_id: String,
+    /// When the request came in.
+    pub received: std::time::Instant,
 }
 
 pub fn is_safe(method: &Method) -> bool {

@@ -58,22 +58,35 @@ pub struct Current {
 pub struct Effects {
     /// The differences, by name; empty when the write's effect agrees.
     pub differences: Vec<String>,
-    /// The member's row was written again after this write was answered: only the
-    /// agreement of the two sides is judged, not the request's fields.
+    /// The member's row is not as the write left it (written again since, or not yet
+    /// brought over): only the agreement of the two sides is judged, not the request's
+    /// fields.
     pub superseded: bool,
 }
 
-/// The differences between what the write answered at `answered_at` (micros, the
-/// proxy's clock) should have left and what each side holds. What came after it is
-/// not held against it: sessions created later are not ones it should have ended, and
-/// a row written again later is judged by the two sides' agreement only.
+/// When the write was made, as the proxy saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written {
+    /// When the request came in at the proxy (microseconds since the epoch, its clock).
+    pub received_at: i64,
+    /// The member's `updated_at` in the primary's answer, as rendered there (a sign-up,
+    /// a profile change), if it had one.
+    pub updated_at: Option<String>,
+}
+
+/// The differences between what the write should have left and what each side holds.
+/// Nothing another write did is held against it, even one at the same instant:
+/// sessions created after it came in are not ones it should have ended (a log-in
+/// racing a password change), and a row whose `updated_at` is not the one the write
+/// answered with was written again (or not yet brought over: asked again) and is judged
+/// by the two sides' agreement only.
 pub async fn write_effects(
     store: &Store,
     legacy: &LegacyDb,
     member_id: i64,
     expected: &Expected,
     current: &Current,
-    answered_at: i64,
+    written: &Written,
 ) -> Result<Effects, MigrationError> {
     let user = legacy.user_by_id(legacy.pool(), member_id).await?;
     let member = store.member_by_id(member_id).await?;
@@ -93,10 +106,12 @@ pub async fn write_effects(
         }
     }
     let legacy_row = user.as_ref().map(legacy_to_member);
-    let superseded = [legacy_row.as_ref(), member.as_ref()]
-        .into_iter()
-        .flatten()
-        .any(|row| row.updated_at > answered_at);
+    let superseded = written.updated_at.as_deref().is_some_and(|answered| {
+        [legacy_row.as_ref(), member.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|row| Timestamp::from_micros(row.updated_at).to_json_string() != answered)
+    });
     if !superseded {
         if let Some(row) = &legacy_row {
             expect_row(&mut out, "legacy", row, expected);
@@ -105,11 +120,16 @@ pub async fn write_effects(
             expect_row(&mut out, "identity", m, expected);
         }
     }
-    let created_by = Timestamp::from_micros(answered_at);
     let legacy_rows = legacy
-        .session_ids_of_user(legacy.pool(), member_id, created_by)
+        .session_ids_of_user(
+            legacy.pool(),
+            member_id,
+            Timestamp::from_micros(written.received_at),
+        )
         .await?;
-    let ours = store.sessions_of_member(member_id, answered_at).await?;
+    let ours = store
+        .sessions_of_member(member_id, written.received_at)
+        .await?;
     sessions(&mut out, &legacy_rows, &ours, expected, current);
     Ok(Effects {
         differences: out,

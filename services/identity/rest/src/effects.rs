@@ -3,10 +3,10 @@
 //!
 //! The proxy sends the client's request again, as it was (method and path in
 //! `x-write-method` and `x-write-path`, its `authorization`, `content-type` and body),
-//! when the primary answered (`x-write-at`, microseconds since the epoch: what came
-//! later is not held against the write), the member id from the primary's answer when
-//! it had one or from an earlier answer here (`x-write-member`), and the mark
-//! `x-shadow: write-effects`, which the proxy strips from every client's request:
+//! when it came in at the proxy (`x-write-at`, microseconds since the epoch) and the member's
+//! `updated_at` in the primary's answer (`x-write-updated-at`), so that no other write
+//! is held against it; the member id from the primary's answer when it had one or from
+//! an earlier answer here (`x-write-member`), and the mark `x-shadow: write-effects`, which the proxy strips from every client's request:
 //! without it the path is no route, as on the legacy. Nothing is written; the answer
 //! names the differing fields, never their values:
 //!
@@ -21,7 +21,7 @@
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Response, StatusCode, header};
-use identity_migration::{Current, Expected, write_effects};
+use identity_migration::{Current, Expected, Written, write_effects};
 use identity_tokens::hash_refresh_token;
 use member_contract::auth::bearer_token;
 use member_contract::forms::{ProfileForm, SignUpForm};
@@ -97,8 +97,12 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
         },
         None => None,
     };
-    let Some(answered_at) = text("x-write-at").and_then(|v| v.parse::<i64>().ok()) else {
+    let Some(received_at) = text("x-write-at").and_then(|v| v.parse::<i64>().ok()) else {
         return refuse(StatusCode::UNPROCESSABLE_ENTITY, "x-write-at is required");
+    };
+    let written = Written {
+        received_at,
+        updated_at: text("x-write-updated-at").map(str::to_owned),
     };
     let answered: Option<i64> = text("x-write-member").and_then(|v| v.parse().ok());
     let Some(member_id) = answered.or(named.as_ref().map(|n| n.member_id)) else {
@@ -120,7 +124,7 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
         member_id,
         &expected,
         &current,
-        answered_at,
+        &written,
     )
     .await
     {

@@ -6,10 +6,12 @@
 //! The wrong writes are planted in the databases themselves (triggers), so that the
 //! binaries under test are the ones that ship.
 
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use test_support::tcp_gate::{Gate, TcpGate};
 
 use crate::support::{
     ADMIN_TOKEN, Migrating, ProxyProcess, call, email, manifest, metric, migrating, proxy,
@@ -26,11 +28,19 @@ struct Rollout {
 /// guard that aborts on the first mismatch of a route (and never on errors).
 fn rollout(postgres: bool, percent: u32) -> Rollout {
     let m = migrating(postgres, &[]);
+    let identity = m.identity.http;
+    rollout_through(m, percent, identity, "")
+}
+
+/// The same, the proxy reaching the new side at `identity`, with `extra` config.
+fn rollout_through(m: Migrating, percent: u32, identity: SocketAddr, extra: &str) -> Rollout {
     let dir = tempfile::tempdir().unwrap();
     let config = proxy_config(
         m.legacy.addr,
-        m.identity.http,
-        "guard:\n  min_requests: 1000000\n  min_comparisons: 1\n  max_mismatch_rate: 0.01\n",
+        identity,
+        &format!(
+            "guard:\n  min_requests: 1000000\n  min_comparisons: 1\n  max_mismatch_rate: 0.01\n{extra}"
+        ),
     );
     let proxy = proxy(dir.path(), &manifest(percent), &config);
     Rollout {
@@ -348,5 +358,155 @@ async fn a_members_whole_life_served_by_either_side_leaves_no_difference() {
     assert!(
         !text.contains(r#"proxy_guard_aborted{route="users-me"} 1"#),
         "{text}"
+    );
+}
+
+/// Two writes of one member at the same instant, served by `percent`'s side: each
+/// profile change of a pair, and a password change racing a log-in.
+async fn racing_writes(r: &Rollout) {
+    let email = email("race");
+    r.sign_up(&email, &phone()).await;
+    let one = r.log_in(&email, "password-1").await;
+    let two = r.log_in(&email, "password-1").await;
+    let (one, two) = (
+        one["token"].as_str().unwrap(),
+        two["token"].as_str().unwrap(),
+    );
+    for round in 0..10 {
+        let patch = |token, nickname: String| {
+            call(
+                "PATCH",
+                r.url("/api/v1/users/me"),
+                Some(token),
+                Some(json!({"user": {"nickname": nickname}})),
+            )
+        };
+        let (a, b) = tokio::join!(
+            patch(one, format!("a{round}")),
+            patch(two, format!("b{round}"))
+        );
+        assert_eq!((a.0, b.0), (200, 200), "round {round}: {a:?} {b:?}");
+    }
+    let mut token = one.to_owned();
+    for round in 1..6 {
+        let (change, log_in) = tokio::join!(
+            call(
+                "PUT",
+                r.url("/api/v1/users/me/password"),
+                Some(&token),
+                Some(
+                    json!({"current_password": format!("password-{round}"), "password": format!("password-{}", round + 1)})
+                ),
+            ),
+            call(
+                "POST",
+                r.url("/api/v1/sessions"),
+                None,
+                Some(json!({"email": email, "password": format!("password-{round}")})),
+            )
+        );
+        assert_eq!(change.0, 204, "round {round}: {change:?}");
+        assert!(matches!(log_in.0, 201 | 401), "round {round}: {log_in:?}");
+        // The changer's session lives on; the racing log-in's may or may not.
+        token = r.log_in(&email, &format!("password-{}", round + 1)).await["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writes_of_one_member_at_the_same_instant_are_not_held_against_each_other() {
+    for percent in [100, 0] {
+        let r = rollout(false, percent);
+        racing_writes(&r).await;
+        assert!(
+            until(Duration::from_secs(20), || async {
+                r.writes("users-me", "profile_update", "match").await
+                    + r.writes("users-me", "profile_update", "mismatch").await
+                    >= 20.0
+                    && r.writes("users-me", "password_change", "match").await
+                        + r.writes("users-me", "password_change", "mismatch").await
+                        >= 5.0
+            })
+            .await,
+            "at {percent}%: not every write compared"
+        );
+        for kind in ["profile_update", "password_change", "log_in"] {
+            let route = if kind == "log_in" {
+                "sessions"
+            } else {
+                "users-me"
+            };
+            assert_eq!(
+                r.writes(route, kind, "mismatch").await,
+                0.0,
+                "at {percent}%: {kind}: {}",
+                r.samples().await
+            );
+        }
+        assert_eq!(
+            metric(r.proxy.admin, r#"proxy_guard_aborted{route="users-me"}"#).await,
+            0.0,
+            "at {percent}%"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_side_that_never_answers_the_question_holds_no_client_and_no_slot() {
+    let m = migrating(false, &[]);
+    let gate = TcpGate::start(m.identity.http).await;
+    // The legacy serves everyone; the replays and the questions go through the gate.
+    let r = rollout_through(m, 0, gate.addr, "limits:\n  replay_timeout: 3s\n");
+    let email = email("stuck");
+    r.sign_up(&email, &phone()).await;
+    let token = r.log_in(&email, "password-1").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let patch = |nickname: &str| {
+        call(
+            "PATCH",
+            r.url("/api/v1/users/me"),
+            Some(&token),
+            Some(json!({"user": {"nickname": nickname}})),
+        )
+    };
+    gate.set(Gate::Closed);
+    // The client's answer does not wait for the question.
+    let answer = tokio::time::timeout(Duration::from_secs(2), patch("while-stuck")).await;
+    assert_eq!(
+        answer.map(|(s, _)| s).ok(),
+        Some(200),
+        "the client was held"
+    );
+    // The replay's slot is freed at the replay's time, counted, and nothing judged.
+    assert!(
+        until(Duration::from_secs(10), || async {
+            metric(
+                r.proxy.admin,
+                r#"proxy_comparisons_total{route="users-me",result="skipped_timeout"}"#,
+            )
+            .await
+                >= 1.0
+        })
+        .await,
+        "the replay never gave up its slot"
+    );
+    assert_eq!(
+        r.writes("users-me", "profile_update", "mismatch").await,
+        0.0
+    );
+    // The new side answers again: the next write is compared.
+    gate.set(Gate::Open);
+    let (s, _) = patch("after").await;
+    assert_eq!(s, 200);
+    assert!(
+        until(Duration::from_secs(10), || async {
+            r.writes("users-me", "profile_update", "match").await >= 1.0
+        })
+        .await,
+        "no write compared after the new side came back"
     );
 }
