@@ -1,9 +1,9 @@
 //! Write effects compared: after a write that succeeded, the proxy asks the new side
 //! whether the written member is now the same on both sides and as the request asked
 //! (the identity service's `POST /internal/write-effects`, which reads both databases
-//! and writes nothing), as of the moment the primary answered: what the member did
-//! next (a log-in after a password change, a profile change after a sign-up) is not
-//! held against the write. A write served by the new side has reached the legacy before
+//! and writes nothing). No other write is held against it, even one at the same
+//! instant: the question says when the write came in and the `updated_at` the primary
+//! answered with. A write served by the new side has reached the legacy before
 //! its answer (the write-through); one served by the legacy reaches the new side with
 //! the sync's lag: the question is asked again, at growing pauses, until the member
 //! agrees or `comparison.write_effects_settle` has passed. Only a difference that
@@ -21,7 +21,6 @@ use shadow_compare::{MaskedSample, Outcome, path_template};
 use crate::Proxy;
 use crate::forward;
 use crate::replay::ReplayJob;
-use crate::writes;
 
 /// The identity service's answer to the question.
 const PATH: &str = "/internal/write-effects";
@@ -80,14 +79,10 @@ pub fn member_in_answer(body: &[u8]) -> Answered {
     }
 }
 
-/// Compares the effect of the job's write (served with `primary_body`), and records it.
+/// Compares the effect of the job's write (served, successfully, with `primary_body`),
+/// and records it.
 pub async fn compare(proxy: &Proxy, job: &ReplayJob, primary_body: &[u8]) {
-    let route = job.route.name();
-    let write = writes::write_of(
-        job.inbound.method.as_str(),
-        job.inbound.path_and_query.path(),
-    );
-    let kind = writes::kind(write);
+    let (route, kind) = (job.route.name(), job.kind);
     let snap = proxy.live.snapshot();
     let settle = snap.config.write_effects_settle();
     let Some(address) = job

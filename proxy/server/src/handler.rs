@@ -311,17 +311,14 @@ impl Proxy {
         let mut target = self
             .shadow_target(&route, served_by, &inbound.method)
             .filter(|_| answered);
-        let mut effects = false;
+        let (mut effects, mut kind) = (false, "other");
         if !is_safe(&inbound.method) {
             let write = writes::write_of(inbound.method.as_str(), inbound.path_and_query.path());
+            kind = writes::kind(write);
             if target.is_some() && writes::answer_not_comparable(write).is_some() {
                 // Its replay would find the state the primary consumed: not replayed.
-                self.metrics.count_write(
-                    route.name(),
-                    writes::kind(write),
-                    "answer",
-                    "not_comparable",
-                );
+                self.metrics
+                    .count_write(route.name(), kind, "answer", "not_comparable");
                 target = None;
             }
             effects = write.is_some()
@@ -345,6 +342,7 @@ impl Proxy {
             route,
             primary_side: served_by,
             shadow_side: target,
+            kind,
             effects,
             received_at_micros: (std::time::SystemTime::now() - inbound.received.elapsed())
                 .duration_since(std::time::UNIX_EPOCH)

@@ -50,6 +50,8 @@ pub struct ReplayJob {
     pub primary_side: Side,
     /// The side the request is replayed to for its answer, if drawn for one.
     pub shadow_side: Option<Side>,
+    /// The write's kind (`writes::kind`; `other` for a read), for the metrics.
+    pub kind: &'static str,
     /// Whether the write's effect is compared (see `effects`).
     pub effects: bool,
     /// When the request came in, in microseconds since the epoch.
@@ -272,7 +274,6 @@ async fn run(proxy: &Proxy, mut job: ReplayJob) {
         }
     }
     if job.effects
-        && (200..300).contains(&job.primary_status)
         && let Some(primary) = &primary
     {
         crate::effects::compare(proxy, &job, &primary.body).await;
@@ -377,10 +378,9 @@ async fn compare_answers(proxy: &Proxy, job: &ReplayJob, primary: &Exchange, sha
         // replayed (see `writes`); their answers are counted apart from the reads'
         // (a log-in's tokens, a profile change's `updated_at` are the rules' to ignore)
         // and their effects judged by `effects`.
-        let kind = crate::writes::kind(crate::writes::write_of(job.inbound.method.as_str(), path));
         proxy
             .metrics
-            .count_write(route, kind, "answer", outcome.label());
+            .count_write(route, job.kind, "answer", outcome.label());
         proxy.metrics.count_comparison(route, write_label(&outcome));
     }
     proxy.evaluate_soon();

@@ -12,14 +12,14 @@
 //! `identity:sessions`): a name without a prefix differs between the sides; a prefixed
 //! one is on that side not what the request asked.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use identity_store::{MemberRow, Store};
 use legacy_db::LegacyDb;
 use member_contract::Timestamp;
 use member_contract::forms::ProfileChanges;
 
-use crate::verify::differing_fields;
+use crate::verify::read_pair;
 use crate::{MigrationError, legacy_to_member};
 
 /// What the write asked for, beyond the two sides agreeing.
@@ -88,22 +88,10 @@ pub async fn write_effects(
     current: &Current,
     written: &Written,
 ) -> Result<Effects, MigrationError> {
-    let user = legacy.user_by_id(legacy.pool(), member_id).await?;
-    let member = store.member_by_id(member_id).await?;
-    let mut out: Vec<String> = Vec::new();
-    match (&user, &member) {
-        (None, None) => out.push("missing on both sides".into()),
-        (Some(_), None) => out.push("missing in identity".into()),
-        (None, Some(_)) => out.push("missing in legacy".into()),
-        (Some(u), Some(m)) => {
-            let digests: HashMap<i64, String> = store
-                .legacy_digests_between(member_id, member_id)
-                .await?
-                .into_iter()
-                .collect();
-            let known = digests.get(&member_id).map(String::as_str);
-            out.extend(differing_fields(u, m, known).into_iter().map(String::from));
-        }
+    let (user, member, fields) = read_pair(store, legacy, member_id).await?;
+    let mut out: Vec<String> = fields.into_iter().map(String::from).collect();
+    if user.is_none() && member.is_none() {
+        out.push("missing on both sides".into());
     }
     let legacy_row = user.as_ref().map(legacy_to_member);
     let superseded = written.updated_at.as_deref().is_some_and(|answered| {

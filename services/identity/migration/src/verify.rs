@@ -133,10 +133,29 @@ async fn compare_one(
     legacy: &LegacyDb,
     id: i64,
 ) -> Result<Option<Deviation>, MigrationError> {
+    let (_, _, fields) = read_pair(store, legacy, id).await?;
+    Ok((!fields.is_empty()).then_some(Deviation { id, fields }))
+}
+
+/// One member as each side holds it now, and the fields in which they differ (the
+/// whole row's absence on one side as `missing in identity` or `extra in identity`;
+/// nothing when it is on neither).
+pub(crate) async fn read_pair(
+    store: &Store,
+    legacy: &LegacyDb,
+    id: i64,
+) -> Result<
+    (
+        Option<legacy_db::LegacyUser>,
+        Option<identity_store::MemberRow>,
+        Vec<&'static str>,
+    ),
+    MigrationError,
+> {
     let u = legacy.user_by_id(legacy.pool(), id).await?;
     let m = store.member_by_id(id).await?;
-    let fields = match (u, m) {
-        (None, None) => return Ok(None),
+    let fields = match (&u, &m) {
+        (None, None) => Vec::new(),
         (Some(_), None) => vec!["missing in identity"],
         (None, Some(_)) => vec!["extra in identity"],
         (Some(u), Some(m)) => {
@@ -145,14 +164,14 @@ async fn compare_one(
                 .await?
                 .into_iter()
                 .collect();
-            differing_fields(&u, &m, digests.get(&id).map(String::as_str))
+            differing_fields(u, m, digests.get(&id).map(String::as_str))
         }
     };
-    Ok((!fields.is_empty()).then_some(Deviation { id, fields }))
+    Ok((u, m, fields))
 }
 
 /// The fields in which the identity service's member differs from the legacy's user.
-pub(crate) fn differing_fields(
+fn differing_fields(
     u: &legacy_db::LegacyUser,
     m: &identity_store::MemberRow,
     known_digest: Option<&str>,

@@ -65,10 +65,14 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
     };
     let headers = &parts.headers;
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let (Some(method), Some(target)) = (text("x-write-method"), text("x-write-path")) else {
+    let (Some(method), Some(target), Some(received_at)) = (
+        text("x-write-method"),
+        text("x-write-path"),
+        text("x-write-at").and_then(|v| v.parse::<i64>().ok()),
+    ) else {
         return refuse(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "x-write-method and x-write-path are required",
+            "x-write-method, x-write-path and x-write-at are required",
         );
     };
     let (path, query) = target
@@ -96,9 +100,6 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
             Err(e) => return unavailable(&e),
         },
         None => None,
-    };
-    let Some(received_at) = text("x-write-at").and_then(|v| v.parse::<i64>().ok()) else {
-        return refuse(StatusCode::UNPROCESSABLE_ENTITY, "x-write-at is required");
     };
     let written = Written {
         received_at,
