@@ -45,6 +45,10 @@ const MAX_PAUSE: Duration = Duration::from_secs(1);
 enum Asked {
     Agreed,
     Differs(Vec<String>),
+    /// Still different when the time was up, for a write the legacy served, but the
+    /// identity service's row older than the legacy's (or not there): the sync had not
+    /// caught up (its lag, watched on its own), so nothing is known of the write.
+    Lagging,
     /// The question names no member (a legacy token whose row the write deleted).
     Unresolved,
     /// Nothing to compare with: the new side holds no legacy database (cut over).
@@ -101,7 +105,7 @@ pub async fn compare(proxy: &Proxy, job: &ReplayJob, primary_body: &[u8]) {
     // Asked at once (a write-through is there already; a bearer still names its
     // member before the client's next request may end its session), then again.
     let asked = loop {
-        let (asked, named) =
+        let (asked, named, behind) =
             ask(proxy, &address, job, member, answered.updated_at.as_deref()).await;
         // The member the first answer found is the one asked about from then on.
         member = member.or(named);
@@ -110,7 +114,9 @@ pub async fn compare(proxy: &Proxy, job: &ReplayJob, primary_body: &[u8]) {
             Asked::Agreed | Asked::Unresolved | Asked::NotMigrating
         );
         if settled || Instant::now() + pause >= deadline {
-            break asked;
+            // Only the sync lags: what the new side served was written through.
+            let lagging = behind && job.primary_side == Side::Legacy;
+            break if lagging { Asked::Lagging } else { asked };
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_PAUSE);
@@ -118,6 +124,7 @@ pub async fn compare(proxy: &Proxy, job: &ReplayJob, primary_body: &[u8]) {
     let result = match &asked {
         Asked::Agreed => "match",
         Asked::Differs(_) => "mismatch",
+        Asked::Lagging => "lagging",
         Asked::Unresolved => "unresolved",
         Asked::NotMigrating => "not_migrating",
         Asked::Unavailable => "unavailable",
@@ -136,7 +143,7 @@ pub async fn compare(proxy: &Proxy, job: &ReplayJob, primary_body: &[u8]) {
             }
         }
         // Not evidence either way.
-        Asked::Unresolved | Asked::NotMigrating | Asked::Unavailable => return,
+        Asked::Lagging | Asked::Unresolved | Asked::NotMigrating | Asked::Unavailable => return,
     };
     proxy.guard.record_outcome(route, &outcome, Instant::now());
     proxy.evaluate_soon();
@@ -161,14 +168,15 @@ fn sample(job: &ReplayJob, kind: &str, fields: &[String]) -> MaskedSample {
     }
 }
 
-/// Asks the new side once: its answer, and the member it was about.
+/// Asks the new side once: its answer, the member it was about, and whether the
+/// identity service's row was behind the legacy's.
 async fn ask(
     proxy: &Proxy,
     address: &http::uri::Authority,
     job: &ReplayJob,
     member: Option<i64>,
     updated_at: Option<&str>,
-) -> (Asked, Option<i64>) {
+) -> (Asked, Option<i64>, bool) {
     let mut req = Request::new(forward::full(job.body.clone()));
     *req.method_mut() = Method::POST;
     *req.uri_mut() = http::Uri::from_static(PATH);
@@ -201,7 +209,7 @@ async fn ask(
         .send(address, req, job.route.timeout())
         .await
     else {
-        return (Asked::Unavailable, None);
+        return (Asked::Unavailable, None, false);
     };
     let status = resp.status().as_u16();
     let Ok(body) = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
@@ -209,25 +217,26 @@ async fn ask(
         .await
         .map(|c| c.to_bytes())
     else {
-        return (Asked::Unavailable, None);
+        return (Asked::Unavailable, None, false);
     };
     read_answer(status, &body)
 }
 
-/// The answer, and the member it was about.
-fn read_answer(status: u16, body: &Bytes) -> (Asked, Option<i64>) {
+/// The answer, the member it was about, and whether the identity service was behind.
+fn read_answer(status: u16, body: &Bytes) -> (Asked, Option<i64>, bool) {
     match status {
         200 => {}
-        409 => return (Asked::NotMigrating, None),
-        422 => return (Asked::Unresolved, None),
-        _ => return (Asked::Unavailable, None),
+        409 => return (Asked::NotMigrating, None, false),
+        422 => return (Asked::Unresolved, None, false),
+        _ => return (Asked::Unavailable, None, false),
     }
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return (Asked::Unavailable, None);
+        return (Asked::Unavailable, None, false);
     };
     let member = value.get("member_id").and_then(serde_json::Value::as_i64);
+    let behind = value.get("behind").and_then(serde_json::Value::as_bool) == Some(true);
     let Some(list) = value.get("differences").and_then(|d| d.as_array()) else {
-        return (Asked::Unavailable, member);
+        return (Asked::Unavailable, member, behind);
     };
     let fields: Vec<String> = list
         .iter()
@@ -240,7 +249,7 @@ fn read_answer(status: u16, body: &Bytes) -> (Asked, Option<i64>) {
     } else {
         Asked::Differs(fields)
     };
-    (asked, member)
+    (asked, member, behind)
 }
 
 #[cfg(test)]
@@ -266,14 +275,22 @@ mod tests {
     fn answers_are_read_as_the_service_gives_them() {
         let ok = |s: &str| read_answer(200, &Bytes::from(s.to_owned()));
         assert_eq!(
-            ok(r#"{"member_id":3,"differences":[]}"#),
-            (Asked::Agreed, Some(3))
+            ok(r#"{"member_id":3,"differences":[],"behind":false}"#),
+            (Asked::Agreed, Some(3), false)
         );
         assert_eq!(
             ok(r#"{"member_id":3,"differences":["legacy:phone_number"]}"#),
-            (Asked::Differs(vec!["legacy:phone_number".into()]), Some(3))
+            (
+                Asked::Differs(vec!["legacy:phone_number".into()]),
+                Some(3),
+                false
+            )
         );
-        assert_eq!(ok("not json"), (Asked::Unavailable, None));
+        assert_eq!(
+            ok(r#"{"member_id":3,"differences":["nickname"],"behind":true}"#),
+            (Asked::Differs(vec!["nickname".into()]), Some(3), true)
+        );
+        assert_eq!(ok("not json"), (Asked::Unavailable, None, false));
         assert_eq!(read_answer(409, &Bytes::new()).0, Asked::NotMigrating);
         assert_eq!(read_answer(422, &Bytes::new()).0, Asked::Unresolved);
         assert_eq!(read_answer(503, &Bytes::new()).0, Asked::Unavailable);

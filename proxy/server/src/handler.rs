@@ -28,7 +28,7 @@ use crate::attempts::{Attempt, Target};
 use crate::body::{self, Buffered, RequestBody, StreamCause};
 use crate::forward::{self, ErrorSource, ProxyBody};
 use crate::limits::{BodyError, InFlight, Served, TimedRequest};
-use crate::replay::{ReplayJob, spawn_replay};
+use crate::replay::{ReplayJob, Slots, spawn_replay};
 use crate::request::{self, Inbound, is_safe};
 use crate::state::Snapshot;
 use crate::tee::TeeBody;
@@ -326,12 +326,19 @@ impl Proxy {
                 && snap.config.comparison.write_effects
                 && route.upstream(Side::New).is_some();
         }
+        let slots = Slots {
+            answer: target.and_then(|_| self.replay_slot(route.name())),
+            effect: effects
+                .then(|| self.effect_slot(route.name(), kind))
+                .flatten(),
+        };
+        let (target, effects) = (
+            target.filter(|_| slots.answer.is_some()),
+            slots.effect.is_some(),
+        );
         if target.is_none() && !effects {
             return response;
         }
-        let Some(permit) = self.replay_slot(route.name()) else {
-            return response;
-        };
         let (parts, body) = response.into_parts();
         let (tee, captured) = TeeBody::new(
             body,
@@ -357,7 +364,7 @@ impl Proxy {
         spawn_replay(
             Arc::clone(self),
             job,
-            permit,
+            slots,
             snap.config.limits.replay_timeout,
         );
         Response::from_parts(parts, tee.boxed())

@@ -71,6 +71,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 /// Replays in flight at once; beyond, a replay is skipped and counted. The connection
 /// pool keeps at least this many idle connections per upstream, so replays reuse them.
 pub(crate) const MAX_REPLAYS: usize = 256;
+
+/// Write-effect questions in flight at once (each may wait out the sync's lag); beyond,
+/// a write's effect is not compared, and counted. Apart from the replays' slots, so that
+/// waiting questions never crowd out the comparison of answers.
+pub(crate) const MAX_EFFECT_CHECKS: usize = 256;
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 
 /// The running proxy's shared state.
@@ -86,6 +91,7 @@ pub struct Proxy {
     /// Each route's share changes, for the dashboard's chart.
     history: ShareHistory,
     shadow_permits: Arc<Semaphore>,
+    effect_permits: Arc<Semaphore>,
     /// Client connections open now, across the workers (`limits.max_connections`).
     clients: Arc<serve::Tracker>,
     draining: AtomicBool,
@@ -115,7 +121,7 @@ impl Proxy {
         settings.workers = settings.worker_count();
         let upstreams = forward::Upstreams::new(
             snap.config.timeouts.connect,
-            MAX_REPLAYS + 64,
+            MAX_REPLAYS + MAX_EFFECT_CHECKS + 64,
             settings.workers,
         );
         let listen = settings
@@ -142,6 +148,7 @@ impl Proxy {
             samples: Samples::new(50, 256),
             history: ShareHistory::new(128),
             shadow_permits: Arc::new(Semaphore::new(MAX_REPLAYS)),
+            effect_permits: Arc::new(Semaphore::new(MAX_EFFECT_CHECKS)),
             clients: Arc::new(serve::Tracker::default()),
             draining: AtomicBool::new(false),
             manual_aborts: std::sync::Mutex::new(std::collections::BTreeSet::new()),

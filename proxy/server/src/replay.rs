@@ -7,7 +7,8 @@
 //! samples and the guard (whose mismatch rate counts the answers to safe requests, and
 //! the effects of writes: see `effects`, which the same job runs after the answers).
 //!
-//! Every replay is bounded: at most `MAX_REPLAYS` at once, its bodies within the body
+//! Every replay is bounded: at most `MAX_REPLAYS` at once (and `MAX_EFFECT_CHECKS`
+//! write-effect questions, in slots of their own), its bodies within the body
 //! budget, and its whole run (the shadow call, the wait for the served answer to end,
 //! a second look) within `limits.replay_timeout`; past it the slot is freed and the
 //! comparison counted `skipped_timeout`, so the guard keeps its view under attack.
@@ -108,6 +109,21 @@ impl Proxy {
         permit
     }
 
+    /// A slot for the question after a write of `route` (see `effects`), or `None`
+    /// (counted `skipped_overload`) when every slot is taken.
+    pub fn effect_slot(
+        &self,
+        route: &str,
+        kind: &'static str,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permit = Arc::clone(&self.effect_permits).try_acquire_owned().ok();
+        if permit.is_none() {
+            self.metrics
+                .count_write(route, kind, "effect", "skipped_overload");
+        }
+        permit
+    }
+
     /// Counts a comparison that did not happen, for the metrics and the guard.
     fn skip(&self, route: &str, reason: SkipReason) {
         let outcome = Outcome::Skipped(reason);
@@ -116,18 +132,20 @@ impl Proxy {
     }
 }
 
-/// Runs the replay in the background, within the replay timeout; the slot is freed
+/// The slots a job holds: a replay's (freed once the answers are compared), a
+/// write-effect question's (freed when the job ends).
+pub struct Slots {
+    pub answer: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub effect: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Runs the replay in the background, within the replay timeout; its slots are freed
 /// when it ends either way.
-pub fn spawn_replay(
-    proxy: Arc<Proxy>,
-    job: ReplayJob,
-    permit: tokio::sync::OwnedSemaphorePermit,
-    timeout: Duration,
-) {
+pub fn spawn_replay(proxy: Arc<Proxy>, job: ReplayJob, slots: Slots, timeout: Duration) {
     let job = detached(job);
     tokio::spawn(async move {
         let route = job.route.name().to_owned();
-        if tokio::time::timeout(timeout, run(&proxy, job))
+        if tokio::time::timeout(timeout, run(&proxy, job, slots.answer))
             .await
             .is_err()
         {
@@ -135,7 +153,7 @@ pub fn spawn_replay(
             proxy.skip(&route, SkipReason::Timeout);
             proxy.evaluate_soon();
         }
-        drop(permit);
+        drop(slots.effect);
     });
 }
 
@@ -241,7 +259,11 @@ async fn fetch(
     })
 }
 
-async fn run(proxy: &Proxy, mut job: ReplayJob) {
+async fn run(
+    proxy: &Proxy,
+    mut job: ReplayJob,
+    answer_slot: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
     let route = job.route.name().to_owned();
     let mut reservation = std::mem::replace(&mut job.reservation, proxy.budget.reservation());
     let shadow = match job.shadow_side {
@@ -273,6 +295,9 @@ async fn run(proxy: &Proxy, mut job: ReplayJob) {
             Some(primary) => compare_answers(proxy, &job, primary, shadow.exchange).await,
         }
     }
+    // The answers are done with: a question waiting out the sync's lag holds no
+    // replay's slot.
+    drop(answer_slot);
     if job.effects
         && let Some(primary) = &primary
     {

@@ -425,10 +425,14 @@ pub async fn run(
     let drained = tokio::time::timeout(settings.drain, async {
         proxy.clients.all_closed().await;
         admins.all_closed().await;
-        // Replays in flight finish too (they hold permits).
+        // Replays and write-effect questions in flight finish too (they hold permits).
         let _ = proxy
             .shadow_permits
             .acquire_many(crate::MAX_REPLAYS as u32)
+            .await;
+        let _ = proxy
+            .effect_permits
+            .acquire_many(crate::MAX_EFFECT_CHECKS as u32)
             .await;
     })
     .await;

@@ -215,7 +215,10 @@ impl Identity {
         };
         if let Some(user) = &legacy_row {
             let columns = legacy_columns(&update, user);
-            legacy.update_profile(user.id, &columns, now).await?;
+            // The row's own time, so that both sides hold the same `updated_at`.
+            legacy
+                .update_profile(user.id, &columns, Timestamp::from_micros(row.updated_at))
+                .await?;
         }
         self.finish_both(legacy, tx, ctx.dry_run).await?;
         Ok(row)

@@ -44,6 +44,22 @@ pub enum Expected {
     Agreement,
 }
 
+impl Expected {
+    /// Whether the write makes, ends or replaces sessions (their check reads both
+    /// sessions tables: a sign-up or a profile change is spared it).
+    pub fn touches_sessions(&self) -> bool {
+        !matches!(self, Expected::SignedUp { .. } | Expected::Profile(_))
+    }
+
+    /// Whether the check needs the session the write was made in (its bearer's).
+    pub fn needs_current_session(&self) -> bool {
+        matches!(
+            self,
+            Expected::PasswordChanged | Expected::Withdrawn | Expected::LoggedOut
+        )
+    }
+}
+
 /// The session the write was made in, as its bearer named it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Current {
@@ -62,6 +78,10 @@ pub struct Effects {
     /// brought over): only the agreement of the two sides is judged, not the request's
     /// fields.
     pub superseded: bool,
+    /// The identity service's row is older than the legacy's, or not there yet: for a
+    /// write the legacy served, the sync has not brought it over (its lag, not a
+    /// difference of the write).
+    pub behind: bool,
 }
 
 /// When the write was made, as the proxy saw it.
@@ -108,20 +128,28 @@ pub async fn write_effects(
             expect_row(&mut out, "identity", m, expected);
         }
     }
-    let legacy_rows = legacy
-        .session_ids_of_user(
-            legacy.pool(),
-            member_id,
-            Timestamp::from_micros(written.received_at),
-        )
-        .await?;
-    let ours = store
-        .sessions_of_member(member_id, written.received_at)
-        .await?;
-    sessions(&mut out, &legacy_rows, &ours, expected, current);
+    if expected.touches_sessions() {
+        let legacy_rows = legacy
+            .session_ids_of_user(
+                legacy.pool(),
+                member_id,
+                Timestamp::from_micros(written.received_at),
+            )
+            .await?;
+        let ours = store
+            .sessions_of_member(member_id, written.received_at)
+            .await?;
+        sessions(&mut out, &legacy_rows, &ours, expected, current);
+    }
+    let behind = match (&legacy_row, &member) {
+        (Some(l), Some(m)) => m.updated_at < l.updated_at,
+        (Some(_), None) => true,
+        _ => false,
+    };
     Ok(Effects {
         differences: out,
         superseded,
+        behind,
     })
 }
 

@@ -11,8 +11,9 @@
 //! names the differing fields, never their values:
 //!
 //! - `200 {"write":"PATCH /api/v1/users/me","member_id":5,"differences":[],
-//!   "superseded":false}` (`superseded`: the row was written again since; only the two
-//!   sides' agreement was judged);
+//!   "superseded":false,"behind":false}` (`superseded`: the row is not as the write
+//!   left it, only the two sides' agreement was judged; `behind`: the identity
+//!   service's row is older than the legacy's, the sync has not caught up);
 //! - `409` when there is no legacy database to compare with (not migrating);
 //! - `422` when the request is no write, or names no member (a legacy token whose row
 //!   a withdrawal deleted; a log-out's is then checked to work nowhere);
@@ -93,19 +94,23 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
             "the write was refused: it changed nothing",
         );
     };
+    let answered: Option<i64> = text("x-write-member").and_then(|v| v.parse().ok());
     let token = bearer_token(text("authorization"));
+    // The bearer's session is looked up only when it matters: to name the member when
+    // the answer did not, or for the sessions the write should have ended.
     let named = match &token {
-        Some(token) => match state.identity.session_named_by(token).await {
-            Ok(named) => named,
-            Err(e) => return unavailable(&e),
-        },
-        None => None,
+        Some(token) if answered.is_none() || expected.needs_current_session() => {
+            match state.identity.session_named_by(token).await {
+                Ok(named) => named,
+                Err(e) => return unavailable(&e),
+            }
+        }
+        _ => None,
     };
     let written = Written {
         received_at,
         updated_at: text("x-write-updated-at").map(str::to_owned),
     };
-    let answered: Option<i64> = text("x-write-member").and_then(|v| v.parse().ok());
     let Some(member_id) = answered.or(named.as_ref().map(|n| n.member_id)) else {
         if let (Endpoint::LogOut, Some(token)) = (endpoint, &token) {
             return logged_out(&state, endpoint, token).await;
@@ -136,6 +141,7 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
                 "member_id": member_id,
                 "differences": effects.differences,
                 "superseded": effects.superseded,
+                "behind": effects.behind,
             }),
         ),
         Err(e) => unavailable(&e),
@@ -161,6 +167,7 @@ async fn logged_out(state: &AppState, endpoint: Endpoint<'_>, token: &str) -> Re
                     "member_id": null,
                     "differences": differences,
                     "superseded": false,
+                    "behind": false,
                 }),
             )
         }

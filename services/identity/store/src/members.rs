@@ -184,7 +184,10 @@ impl Tx {
         if next == *current {
             return Ok(next);
         }
-        next.updated_at = now.max(current.updated_at);
+        // `updated_at` moves with every change, by at least the millisecond the
+        // contract renders: two changes at the same instant stay apart in every answer
+        // (the proxy tells a write from a later one by it).
+        next.updated_at = now.max(current.updated_at + 1000);
         sqlx::query(
             "UPDATE members SET nickname = $1, phone_number = $2, profile_image_url = $3, updated_at = $4 \
              WHERE id = $5 AND deleted_at IS NULL",

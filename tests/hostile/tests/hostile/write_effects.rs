@@ -510,3 +510,92 @@ async fn a_new_side_that_never_answers_the_question_holds_no_client_and_no_slot(
         "no write compared after the new side came back"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_that_lags_is_no_difference_and_its_waiting_questions_crowd_out_no_comparison() {
+    // The legacy serves every write; the sync brings none over within the settle time.
+    let m = migrating(false, &["--sync-interval-ms", "600000"]);
+    let identity = m.identity.http;
+    // Questions give up after 2 s (half the replay time).
+    let r = rollout_through(m, 0, identity, "limits:\n  replay_timeout: 4s\n");
+    let email = email("lag");
+    let member = r.sign_up(&email, &phone()).await;
+    let token = r.log_in(&email, "password-1").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // More writes at once than there are slots for questions: each waits out the lag.
+    let writes: Vec<_> = (0..300)
+        .map(|n| {
+            call(
+                "PATCH",
+                r.url("/api/v1/users/me"),
+                Some(&token),
+                Some(json!({"user": {"nickname": format!("lag{n}")}})),
+            )
+        })
+        .collect();
+    for (status, body) in futures_util::future::join_all(writes).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    // Meanwhile reads are replayed and compared as ever: no replay slot is held. (The
+    // member is not on the new side yet, the sync being slow: the reads differ, and
+    // are compared all the same.)
+    let compared = || async {
+        let mut n = 0.0;
+        for result in ["match", "mismatch", "transient"] {
+            n += metric(
+                r.proxy.admin,
+                &format!(r#"proxy_comparisons_total{{route="users-read",result="{result}"}}"#),
+            )
+            .await;
+        }
+        n
+    };
+    let before = compared().await;
+    for _ in 0..20 {
+        let (s, _) = call("GET", r.url(&format!("/api/v1/users/{member}")), None, None).await;
+        assert_eq!(s, 200);
+    }
+    assert!(
+        until(Duration::from_secs(5), || async {
+            compared().await >= before + 20.0
+        })
+        .await,
+        "reads were not compared while the questions waited"
+    );
+    assert_eq!(
+        metric(
+            r.proxy.admin,
+            r#"proxy_comparisons_total{route="users-read",result="skipped_overload"}"#
+        )
+        .await,
+        0.0
+    );
+    // Every question settles as the sync's lag, none as a difference; the ones beyond
+    // the slots are counted, not queued.
+    assert!(
+        until(Duration::from_secs(10), || async {
+            r.writes("users-me", "profile_update", "lagging").await
+                + r.writes("users-me", "profile_update", "skipped_overload")
+                    .await
+                >= 300.0
+        })
+        .await,
+        "{}",
+        r.samples().await
+    );
+    assert_eq!(
+        r.writes("users-me", "profile_update", "mismatch").await,
+        0.0
+    );
+    assert!(
+        r.writes("users-me", "profile_update", "skipped_overload")
+            .await
+            > 0.0
+    );
+    assert_eq!(
+        metric(r.proxy.admin, r#"proxy_guard_aborted{route="users-me"}"#).await,
+        0.0
+    );
+}
