@@ -101,8 +101,9 @@ echo "--- Rails vs identity (PostgreSQL)"
 [ "$status" = 0 ] || { echo "parity: divergences (see above)" >&2; exit 1; }
 
 section "rollout rehearsal: the Rails app on PostgreSQL as the legacy, the identity service, the proxy"
-# The whole rollout under traffic (0% shadowed, 1%, 25%, 100%, abort, 100%, verify,
-# cutover, identity alone), with the real Rails app writing to PostgreSQL.
+# The whole rollout under traffic (0% shadowed, the autopilot along the plan to 100% on
+# evidence alone and its decommission report, abort, 100%, verify, cutover, identity
+# alone), with the real Rails app writing to PostgreSQL.
 psql "$TEST_POSTGRES_URL" -qc "CREATE DATABASE rails_rollout" -qc "CREATE DATABASE identity_rollout" >/dev/null
 rollout_port=$(free_port)
 BCRYPT_COST=4 tests/legacy-rails/start.sh --port "$rollout_port" --database-url "postgres://postgres@127.0.0.1:$pg_port/rails_rollout" >"$work/rails-rollout.log" 2>&1 &

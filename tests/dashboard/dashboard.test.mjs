@@ -220,6 +220,33 @@ describe('the proxy dashboard in headless Chromium', { timeout: 180000 }, () => 
     await page.screenshot({ path: process.env.DASHBOARD_SCREENSHOT, fullPage: true });
   });
 
+  it('shows the decommission report the autopilot publishes, its text as text', async () => {
+    assert.equal(await page.locator('#report').isVisible(), false);
+    const figures = (compared, mismatches) => ({ reads: { compared, mismatches }, write_effects: { compared: 0, mismatches: 0 },
+      agreement: (compared - mismatches) / compared, agreement_lower_95: 0.99 });
+    const report = {
+      generated_at: '2026-12-04T21:00:00.000Z', generated_at_micros: 0, target: 0.99999, passed: false,
+      why_not: ['users-me: at 0%, not every step of the plan passed on evidence since its last abort'],
+      routes: [
+        { route: 'users-read', percent: 100, passed: true, steps: [{ percent: 50, outcome: 'completed', secs: 600, figures: figures(5000, 0) }], aborts: [], totals: figures(5000, 0) },
+        { route: 'users-me', percent: 0, passed: false, steps: [], totals: figures(800, 1),
+          aborts: [{ at: '2026-12-04T20:59:00.000Z', percent: 50, reason: '<img src=x onerror=alert(1)> effect:nickname' }] },
+      ],
+    };
+    const r = await fetch(`http://${addrs.admin}/admin/report`, {
+      method: 'PUT', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify(report),
+    });
+    assert.equal(r.status, 200);
+    const box = page.locator('#report');
+    await until('the report on the page', async () => box.isVisible(), 10000);
+    assert.match(await box.locator('h2').textContent(), /NOT PASSED/);
+    const text = await box.textContent();
+    assert.match(text, /users-read.*100%.*5000.*100\.0000%/s);
+    assert.match(text, /users-me aborted at 50%: <img src=x onerror=alert\(1\)> effect:nickname/);
+    assert.equal(await box.locator('img').count(), 0);
+  });
+
   it('kept the token out of URLs, sent it only as the bearer, and broke no rule of its CSP', () => {
     assert.ok(requests.length > 10);
     for (const { url, auth } of requests) {

@@ -1,17 +1,20 @@
 //! `rollout`: status, set-weight, step, abort, resume and promote for the member API's
-//! migration. Weights are changed in the VirtualService manifest (the source of truth)
+//! migration; `auto`, the autopilot that takes routes along the plan on evidence; and
+//! `report`, the decommission report. Weights are changed in the VirtualService manifest (the source of truth)
 //! and the proxy is told to reload; abort and resume also act at once through the admin
 //! API. Every command acts on every replica given (`--admin`, comma-separated): each
 //! proxy replica keeps its own guard, overrides and figures, so an abort must reach them
 //! all, and a step is refused if any replica finds it unsafe or cannot be asked.
 //! Exit codes: 0 done, 1 refused as unsafe (use --force), 2 bad usage or manifest,
-//! 3 a replica's admin API could not be reached.
+//! 3 a replica's admin API could not be reached; `auto`: 4 a route was aborted, 5 a
+//! route's evidence stayed short past --max-pause; `report`: 6 the report does not pass.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use rollout::{manifest, plan, status};
+use rollout::fleet::{Failure, Fleet, first_failure};
+use rollout::{autopilot, journal, plan, report, status};
 
 #[derive(Parser)]
 #[command(
@@ -89,23 +92,68 @@ enum Command {
     Resume { route: String },
     /// ROUTE to 100% (only from the plan's last step before it, unless --force).
     Promote { route: String },
+    /// The autopilot: each ROUTE along the plan on evidence, to 100%, or aborted.
+    Auto(AutoArgs),
+    /// The decommission report of the journal, with the final data verify.
+    Report(ReportArgs),
 }
 
-enum Failure {
-    Refused(String),
-    Usage(String),
-    Unreachable(String),
+#[derive(clap::Args)]
+struct AutoArgs {
+    /// The routes to roll out (all of them at once: each judged on its own).
+    #[arg(required = true)]
+    routes: Vec<String>,
+    /// Least time at each step, in seconds.
+    #[arg(long, default_value_t = 600.0)]
+    bake: f64,
+    /// Seconds between two readings of the evidence.
+    #[arg(long, default_value_t = 10.0)]
+    interval: f64,
+    /// Agreement each step must reach, in percent.
+    #[arg(long, default_value_t = 99.999)]
+    target: f64,
+    /// Reads and write effects compared that a step needs before it may advance.
+    #[arg(long, default_value_t = 1000)]
+    min_comparisons: u64,
+    /// Requests a side needs in a step before its errors and latency are judged.
+    #[arg(long, default_value_t = 100)]
+    min_requests: u64,
+    /// Highest ratio of the new side's p99 latency to the legacy's.
+    #[arg(long, default_value_t = 2.0)]
+    max_p99_ratio: f64,
+    /// New-side p99, in ms, under which latency is never a breach.
+    #[arg(long, default_value_t = 50.0)]
+    p99_floor_ms: f64,
+    /// Seconds a baked step may wait for evidence before the autopilot gives up
+    /// (the route stays where it is); without it, it waits.
+    #[arg(long)]
+    max_pause: Option<f64>,
+    /// Skip the data verify of the members each step wrote.
+    #[arg(long)]
+    no_verify: bool,
+    /// The journal: every decision appended, one JSON line each.
+    #[arg(long, env = "ROLLOUT_JOURNAL", default_value = "rollout-journal.jsonl")]
+    journal: PathBuf,
 }
 
-/// How long one admin call may take: a replica that hangs must not hang an abort.
-const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// The autopilot's journal.
+    #[arg(long, env = "ROLLOUT_JOURNAL", default_value = "rollout-journal.jsonl")]
+    journal: PathBuf,
+    /// Where the report is written, as JSON (what `identity migrate cutover --report`
+    /// reads).
+    #[arg(long, default_value = "rollout-report.json")]
+    out: PathBuf,
+    /// Skip the final data verify (the report then does not pass).
+    #[arg(long)]
+    no_verify: bool,
+}
 
-/// What every command works with: the command line, the replicas' admin URLs (each
-/// once) and one HTTP client for all the calls.
+/// What every command works with: the command line and the fleet of replicas.
 struct Ctx {
     cli: Cli,
-    replicas: Vec<String>,
-    http: reqwest::Client,
+    fleet: Fleet,
 }
 
 impl std::ops::Deref for Ctx {
@@ -118,193 +166,166 @@ impl std::ops::Deref for Ctx {
 
 impl Ctx {
     fn new(cli: Cli) -> Result<Self, Failure> {
-        let mut replicas: Vec<String> = Vec::new();
-        for url in cli.admin.iter().map(|u| u.trim()).filter(|u| !u.is_empty()) {
-            if !replicas.iter().any(|r| r == url) {
-                replicas.push(url.to_owned());
-            }
-        }
-        if replicas.is_empty() {
-            return Err(Failure::Usage("--admin: no admin URL given".into()));
-        }
-        let http = reqwest::Client::builder()
-            .timeout(ADMIN_TIMEOUT)
-            .build()
-            .map_err(|e| Failure::Usage(format!("HTTP client: {e}")))?;
-        Ok(Self {
-            cli,
-            replicas,
-            http,
-        })
+        let fleet = Fleet::new(
+            &cli.admin,
+            cli.token.clone(),
+            cli.virtual_service.clone(),
+            cli.legacy_host.clone(),
+            cli.new_host.clone(),
+        )?;
+        Ok(Self { cli, fleet })
     }
-
-    /// Whether more than one replica is given.
-    fn several(&self) -> bool {
-        self.replicas.len() > 1
-    }
-
-    /// What to put before a line about `replica`: nothing when there is only one.
-    fn label(&self, replica: &str) -> String {
-        if self.several() {
-            format!("[{replica}] ")
-        } else {
-            String::new()
-        }
-    }
-}
-
-/// One call to one replica's admin API.
-async fn admin(
-    cli: &Ctx,
-    replica: &str,
-    method: reqwest::Method,
-    path: &str,
-) -> Result<serde_json::Value, Failure> {
-    let mut req = cli
-        .http
-        .request(method, format!("{}{path}", replica.trim_end_matches('/')));
-    if let Some(t) = &cli.token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| Failure::Unreachable(format!("admin API at {replica}: {e}")))?;
-    let code = resp.status();
-    let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
-    if code.as_u16() == 401 || code.as_u16() == 403 {
-        return Err(Failure::Usage(format!(
-            "admin API at {replica} refused the token ({code}): set ROLLOUT_ADMIN_TOKEN"
-        )));
-    }
-    if !code.is_success() {
-        return Err(Failure::Usage(format!(
-            "admin API at {replica} answered {code}: {}",
-            body["error"].as_str().unwrap_or("")
-        )));
-    }
-    Ok(body)
-}
-
-/// The same call to every replica, each one tried whatever the others answered.
-async fn on_every_replica(
-    cli: &Ctx,
-    method: reqwest::Method,
-    path: &str,
-) -> Vec<(String, Result<serde_json::Value, Failure>)> {
-    let mut out = Vec::new();
-    for replica in &cli.replicas {
-        let result = admin(cli, replica, method.clone(), path).await;
-        out.push((replica.clone(), result));
-    }
-    out
-}
-
-/// The first failure among the replicas' answers, reported after all were tried.
-fn first_failure(
-    answers: Vec<(String, Result<serde_json::Value, Failure>)>,
-) -> Result<(), Failure> {
-    for (_, answer) in answers {
-        answer?;
-    }
-    Ok(())
-}
-
-async fn route_status(
-    cli: &Ctx,
-    replica: &str,
-    route: &str,
-) -> Result<status::RouteStatus, Failure> {
-    let all = status::parse(&admin(cli, replica, reqwest::Method::GET, "/admin/status").await?);
-    all.into_iter()
-        .find(|r| r.name == route)
-        .ok_or_else(|| Failure::Usage(format!("the proxy at {replica} has no route `{route}`")))
-}
-
-fn read_manifest(cli: &Cli) -> Result<String, Failure> {
-    std::fs::read_to_string(&cli.virtual_service)
-        .map_err(|e| Failure::Usage(format!("{}: {e}", cli.virtual_service.display())))
-}
-
-/// Sets `route`'s identity weight to `percent` in the manifest file.
-fn write_weight(cli: &Cli, route: &str, percent: u32) -> Result<(), Failure> {
-    let text = read_manifest(cli)?;
-    let edited = manifest::set_weights(&text, route, &cli.legacy_host, &cli.new_host, percent)
-        .map_err(|e| Failure::Usage(e.to_string()))?;
-    manifest::write(&cli.virtual_service, &edited).map_err(|e| Failure::Usage(e.to_string()))
-}
-
-/// Writes the new weight into the manifest and asks every replica to reload it.
-async fn apply(cli: &Ctx, route: &str, percent: u32) -> Result<(), Failure> {
-    write_weight(cli, route, percent)?;
-    println!(
-        "{}: {route} → {percent}% identity, {}% legacy",
-        cli.virtual_service.display(),
-        100 - percent
-    );
-    for replica in &cli.replicas {
-        match admin(cli, replica, reqwest::Method::POST, "/admin/reload").await {
-            Ok(_) => {
-                let r = route_status(cli, replica, route).await?;
-                println!(
-                    "{}proxy: {route} serves {:.1}% of users from the identity service ({})",
-                    cli.label(replica),
-                    r.share,
-                    r.state
-                );
-            }
-            Err(Failure::Unreachable(e)) => println!(
-                "{}proxy not reachable ({e}); it applies the manifest when it reloads it",
-                cli.label(replica)
-            ),
-            Err(other) => return Err(other),
-        }
-    }
-    Ok(())
 }
 
 async fn check_safe(
-    cli: &Ctx,
+    cx: &Ctx,
     route: &str,
     current: u32,
     target: u32,
     steps: &[u32],
 ) -> Result<(), Failure> {
-    if target <= current || cli.force {
+    if target <= current || cx.force {
         return Ok(());
     }
     if plan::skips(steps, current, target) {
         return Err(Failure::Refused(format!(
             "{current}% → {target}% skips the plan ({}); the next step is {}%",
-            cli.plan,
+            cx.plan,
             plan::next(steps, current).unwrap_or(100)
         )));
     }
     // Every replica judges on its own traffic: one that cannot be asked, or finds the
     // step unsafe, stops it.
-    for replica in &cli.replicas {
-        let r = route_status(cli, replica, route).await?;
-        if let Some(reason) = status::unsafe_reason(&r, cli.max_error_rate, cli.max_mismatch_rate) {
-            return Err(Failure::Refused(format!("{}{reason}", cli.label(replica))));
+    for replica in cx.fleet.replicas() {
+        let r = cx.fleet.route_status(replica, route).await?;
+        if let Some(reason) = status::unsafe_reason(&r, cx.max_error_rate, cx.max_mismatch_rate) {
+            return Err(Failure::Refused(format!(
+                "{}{reason}",
+                cx.fleet.label(replica)
+            )));
         }
     }
     Ok(())
 }
 
-async fn run(cli: &Ctx) -> Result<(), Failure> {
-    let steps = plan::parse(&cli.plan).map_err(Failure::Usage)?;
-    let current = |route: &str| -> Result<u32, Failure> {
-        let text = read_manifest(cli)?;
-        let (legacy, new) = manifest::weights(&text, route, &cli.legacy_host, &cli.new_host)
-            .map_err(|e| Failure::Usage(e.to_string()))?;
-        Ok((new * 100).checked_div(legacy + new).unwrap_or(0))
+async fn apply(cx: &Ctx, route: &str, percent: u32) -> Result<(), Failure> {
+    for line in cx.fleet.apply(route, percent).await? {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// The routes of the manifest that send users to either side (every one the
+/// decommission report must cover).
+fn two_sided_routes(cx: &Ctx) -> Result<Vec<String>, Failure> {
+    let text = std::fs::read_to_string(&cx.virtual_service)
+        .map_err(|e| Failure::Usage(format!("{}: {e}", cx.virtual_service.display())))?;
+    let vs = proxy_routing::VirtualService::parse(&text, None)
+        .map_err(|e| Failure::Usage(format!("{}: {e}", cx.virtual_service.display())))?;
+    Ok(vs
+        .spec
+        .http
+        .iter()
+        .filter(|rule| {
+            let hosts: Vec<&str> = rule
+                .route
+                .iter()
+                .map(|d| d.destination.host.as_str())
+                .collect();
+            hosts.contains(&cx.legacy_host.as_str()) && hosts.contains(&cx.new_host.as_str())
+        })
+        .filter_map(|rule| rule.name.clone())
+        .collect())
+}
+
+async fn auto(cx: &Ctx, args: &AutoArgs, steps: Vec<u32>) -> Result<(), Failure> {
+    let seconds = |name: &str, v: f64| {
+        if v.is_finite() && v >= 0.0 {
+            Ok(std::time::Duration::from_secs_f64(v))
+        } else {
+            Err(Failure::Usage(format!("--{name}: a number of seconds")))
+        }
     };
-    match &cli.command {
+    let settings = autopilot::Settings {
+        plan: steps,
+        bake: seconds("bake", args.bake)?,
+        interval: seconds("interval", args.interval)?,
+        target: args.target / 100.0,
+        min_comparisons: args.min_comparisons,
+        min_requests: args.min_requests,
+        max_error_rate: cx.max_error_rate,
+        max_p99_ratio: args.max_p99_ratio,
+        p99_floor_ms: args.p99_floor_ms,
+        verify: !args.no_verify,
+        max_pause: args
+            .max_pause
+            .map(|v| seconds("max-pause", v))
+            .transpose()?,
+    };
+    let mut journal = journal::Journal::open(args.journal.clone())?;
+    let mut show = |d: &autopilot::Decision| println!("{}", autopilot::line(d));
+    match autopilot::run(&cx.fleet, &args.routes, &settings, &mut journal, &mut show).await? {
+        autopilot::Outcome::Complete => {
+            println!(
+                "every route at 100%; the decommission report: rollout report --journal {}",
+                args.journal.display()
+            );
+            Ok(())
+        }
+        autopilot::Outcome::Aborted { route, reason } => {
+            Err(Failure::Aborted(format!("{route} aborted: {reason}")))
+        }
+        autopilot::Outcome::GaveUp { route, reason } => Err(Failure::GaveUp(format!(
+            "{route} stays where it is: {reason}"
+        ))),
+    }
+}
+
+async fn decommission_report(cx: &Ctx, args: &ReportArgs) -> Result<(), Failure> {
+    let journal = journal::Journal::open(args.journal.clone())?;
+    let expected = two_sided_routes(cx)?;
+    let final_verify = if args.no_verify {
+        None
+    } else {
+        match report::final_verify(&cx.fleet, journal.decisions()).await {
+            Ok(v) => v,
+            Err(why) => {
+                eprintln!("final data verify not made: {why}");
+                None
+            }
+        }
+    };
+    let report = report::build(journal.decisions(), final_verify, &expected);
+    let json = serde_json::to_string_pretty(&report)
+        .map_err(|e| Failure::Usage(format!("report: {e}")))?;
+    rollout::manifest::write(&args.out, &format!("{json}\n"))
+        .map_err(|e| Failure::Usage(format!("{}: {e}", args.out.display())))?;
+    print!("{}", report::text(&report));
+    println!("written to {}", args.out.display());
+    if let Ok(value) = serde_json::to_value(&report) {
+        let _ = cx
+            .fleet
+            .on_every_replica(reqwest::Method::PUT, "/admin/report", Some(&value))
+            .await;
+    }
+    if report.passed {
+        Ok(())
+    } else {
+        Err(Failure::NotPassed("the report does not pass".into()))
+    }
+}
+
+async fn run(cx: &Ctx) -> Result<(), Failure> {
+    let steps = plan::parse(&cx.plan).map_err(Failure::Usage)?;
+    let fleet = &cx.fleet;
+    match &cx.command {
         Command::Status => {
-            let answers = on_every_replica(cli, reqwest::Method::GET, "/admin/status").await;
+            let answers = fleet
+                .on_every_replica(reqwest::Method::GET, "/admin/status", None)
+                .await;
             let mut unreachable = Vec::new();
             for (replica, answer) in answers {
-                if cli.several() {
+                if fleet.several() {
                     println!("replica {replica}");
                 }
                 match answer {
@@ -326,73 +347,49 @@ async fn run(cli: &Ctx) -> Result<(), Failure> {
                     "the weight is a percentage: 0 to 100".into(),
                 ));
             }
-            let now = current(route)?;
-            check_safe(cli, route, now, *percent, &steps).await?;
-            apply(cli, route, *percent).await?;
+            let now = fleet.current(route)?;
+            check_safe(cx, route, now, *percent, &steps).await?;
+            apply(cx, route, *percent).await?;
         }
         Command::Step { route } => {
-            let now = current(route)?;
+            let now = fleet.current(route)?;
             let Some(next) = plan::next(&steps, now) else {
                 println!("{route} is at {now}%: the plan is complete");
                 return Ok(());
             };
-            check_safe(cli, route, now, next, &steps).await?;
-            apply(cli, route, next).await?;
+            check_safe(cx, route, now, next, &steps).await?;
+            apply(cx, route, next).await?;
         }
         Command::Promote { route } => {
-            let now = current(route)?;
-            check_safe(cli, route, now, 100, &steps).await?;
-            apply(cli, route, 100).await?;
+            let now = fleet.current(route)?;
+            check_safe(cx, route, now, 100, &steps).await?;
+            apply(cx, route, 100).await?;
         }
         Command::Abort { route } => {
-            // Every replica at once, the manifest even if some cannot be reached.
-            let path = format!("/admin/routes/{route}/abort");
-            let mut answers = on_every_replica(cli, reqwest::Method::POST, &path).await;
-            // A refused token or an unknown route changes nothing; only a replica that
-            // cannot be reached does not stop the others and the manifest.
-            if let Some(i) = answers
-                .iter()
-                .position(|(_, a)| matches!(a, Err(f) if !matches!(f, Failure::Unreachable(_))))
-            {
-                answers.swap_remove(i).1?;
+            let (lines, result) = fleet.abort(route).await;
+            for line in lines {
+                println!("{line}");
             }
-            for (replica, answer) in &answers {
-                if answer.is_ok() {
-                    println!(
-                        "{}proxy: {route} aborted: every user on the legacy",
-                        cli.label(replica)
-                    );
-                }
-            }
-            write_weight(cli, route, 0)?;
-            println!(
-                "{}: {route} → 0% identity (commit it)",
-                cli.virtual_service.display()
-            );
-            // The proxies take the manifest's 0% too, so that a resume does not bring
-            // the old weight back.
-            let reloads = on_every_replica(cli, reqwest::Method::POST, "/admin/reload").await;
-            let missed = |failure| match failure {
-                Failure::Unreachable(e) => Failure::Unreachable(format!(
-                    "{e} (that replica takes the manifest's 0% when it reloads it)"
-                )),
-                other => other,
-            };
-            first_failure(answers).map_err(missed)?;
-            first_failure(reloads).map_err(missed)?;
+            result?;
         }
         Command::Resume { route } => {
             let path = format!("/admin/routes/{route}/resume");
-            first_failure(on_every_replica(cli, reqwest::Method::POST, &path).await)?;
-            for replica in &cli.replicas {
-                let r = route_status(cli, replica, route).await?;
+            first_failure(
+                fleet
+                    .on_every_replica(reqwest::Method::POST, &path, None)
+                    .await,
+            )?;
+            for replica in fleet.replicas() {
+                let r = fleet.route_status(replica, route).await?;
                 println!(
                     "{}proxy: {route} resumed at the manifest's weight, {:.1}% identity",
-                    cli.label(replica),
+                    fleet.label(replica),
                     r.share
                 );
             }
         }
+        Command::Auto(args) => auto(cx, args, steps).await?,
+        Command::Report(args) => decommission_report(cx, args).await?,
     }
     Ok(())
 }
@@ -400,7 +397,7 @@ async fn run(cli: &Ctx) -> Result<(), Failure> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let result = match Ctx::new(Cli::parse()) {
-        Ok(ctx) => run(&ctx).await,
+        Ok(cx) => run(&cx).await,
         Err(e) => Err(e),
     };
     match result {
@@ -416,6 +413,18 @@ async fn main() -> ExitCode {
         Err(Failure::Unreachable(why)) => {
             eprintln!("error: {why}");
             ExitCode::from(3)
+        }
+        Err(Failure::Aborted(why)) => {
+            eprintln!("aborted: {why}");
+            ExitCode::from(4)
+        }
+        Err(Failure::GaveUp(why)) => {
+            eprintln!("stopped: {why}");
+            ExitCode::from(5)
+        }
+        Err(Failure::NotPassed(why)) => {
+            eprintln!("{why}");
+            ExitCode::from(6)
         }
     }
 }

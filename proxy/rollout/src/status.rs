@@ -17,6 +17,10 @@ pub struct RouteStatus {
     pub new_p99_ms: Option<f64>,
     pub legacy_p99_ms: Option<f64>,
     pub top_field: Option<String>,
+    /// Who aborted the route (`guard` or `operator`), when it is aborted.
+    pub aborted_by: Option<String>,
+    /// The guard's reason, when it aborted the route.
+    pub abort_message: Option<String>,
 }
 
 pub fn parse(status: &Value) -> Vec<RouteStatus> {
@@ -42,6 +46,8 @@ pub fn parse(status: &Value) -> Vec<RouteStatus> {
                     top_field: r["figures"]["top_fields"][0]["field"]
                         .as_str()
                         .map(str::to_owned),
+                    aborted_by: r["aborted_by"].as_str().map(str::to_owned),
+                    abort_message: r["figures"]["state"]["message"].as_str().map(str::to_owned),
                 })
                 .collect()
         })

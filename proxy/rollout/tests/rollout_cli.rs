@@ -1,7 +1,8 @@
 //! The `rollout` binary against real proxies (upstreams need not answer for these
 //! commands): a step edits the manifest and the proxy follows, a skipped step and a
 //! bad token are refused with their exit codes, abort and resume act at once; with
-//! several replicas, every one is asked and an abort reaches all it can.
+//! several replicas, every one is asked and an abort reaches all it can; the autopilot
+//! refuses bad settings and, without traffic, never advances.
 
 use std::process::Command;
 use std::time::Duration;
@@ -220,4 +221,101 @@ async fn every_replica_is_asked_and_an_abort_reaches_them_all() {
     let (code, out) = run(vec![first, gone.clone()], &["step", "users-read"]).await;
     assert_eq!(code, 3, "{out}");
     assert!(out.contains(&gone), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_autopilot_refuses_bad_settings_and_never_advances_without_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vs, cfg, manifest) = files(dir.path());
+    let (admin, tx) = replica(&vs, &cfg).await;
+    let journal = dir.path().join("journal.jsonl");
+    let run = |args: Vec<String>| {
+        let (admin, vs) = (admin.clone(), vs.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                rollout(&admin, &vs, TOKEN, &args)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let auto = |extra: &[&str]| {
+        let mut args: Vec<String> = ["auto", "--journal", journal.to_str().unwrap()]
+            .iter()
+            .map(|a| (*a).to_owned())
+            .collect();
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        args
+    };
+    // Bad settings and unknown routes change nothing.
+    for bad in [
+        &["users-read", "--target", "0"][..],
+        &["users-read", "--interval", "0"],
+        &["users-read", "--max-p99-ratio", "0.5"],
+        &["users-read", "--bake", "-1"],
+        &["no-such-route"],
+    ] {
+        let (code, out) = run(auto(bad)).await;
+        assert_eq!(code, 2, "{bad:?}: {out}");
+    }
+    assert_eq!(std::fs::read_to_string(&vs).unwrap(), manifest);
+    // No traffic: the step bakes, pauses for evidence and gives up; the route stays.
+    let (code, out) = run(auto(&[
+        "users-read",
+        "--bake",
+        "0.2",
+        "--interval",
+        "0.1",
+        "--min-comparisons",
+        "5",
+        "--max-pause",
+        "0.5",
+    ]))
+    .await;
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains("evidence short: 0 of 5 comparisons"), "{out}");
+    assert_eq!(std::fs::read_to_string(&vs).unwrap(), manifest);
+    let last: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&journal)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["action"], "give_up", "{last}");
+    assert_eq!(last["percent"], 1, "{last}");
+    // The report of that journal does not pass (exit 6), and says why.
+    let out_path = dir.path().join("report.json");
+    let (code, out) = run(vec![
+        "report".into(),
+        "--journal".into(),
+        journal.to_str().unwrap().into(),
+        "--out".into(),
+        out_path.to_str().unwrap().into(),
+    ])
+    .await;
+    assert_eq!(code, 6, "{out}");
+    assert!(out.contains("users-read: at 1%, NOT PASSED"), "{out}");
+    assert!(out.contains("never rolled out by the autopilot"), "{out}");
+    // The data verify relay refuses a bad body, and says when the new side is away.
+    let http = reqwest::Client::new();
+    let verify = |body: &'static str| {
+        http.post(format!("{admin}/admin/routes/users-read/verify"))
+            .bearer_auth(TOKEN)
+            .body(body)
+            .send()
+    };
+    assert_eq!(verify("{}").await.unwrap().status().as_u16(), 400);
+    assert_eq!(verify("not json").await.unwrap().status().as_u16(), 400);
+    assert_eq!(
+        verify(r#"{"since_micros": 0}"#)
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        502
+    );
+    let _ = tx.send(());
 }

@@ -134,10 +134,17 @@ pub struct Comparison {
     /// identity service's `effects`). Differences count as mismatches for the guard.
     pub write_effects: bool,
     /// How long a write's effect may take to reach the other side (the sync's lag, when
-    /// the legacy served it) before a difference counts (`5s`); at most half of
+    /// the legacy served it) before a difference counts (`5s`): of a write's effect, and
+    /// of a read that raced a write (asked again at growing pauses); at most half of
     /// `limits.replay_timeout`, within which the whole comparison runs.
     #[serde(deserialize_with = "duration::deserialize")]
     pub write_effects_settle: Duration,
+    /// The field that carries a record's version in the answers (`updated_at`; empty:
+    /// none). A read that still differs when `write_effects_settle` has passed, while
+    /// the legacy's answer shows a newer version than the new side's, is counted
+    /// `lagging` (the new side had not caught up: the sync's lag, watched on its own),
+    /// neither a match nor a mismatch.
+    pub version_field: String,
 }
 
 impl Default for Comparison {
@@ -151,6 +158,7 @@ impl Default for Comparison {
             learn_noise: true,
             write_effects: true,
             write_effects_settle: Duration::from_secs(5),
+            version_field: "updated_at".into(),
         }
     }
 }

@@ -2,7 +2,9 @@
 //! and `/dashboard` (a page that holds no data: it asks for the token and polls the
 //! status and samples with it). Behind the config's `admin_token`
 //! (`Authorization: Bearer ...`): the status of every route, recent masked mismatch
-//! samples, runtime weight overrides, abort, resume and reload. Without a configured
+//! samples, runtime weight overrides, abort, resume and reload, the data verify of a
+//! route's recent writes (relayed to its new side) and the rollout report the
+//! autopilot publishes for the dashboard. Without a configured
 //! token those answer 403: the rollout cannot be changed anonymously.
 
 use std::sync::Arc;
@@ -17,6 +19,9 @@ use serde_json::{Value, json};
 
 use crate::forward::{ProxyBody, full};
 use crate::{Proxy, ShareCause};
+
+/// Largest rollout report accepted for the dashboard.
+const MAX_REPORT_BYTES: usize = 256 * 1024;
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
     let mut r = Response::new(full(Bytes::from(body)));
@@ -112,6 +117,33 @@ pub async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Response<Proxy
                 .collect();
             json_reply(StatusCode::OK, &json!({ "routes": samples }))
         }
+        (&Method::GET, ["admin", "report"]) => {
+            let report = proxy.report.lock().ok().and_then(|r| r.clone());
+            match report {
+                Some(text) => reply(StatusCode::OK, "application/json", text.to_string()),
+                // Nothing published yet: no content (not an error for the dashboard).
+                None => reply(StatusCode::NO_CONTENT, "application/json", String::new()),
+            }
+        }
+        (&Method::PUT, ["admin", "report"]) => {
+            let Ok(body) = Limited::new(req.into_body(), MAX_REPORT_BYTES)
+                .collect()
+                .await
+            else {
+                return error(StatusCode::PAYLOAD_TOO_LARGE, "the report is too large");
+            };
+            let body = body.to_bytes();
+            if !serde_json::from_slice::<Value>(&body).is_ok_and(|v| v.is_object()) {
+                return error(StatusCode::BAD_REQUEST, "the report must be a JSON object");
+            }
+            let Ok(text) = std::str::from_utf8(&body) else {
+                return error(StatusCode::BAD_REQUEST, "the report must be UTF-8");
+            };
+            if let Ok(mut r) = proxy.report.lock() {
+                *r = Some(text.into());
+            }
+            json_reply(StatusCode::OK, &json!({ "published": true }))
+        }
         (&Method::POST, ["admin", "reload"]) => match proxy.reload() {
             Ok(changed) => json_reply(StatusCode::OK, &json!({ "reloaded": changed })),
             Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
@@ -190,6 +222,24 @@ async fn route_action(
                 .live
                 .update_overrides(|o| o.set_rule(name, 0).map_err(|e| e.to_string()));
             (result, ShareCause::AdminAbort)
+        }
+        (&Method::POST, "verify") => {
+            let body = match Limited::new(req.into_body(), 4096).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return error(StatusCode::BAD_REQUEST, "body too large or unreadable"),
+            };
+            let Some(since) = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("since_micros").and_then(Value::as_i64))
+                .filter(|s| *s >= 0)
+            else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "the body must be JSON: {\"since_micros\": microseconds since the epoch}",
+                );
+            };
+            let (status, answer) = crate::verify::ask(proxy, name, since).await;
+            return json_reply(status, &answer);
         }
         (&Method::POST, "resume") => {
             proxy.guard.resume(name, Instant::now());

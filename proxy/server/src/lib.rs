@@ -21,6 +21,7 @@ mod request;
 mod serve;
 mod state;
 mod tee;
+mod verify;
 mod writes;
 
 use std::net::SocketAddr;
@@ -100,6 +101,9 @@ pub struct Proxy {
     evaluation_due_ms: std::sync::atomic::AtomicU64,
     /// Routes an operator aborted through the admin API (until resumed).
     manual_aborts: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// The rollout report the autopilot last published (`PUT /admin/report`), shown on
+    /// the dashboard; `None` until one is.
+    report: std::sync::Mutex<Option<std::sync::Arc<str>>>,
 }
 
 /// A built proxy with its listeners bound.
@@ -152,6 +156,7 @@ impl Proxy {
             clients: Arc::new(serve::Tracker::default()),
             draining: AtomicBool::new(false),
             manual_aborts: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+            report: std::sync::Mutex::new(None),
             started: std::time::Instant::now(),
             evaluation_due_ms: std::sync::atomic::AtomicU64::new(0),
         });

@@ -32,7 +32,8 @@ use crate::tee::Captured;
 /// Of the replayed safe requests, how many per thousand also learn noise.
 const LEARN_SAMPLE_PER_MILLE: u32 = 50;
 
-/// How long a differing read waits before both sides are asked again.
+/// How long a differing read first waits before both sides are asked again (doubled
+/// each time after).
 const CONFIRM_DELAY: Duration = Duration::from_millis(400);
 
 /// The header with which the new side declines a dry run it could only serve by taking
@@ -369,26 +370,52 @@ async fn compare_answers(proxy: &Proxy, job: &ReplayJob, primary: &Exchange, sha
     let comparator = proxy.comparator();
     let mut outcome = comparator.compare(&meta, job.primary_side, primary, &shadow, &proxy.noise);
     // A read that differs may have raced a write the other side has not seen yet (the
-    // sync's lag while migrating): ask both sides again a moment later, and count a
-    // mismatch only if it persists.
+    // sync's lag while migrating, a member written again and again): ask both sides
+    // again, at pauses that grow, until they agree or the time a write may take to reach
+    // the other side (`comparison.write_effects_settle`) has passed; count a mismatch
+    // only if it persists that long.
     if safe && matches!(outcome, Outcome::Mismatch { .. }) {
-        tokio::time::sleep(CONFIRM_DELAY).await;
-        let mut again = proxy.budget.reservation();
-        let legacy_again = fetch(proxy, job, Side::Legacy, None, &mut again).await;
-        let new_again = fetch(proxy, job, Side::New, None, &mut again).await;
-        if let (Some(legacy_again), Some(new_again)) = (legacy_again, new_again) {
-            let second = comparator.compare(
+        let (settle, version_field) = {
+            let snap = proxy.live.snapshot();
+            let c = &snap.config;
+            (c.write_effects_settle(), c.comparison.version_field.clone())
+        };
+        let deadline = Instant::now() + settle;
+        let mut pause = CONFIRM_DELAY;
+        loop {
+            tokio::time::sleep(pause).await;
+            let mut again = proxy.budget.reservation();
+            let legacy_again = fetch(proxy, job, Side::Legacy, None, &mut again).await;
+            let new_again = fetch(proxy, job, Side::New, None, &mut again).await;
+            let (Some(legacy_again), Some(new_again)) = (legacy_again, new_again) else {
+                break;
+            };
+            let next = comparator.compare(
                 &meta,
                 Side::Legacy,
                 &legacy_again.exchange,
                 &new_again.exchange,
                 &proxy.noise,
             );
-            if !matches!(second, Outcome::Mismatch { .. }) {
+            if !matches!(next, Outcome::Mismatch { .. }) {
                 proxy.metrics.count_comparison(route, "transient");
                 return;
             }
-            outcome = second;
+            outcome = next;
+            pause *= 2;
+            if Instant::now() + pause > deadline {
+                // Still different, the new side's record older: it has not caught up.
+                let behind = shadow_compare::new_side_behind(
+                    &legacy_again.exchange.body,
+                    &new_again.exchange.body,
+                    &version_field,
+                );
+                if behind {
+                    proxy.metrics.count_comparison(route, "lagging");
+                    return;
+                }
+                break;
+            }
         }
     }
     if let Some(sample) = outcome.sample() {

@@ -37,6 +37,7 @@ mod noise;
 mod outcome;
 pub mod rules;
 mod sample;
+mod version;
 
 pub use compare::Comparator;
 pub use config::{CompareConfig, ConfigError, NEVER_SHOWN_HEADERS, NoiseConfig};
@@ -45,6 +46,7 @@ pub use fields::field_name;
 pub use noise::{LearnSkip, Learned, NoiseField, NoiseModel, NoiseReport};
 pub use outcome::{Category, Outcome, SkipReason};
 pub use sample::{MaskedSample, Samples, path_template};
+pub use version::{new_side_behind, newest_version};
 
 #[cfg(test)]
 mod tests;

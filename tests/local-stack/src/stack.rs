@@ -268,6 +268,18 @@ impl Stack {
         )
     }
 
+    /// The proxy's admin API and the manifest, as the rollout tool sees them.
+    pub fn fleet(&self) -> anyhow::Result<rollout::fleet::Fleet> {
+        rollout::fleet::Fleet::new(
+            &[format!("http://{}", self.admin)],
+            Some(ADMIN_TOKEN.to_owned()),
+            self.virtual_service.clone(),
+            LEGACY_HOST.to_owned(),
+            NEW_HOST.to_owned(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
     /// The proxy's admin status.
     pub async fn status(&self) -> anyhow::Result<serde_json::Value> {
         Ok(reqwest::Client::new()

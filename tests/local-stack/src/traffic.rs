@@ -1,5 +1,6 @@
 //! Synthetic app clients through the proxy: each signs up, logs in, and then reads and
-//! changes its profile, refreshes its tokens and logs out and in again, over and over.
+//! changes its profile, refreshes its tokens and logs out and in again, over and over;
+//! newcomers sign up all along, and anonymous visitors read public profiles.
 //! Every answer is checked against what the contract promises, so that a rollout can be
 //! judged: unexpected errors, forced log-outs (a token refused that the client did not
 //! end), stale reads (a profile read that misses the client's own last write).
@@ -207,7 +208,7 @@ async fn one_client(
         // A member mostly reads; now and then changes a profile field, refreshes the
         // tokens, logs out and in again.
         let step = k % 50;
-        if step == 25 {
+        if step % 10 == 5 {
             let next = format!("c{n}-{k}");
             let (s, _) = c
                 .call(
@@ -306,6 +307,37 @@ async fn one_sleeper(
     c.report
 }
 
+/// Newcomers: a member signs up and logs in every few paces, as an app's new users do
+/// all day (the sign-up route's evidence); each newcomer is then left alone.
+async fn newcomers(
+    base: String,
+    run: String,
+    pace: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> TrafficReport {
+    let mut report = TrafficReport::default();
+    let addresses = spread_addresses();
+    let mut k = 0;
+    while !*stop.borrow() {
+        k += 1;
+        let mut c = Client::new(base.clone(), format!("newcomer-{run}-{k}@example.com"));
+        // From addresses all over the split, as new users come from everywhere (the
+        // proxy keys a sign-up by its client address).
+        c.forwarded_for = Some(addresses[k % addresses.len()].clone());
+        let nickname = format!("n{k}");
+        if let Some(id) = c.join(&nickname).await {
+            let email = std::mem::take(&mut c.email);
+            c.report.members.push((id, email, nickname));
+        }
+        report.merge(c.report);
+        tokio::select! {
+            () = tokio::time::sleep(pace * 2) => {},
+            _ = stop.changed() => {},
+        }
+    }
+    report
+}
+
 /// Visitors' addresses, one in each hundredth of the split's buckets (the proxy keys an
 /// anonymous request by its client address): whatever the new side's share, the
 /// visitors within it reach the new side, so every step of a rollout is seen to send
@@ -358,8 +390,8 @@ async fn one_visitor(
 }
 
 impl Traffic {
-    /// Starts `clients` busy clients, `sleepers` that hold their first session and one
-    /// stream of anonymous visitors; the handle's report is complete once `stop` is set.
+    /// Starts `clients` busy clients, `sleepers` that hold their first session, a
+    /// newcomer every few paces and one stream of anonymous visitors; the handle's report is complete once `stop` is set.
     pub fn start(
         base: &str,
         clients: usize,
@@ -388,6 +420,16 @@ impl Traffic {
                     }
                 }));
             }
+            tasks.push(tokio::spawn({
+                let (base, run, stop, total) =
+                    (base.clone(), run.clone(), stop.clone(), Arc::clone(&total));
+                async move {
+                    let r = newcomers(base, run, pace, stop).await;
+                    if let Ok(mut t) = total.lock() {
+                        t.merge(r);
+                    }
+                }
+            }));
             tasks.push(tokio::spawn({
                 let (base, stop, total) = (base.clone(), stop.clone(), Arc::clone(&total));
                 async move {

@@ -1,7 +1,8 @@
 //! A throwaway PostgreSQL cluster for tests. As root, `initdb` refuses to run, so the
 //! cluster then belongs to the `postgres` user (`su`). The server is a child of a shell
 //! that waits on its standard input: when the test process exits, the pipe closes and
-//! the shell stops the server, so no cluster outlives its tests.
+//! the shell stops the server and removes the cluster's files (the directory's own
+//! guard lives in a static, which is never dropped), so no cluster outlives its tests.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -90,8 +91,10 @@ fn start() -> Result<Cluster, String> {
     let port = free_port();
     let mut server = shell(&format!(
         "{bin}postgres -D '{}' -p {port} -k '{}' -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-         -c full_page_writes=off -c max_connections=200 & pid=$!; echo started; cat >/dev/null; kill -INT $pid; wait $pid",
+         -c full_page_writes=off -c max_connections=200 & pid=$!; echo started; cat >/dev/null; kill -INT $pid; wait $pid; \
+         rm -rf '{}'",
         data.display(),
+        dir.path().display(),
         dir.path().display()
     ))
     .stdin(Stdio::piped())

@@ -137,6 +137,16 @@ async fn writes_are_replayed_as_dry_runs_only_where_the_answer_can_still_agree()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
+    // Nor have it run a data verify (a scan of both databases) through the proxy.
+    let r = s
+        .client
+        .post(format!("http://{}/internal/verify", s.proxy))
+        .header("x-shadow", "verify")
+        .header("x-verify-since", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
     // A log-out ends the session the replay would need: not replayed either.
     let token = login.json::<serde_json::Value>().await.unwrap()["token"]
         .as_str()

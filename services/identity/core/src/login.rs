@@ -67,23 +67,34 @@ impl Identity {
             _ => {}
         }
         let mut tx = self.inner.store.begin().await?;
-        // The row was read before this transaction: a write of this member (a password
-        // change) may have committed both sides since. Its lock here is taken only
-        // after such a write is done (each holds the member's row until it commits
-        // both databases), and the legacy's row read again under it, so that a row read
-        // before a write is never applied over it.
-        let fresh = match (tx.lock_member(user.id).await?, self.legacy()) {
-            (Some(_), Some(link)) => link.db.user_by_id(link.db.pool(), user.id).await?,
-            _ => None,
-        };
-        let user = fresh.as_ref().unwrap_or(user);
-        let (member, changed) = identity_migration::apply_legacy_user(&mut tx, user).await?;
+        let (member, changed) = self.apply_under_lock(&mut tx, user).await?;
         if changed {
             tx.commit().await?;
         } else {
             tx.rollback().await?;
         }
         Ok(member)
+    }
+
+    /// The legacy's row applied here within `tx`, read again under the member's lock.
+    /// The row given was read before: a write of this member (a profile or password
+    /// change, on either side) may have committed both databases since, or another
+    /// request may have applied a newer row. The lock here is taken only after such a
+    /// write is done (each holds it until it commits both databases), even for a member
+    /// not here yet, and the legacy's row is read again under it, so that a row read
+    /// before another write is never applied over it.
+    async fn apply_under_lock(
+        &self,
+        tx: &mut identity_store::Tx,
+        given: &legacy_db::LegacyUser,
+    ) -> Result<(MemberRow, bool), CoreError> {
+        tx.lock_member_even_absent(given.id).await?;
+        let fresh = match self.legacy() {
+            Some(link) => link.db.user_by_id(link.db.pool(), given.id).await?,
+            None => None,
+        };
+        let user = fresh.as_ref().unwrap_or(given);
+        Ok(identity_migration::apply_legacy_user(tx, user).await?)
     }
 
     /// The legacy's member `id`, imported within `tx`.
@@ -98,7 +109,7 @@ impl Identity {
             .user_by_id(link.db.pool(), id)
             .await?
             .ok_or(CoreError::InvalidCredentials)?;
-        let (member, _) = identity_migration::apply_legacy_user(tx, &user).await?;
+        let (member, _) = self.apply_under_lock(tx, &user).await?;
         if member.is_withdrawn() {
             return Err(CoreError::InvalidCredentials);
         }

@@ -15,7 +15,9 @@ pub use convert::{apply_legacy_user, legacy_to_member, target_for};
 pub use effects::{Current, Effects, Expected, Written, write_effects};
 pub use sessions::{SessionImport, end_sessions_ended_on_legacy, import_legacy_sessions};
 pub use sync::{PollOutcome, SYNC_LEAD_KEY, SyncReport, Syncer};
-pub use verify::{Deviation, VerifyOptions, VerifyReport, verify, verify_with};
+pub use verify::{
+    Deviation, MAX_CHANGED, VerifyOptions, VerifyReport, verify, verify_changed_since, verify_with,
+};
 
 use identity_store::{Store, StoreError};
 use legacy_db::{LegacyDb, LegacyError};

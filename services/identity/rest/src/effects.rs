@@ -34,7 +34,7 @@ use crate::AppState;
 /// The proxy's mark on a write-effect question.
 pub const MARK: &str = "write-effects";
 
-fn answer(status: StatusCode, body: serde_json::Value) -> Response<Body> {
+pub(crate) fn answer(status: StatusCode, body: serde_json::Value) -> Response<Body> {
     let mut r = Response::new(Body::from(body.to_string()));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -44,16 +44,21 @@ fn answer(status: StatusCode, body: serde_json::Value) -> Response<Body> {
     r
 }
 
-fn refuse(status: StatusCode, error: &str) -> Response<Body> {
+pub(crate) fn refuse(status: StatusCode, error: &str) -> Response<Body> {
     answer(status, json!({ "error": error }))
 }
 
-pub async fn handle(State(state): State<AppState>, request: Request) -> Response<Body> {
-    let marked = request
+/// Whether `request` carries the proxy's mark `mark` (`x-shadow`), which the proxy
+/// strips from every client's request.
+pub(crate) fn marked(request: &Request, mark: &str) -> bool {
+    request
         .headers()
         .get("x-shadow")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(MARK.as_bytes()));
-    if !marked {
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(mark.as_bytes()))
+}
+
+pub async fn handle(State(state): State<AppState>, request: Request) -> Response<Body> {
+    if !marked(&request, MARK) {
         // Not the proxy's question: the path is the contract's (no route).
         return crate::contract::handle(State(state), request).await;
     }

@@ -1,13 +1,15 @@
 //! The identity service's REST surface: the legacy member API exactly as app clients know
 //! it (`legacy-member-api.md`, through the shared contract crate), plus the operational
 //! endpoints: JWKS, health, readiness, Prometheus metrics and the OpenAPI document; and
-//! the migration proxy's question after a write (`effects`).
+//! the migration proxy's questions after a write (`effects`) and after a rollout step
+//! (`verify`).
 
 mod contract;
 mod effects;
 mod metrics;
 mod ops;
 mod respond;
+mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +66,7 @@ pub fn router(state: AppState, limits: &RestLimits) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .route("/internal/write-effects", post(effects::handle))
+        .route("/internal/verify", post(verify::handle))
         .fallback(contract::handle)
         .with_state(state)
         .layer(

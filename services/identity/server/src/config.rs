@@ -53,14 +53,25 @@ pub struct MigrateArgs {
     pub legacy_database_url: Option<SecretString>,
 }
 
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum MigrateStep {
     /// Copy every legacy member (idempotent, resumable).
     Backfill,
     /// Compare every member field by field; exit 1 on any deviation.
     Verify,
-    /// End the migration (refused unless verify is clean).
-    Cutover,
+    /// End the migration: refused unless verify is clean, and without a passing
+    /// decommission report (`rollout report`) unless forced.
+    Cutover {
+        /// The decommission report `rollout report` wrote.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Hours after which a report is too old to go by.
+        #[arg(long, default_value_t = 24.0)]
+        report_max_age_hours: f64,
+        /// Cut over without a passing report (verify must still be clean).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 impl MigrateArgs {

@@ -64,7 +64,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<bool> {
     let legacy = LegacyDb::connect(&legacy_url, 4)
         .await
         .context("--legacy-database-url")?;
-    match args.step {
+    match args.step.clone() {
         MigrateStep::Backfill => {
             let mut bar = Bar {
                 terminal: std::io::stderr().is_terminal(),
@@ -97,7 +97,27 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<bool> {
             }
             Ok(report.is_clean())
         }
-        MigrateStep::Cutover => {
+        MigrateStep::Cutover {
+            report,
+            report_max_age_hours,
+            force,
+        } => {
+            match (&report, force) {
+                (Some(path), _) => {
+                    let age = Duration::try_from_secs_f64(report_max_age_hours * 3600.0).map_err(
+                        |_| anyhow::anyhow!("--report-max-age-hours: a number of hours"),
+                    )?;
+                    check_report(path, age)?;
+                    eprintln!("cutover: the decommission report {} passes", path.display());
+                }
+                (None, true) => {
+                    eprintln!("cutover: forced, without a decommission report");
+                }
+                (None, false) => anyhow::bail!(
+                    "cutover refused: no decommission report (rollout report writes one; \
+                     --report FILE, or --force to cut over without one)"
+                ),
+            }
             let report = cutover(&store, &legacy, &VerifyOptions::default()).await?;
             println!(
                 "cutover: done ({} members verified, {} live legacy sessions imported, {} sessions the legacy had ended ended here); sync and write-through end at each replica's next poll; new ids start at {}",
@@ -109,4 +129,55 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<bool> {
             Ok(true)
         }
     }
+}
+
+/// Refuses a decommission report that does not pass, is older than `max_age`, or
+/// leaves a route short of 100% (the report `rollout report` writes; its passing rule is
+/// the rollout tool's, repeated here only as far as the cutover depends on it).
+fn check_report(path: &std::path::Path, max_age: Duration) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("--report {}", path.display()))?;
+    let report: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("--report {}: not a decommission report", path.display()))?;
+    let refuse = |why: String| {
+        anyhow::anyhow!(
+            "cutover refused: the decommission report {}: {why}",
+            path.display()
+        )
+    };
+    if report["passed"].as_bool() != Some(true) {
+        let why: Vec<&str> = report["why_not"]
+            .as_array()
+            .map(|w| w.iter().filter_map(serde_json::Value::as_str).collect())
+            .unwrap_or_default();
+        return Err(refuse(format!("does not pass ({})", why.join("; "))));
+    }
+    let generated = report["generated_at_micros"]
+        .as_i64()
+        .ok_or_else(|| refuse("has no generated_at_micros".into()))?;
+    let now = member_contract::Timestamp::now_from_system().as_micros();
+    let age = Duration::from_micros(now.saturating_sub(generated).max(0) as u64);
+    if age > max_age {
+        return Err(refuse(format!(
+            "is {:.1} hours old (at most {:.1}): run rollout report again",
+            age.as_secs_f64() / 3600.0,
+            max_age.as_secs_f64() / 3600.0
+        )));
+    }
+    let routes = report["routes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if routes.is_empty() {
+        return Err(refuse("covers no route".into()));
+    }
+    for r in routes {
+        if r["percent"].as_u64() != Some(100) || r["passed"].as_bool() != Some(true) {
+            return Err(refuse(format!(
+                "route {} is not at 100% on evidence",
+                r["route"].as_str().unwrap_or("?")
+            )));
+        }
+    }
+    Ok(())
 }

@@ -95,6 +95,24 @@ impl Store {
                 .await?;
         Ok(n > 0)
     }
+
+    /// The ids of members whose `updated_at` is at or after `since` (microseconds), at
+    /// most `limit` of them, in id order (a range of the `updated_at` index).
+    pub async fn member_ids_changed_since(
+        &self,
+        since: i64,
+        limit: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT id FROM members WHERE updated_at >= $1 ORDER BY id LIMIT $2",
+            )
+            .bind(since)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?,
+        )
+    }
 }
 
 const MEMBER_BY_ID: &str = concat!(
@@ -115,6 +133,26 @@ impl Tx {
             .into_iter()
             .next();
         Ok(row.as_ref().map(MemberRow::from_row).transpose()?)
+    }
+
+    /// Member `id`, locked as [`Tx::lock_member`] locks it, and locked even while it is
+    /// not here yet (a member the legacy holds and the sync has not brought): two
+    /// requests that would both create it from the legacy's row queue here, so that the
+    /// later one reads the legacy after the earlier one's row exists. (On SQLite the
+    /// transaction holds the database's write lock already.)
+    pub async fn lock_member_even_absent(
+        &mut self,
+        id: i64,
+    ) -> Result<Option<MemberRow>, StoreError> {
+        if self.backend == crate::Backend::Postgres {
+            sqlx::query(
+                "SELECT pg_advisory_xact_lock(hashtextextended('identity.member.' || $1, 0))",
+            )
+            .bind(id.to_string())
+            .execute(self.conn())
+            .await?;
+        }
+        self.lock_member(id).await
     }
 
     pub async fn member_by_id(&mut self, id: i64) -> Result<Option<MemberRow>, StoreError> {

@@ -5,6 +5,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod autopilot;
 mod change_stream;
 mod cutover;
 mod migrating;

@@ -131,7 +131,7 @@ impl Rollout {
 }
 
 /// Runs `sql` on a PostgreSQL database.
-fn psql(url: &str, sql: &str) {
+pub(crate) fn psql(url: &str, sql: &str) {
     let out = Command::new("psql")
         .args([url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
         .output()

@@ -53,8 +53,15 @@ impl Migrating {
         format!("http://{}{path}", self.identity.http)
     }
 
-    /// `identity migrate SUBCOMMAND` against both databases; its output.
-    pub fn migrate(&self, subcommand: &str) -> String {
+    /// `identity migrate ARGS...` against both databases; its output.
+    pub fn migrate(&self, args: &[&str]) -> String {
+        let (ok, text) = self.migrate_may_fail(args);
+        assert!(ok, "migrate {args:?}: {text}");
+        text
+    }
+
+    /// `identity migrate ARGS...`: whether it succeeded, and its output.
+    pub fn migrate_may_fail(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new(binary("identity"))
             .args([
                 "migrate",
@@ -62,8 +69,8 @@ impl Migrating {
                 &self.identity.database_url,
                 "--legacy-database-url",
                 &self.legacy.database_url,
-                subcommand,
             ])
+            .args(args)
             .output()
             .unwrap();
         let text = format!(
@@ -71,13 +78,13 @@ impl Migrating {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(out.status.success(), "migrate {subcommand}: {text}");
-        text
+        (out.status.success(), text)
     }
 
-    /// The cutover, then the wait until the service has left the legacy.
+    /// The cutover (forced: these tests judge the data, not the rollout's report), then
+    /// the wait until the service has left the legacy.
     pub async fn cut_over(&self) {
-        self.migrate("cutover");
+        self.migrate(&["cutover", "--force"]);
         let metrics = self.url("/metrics");
         assert!(
             until(Duration::from_secs(20), || async {
