@@ -1,8 +1,9 @@
 //! The rollout autopilot (`rollout auto`, the binary as SREs run it) under app traffic
 //! that never pauses: every route taken from 0% to 100% on evidence alone, the
 //! decommission report passing and `identity migrate cutover` refusing to go without it;
-//! and, with a wrong write planted in the new side's database half-way, the route
-//! aborted on every count, the manifest back at 0% and the autopilot stopped.
+//! and, with two proxy replicas and a wrong write planted in the new side's database
+//! half-way, the route aborted on both, the manifest back at 0% and the autopilot
+//! stopped.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -28,13 +29,14 @@ const ROUTES: [&str; 5] = [
 
 struct Rehearsal {
     m: Migrating,
-    proxy: ProxyProcess,
+    /// The proxy's replicas, on one manifest file (as pods on one ConfigMap).
+    proxies: Vec<ProxyProcess>,
     dir: tempfile::TempDir,
 }
 
-/// A migrating service behind the proxy at 0%, whose guard never aborts on its own
-/// (only the autopilot judges here).
-fn rehearsal() -> Rehearsal {
+/// A migrating service behind `replicas` proxies at 0%, whose guards never abort on
+/// their own (only the autopilot judges here).
+fn rehearsal(replicas: usize) -> Rehearsal {
     let m = migrating(true, &[]);
     let dir = tempfile::tempdir().unwrap();
     let config = proxy_config(
@@ -42,8 +44,16 @@ fn rehearsal() -> Rehearsal {
         m.identity.http,
         "guard:\n  min_requests: 1000000\n  min_comparisons: 1000000\n",
     );
-    let proxy = proxy(dir.path(), &manifest(0), &config);
-    Rehearsal { m, proxy, dir }
+    let proxies = (0..replicas)
+        .map(|_| proxy(dir.path(), &manifest(0), &config))
+        .collect();
+    Rehearsal { m, proxies, dir }
+}
+
+impl Rehearsal {
+    fn manifest(&self) -> &Path {
+        &self.proxies[0].vs_path
+    }
 }
 
 /// App clients through the proxy until stopped: each signs up, logs in, reads its
@@ -160,9 +170,16 @@ fn rollout(r: &Rehearsal, args: &[&str]) -> tokio::task::JoinHandle<Output> {
     let mut command = Command::new(binary("rollout"));
     command
         .args(args)
-        .env("ROLLOUT_ADMIN_URL", format!("http://{}", r.proxy.admin))
+        .env(
+            "ROLLOUT_ADMIN_URL",
+            r.proxies
+                .iter()
+                .map(|p| format!("http://{}", p.admin))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
         .env("ROLLOUT_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("ROLLOUT_VIRTUAL_SERVICE", &r.proxy.vs_path)
+        .env("ROLLOUT_VIRTUAL_SERVICE", r.manifest())
         .env("ROLLOUT_JOURNAL", journal(r));
     tokio::task::spawn_blocking(move || command.output().unwrap())
 }
@@ -187,10 +204,10 @@ fn decisions(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// An admin API answer of the proxy.
-async fn admin_get(r: &Rehearsal, path: &str) -> Value {
+/// An admin API answer of one proxy replica.
+async fn admin_get(replica: &ProxyProcess, path: &str) -> Value {
     reqwest::Client::new()
-        .get(format!("http://{}{path}", r.proxy.admin))
+        .get(format!("http://{}{path}", replica.admin))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
@@ -202,7 +219,7 @@ async fn admin_get(r: &Rehearsal, path: &str) -> Value {
 
 /// The new side's weight of `route` in the manifest, in percent.
 fn weight(r: &Rehearsal, route: &str) -> u32 {
-    let text = std::fs::read_to_string(&r.proxy.vs_path).unwrap();
+    let text = std::fs::read_to_string(r.manifest()).unwrap();
     let (legacy, new) = rollout::manifest::weights(
         &text,
         route,
@@ -231,8 +248,8 @@ const QUICK: [&str; 10] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_autopilot_takes_every_route_to_100_percent_and_the_cutover_needs_its_report() {
-    let r = rehearsal();
-    let traffic = Traffic::start(r.proxy.addr, 4);
+    let r = rehearsal(1);
+    let traffic = Traffic::start(r.proxies[0].addr, 4);
     let mut args = vec!["auto"];
     args.extend(ROUTES);
     args.extend(QUICK);
@@ -301,16 +318,22 @@ async fn the_autopilot_takes_every_route_to_100_percent_and_the_cutover_needs_it
     assert_eq!(saved["passed"], true);
     assert!(saved["final_verify"]["compared"].as_u64().unwrap() > 0);
     // Published on the proxy's dashboard.
-    let shown = admin_get(&r, "/admin/report").await;
+    let shown = admin_get(&r.proxies[0], "/admin/report").await;
     assert_eq!(shown["passed"], true, "{shown}");
     let done = r.m.migrate_may_fail(&["cutover", "--report", report_arg]);
     assert!(done.0, "{}", done.1);
 }
 
+/// Two proxy replicas, each with its own clients: the autopilot sums their evidence,
+/// and its abort reaches both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_write_planted_half_way_aborts_the_route_and_stops_the_autopilot() {
-    let r = rehearsal();
-    let traffic = Traffic::start(r.proxy.addr, 4);
+async fn a_wrong_write_planted_half_way_aborts_the_route_on_every_replica_and_stops_the_autopilot()
+{
+    let r = rehearsal(2);
+    let traffic = [
+        Traffic::start(r.proxies[0].addr, 2),
+        Traffic::start(r.proxies[1].addr, 2),
+    ];
     let mut args = vec!["auto", "users-me"];
     args.extend(QUICK);
     let run = rollout(&r, &args);
@@ -336,7 +359,10 @@ async fn a_wrong_write_planted_half_way_aborts_the_route_and_stops_the_autopilot
         .await
         .expect("the autopilot stopped")
         .unwrap();
-    let unexpected = traffic.stop().await;
+    let mut unexpected = 0;
+    for t in traffic {
+        unexpected += t.stop().await;
+    }
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert_eq!(unexpected, 0, "clients saw unexpected answers");
     let journal = decisions(&journal(&r));
@@ -349,16 +375,39 @@ async fn a_wrong_write_planted_half_way_aborts_the_route_and_stops_the_autopilot
         "the field is not named: {reason}"
     );
     assert!(!reason.contains("auto-"), "a value in the reason: {reason}");
-    // Aborted everywhere: the manifest and the proxy at 0%.
+    // Both replicas' evidence was summed: the steps judged more comparisons than one
+    // replica made in the whole run.
+    let judged: u64 = journal
+        .iter()
+        .filter(|d| d["action"] == "advance" || d["action"] == "abort")
+        .map(|d| {
+            d["figures"]["reads"]["compared"].as_u64().unwrap()
+                + d["figures"]["write_effects"]["compared"].as_u64().unwrap()
+        })
+        .sum();
+    let metrics = reqwest::get(format!("http://{}/metrics", r.proxies[0].admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let one = rollout::evidence::Counters::of_route(&metrics, "users-me")
+        .figures()
+        .held()
+        .compared;
+    assert!(judged > one, "judged {judged}, one replica alone {one}");
+    // Aborted everywhere: the manifest and every replica at 0%.
     let aborted = abort["route"].as_str().unwrap();
     assert_eq!(weight(&r, aborted), 0);
-    let status = admin_get(&r, "/admin/status").await;
-    let route = status["routes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["name"] == aborted)
-        .unwrap();
-    assert_eq!(route["new_share_percent"], 0.0, "{route}");
-    assert_eq!(route["state"], "aborted", "{route}");
+    for replica in &r.proxies {
+        let status = admin_get(replica, "/admin/status").await;
+        let route = status["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == aborted)
+            .unwrap();
+        assert_eq!(route["new_share_percent"], 0.0, "{route}");
+        assert_eq!(route["state"], "aborted", "{route}");
+    }
 }
