@@ -41,6 +41,26 @@ pub enum CoreError {
 }
 
 impl CoreError {
+    /// What made the service unable to answer, for metrics (`None` for answers of the
+    /// contract): `hashing_busy` (password hashing saturated), `legacy_database` (the
+    /// legacy's database failed: a write-through or a read while migrating),
+    /// `database` (its own), `internal`.
+    pub fn failure_cause(&self) -> Option<&'static str> {
+        match self {
+            CoreError::Busy => Some("hashing_busy"),
+            CoreError::Unavailable(source) => Some(
+                if source.downcast_ref::<legacy_db::LegacyError>().is_some() {
+                    "legacy_database"
+                } else if source.downcast_ref::<StoreError>().is_some() {
+                    "database"
+                } else {
+                    "internal"
+                },
+            ),
+            _ => None,
+        }
+    }
+
     /// An internal failure with its cause.
     pub fn unavailable(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         CoreError::Unavailable(cause.into())

@@ -23,6 +23,9 @@ use crate::respond::{self, Answer};
 /// run the service declined (no answer of the contract at all).
 enum Refused {
     Contract(ContractError),
+    /// The service could not answer (hashing saturated, a database failed): the
+    /// contract's answer, and the cause for the metrics.
+    Failed(ContractError, &'static str),
     /// Not served: the proxy counts the replay as skipped, not as the new side's
     /// failure.
     Declined,
@@ -36,9 +39,10 @@ impl From<ContractError> for Refused {
 
 /// A domain failure as the request's answer.
 fn refused(e: CoreError) -> Refused {
-    match e {
-        CoreError::Declined => Refused::Declined,
-        other => Refused::Contract(contract_error(other)),
+    match (e.failure_cause(), e) {
+        (_, CoreError::Declined) => Refused::Declined,
+        (Some(cause), other) => Refused::Failed(contract_error(other), cause),
+        (None, other) => Refused::Contract(contract_error(other)),
     }
 }
 
@@ -142,6 +146,10 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
     let outcome = match answer {
         Ok(a) => Ok((a.status, a.body, a.retry_after_secs)),
         Err(Refused::Contract(e)) => Err(e),
+        Err(Refused::Failed(e, cause)) => {
+            state.metrics.count_failure(cause);
+            Err(e)
+        }
         Err(Refused::Declined) => {
             state
                 .metrics

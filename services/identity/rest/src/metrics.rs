@@ -1,6 +1,6 @@
 //! Prometheus metrics of the service: requests and latency per REST endpoint and per
-//! gRPC method, and while migrating the legacy sync (polls, rows applied, lag, which
-//! replica leads). Labels are endpoint templates and status codes only: never ids,
+//! gRPC method, the requests it could not answer by cause, and while migrating the
+//! legacy sync (polls, rows applied, lag, which replica leads). Labels are endpoint templates and status codes only: never ids,
 //! emails or tokens.
 
 use std::time::Duration;
@@ -44,6 +44,11 @@ struct LookupLabel {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabel {
+    cause: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -67,6 +72,7 @@ pub struct Metrics {
     session_cache_serving: Gauge,
     session_cache_entries: Gauge,
     session_cache_lookups: Family<LookupLabel, Counter>,
+    failures: Family<CauseLabel, Counter>,
 }
 
 /// One REST request in flight; counted until dropped.
@@ -168,8 +174,15 @@ impl Metrics {
             "Session cache look-ups by result (hit, miss: read from the database)",
             session_cache_lookups.clone(),
         );
+        let failures = Family::<CauseLabel, Counter>::default();
+        registry.register(
+            "request_failures",
+            "REST requests the service could not answer (503), by cause: hashing_busy (password hashing saturated), legacy_database (the legacy's database failed: a write-through or a read while migrating), database (its own), internal",
+            failures.clone(),
+        );
         Self {
             registry,
+            failures,
             session_cache_serving,
             session_cache_entries,
             session_cache_lookups,
@@ -184,6 +197,12 @@ impl Metrics {
             sync_leader,
             migrating,
         }
+    }
+
+    /// A REST request the service could not answer, by cause (see
+    /// `identity_core::CoreError::failure_cause`).
+    pub fn count_failure(&self, cause: &'static str) {
+        self.failures.get_or_create(&CauseLabel { cause }).inc();
     }
 
     /// A REST request starts: in flight until the guard is dropped.

@@ -444,6 +444,19 @@ async fn a_failed_legacy_write_fails_the_request_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(sessions, 1, "only the first log-in's row");
+    // Counted by cause, for the SREs' alert on legacy write failures.
+    let metrics = c
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"identity_request_failures_total{cause="legacy_database"} 3"#),
+        "{metrics}"
+    );
 
     // The legacy accepts writes again: everything works, nothing was left behind.
     for (table, event) in [
