@@ -8,7 +8,9 @@
 #   3. the hostile-client suite's cutover cases against the Rails app; the Python gRPC
 #      client and schemathesis against the identity service;
 #   4. a short fuzzing run of the proxy's manifest and config parsers, the manifests'
-#      validation, and the proxy's dashboard in headless Chromium.
+#      validation (the PodMonitors and PrometheusRule against prometheus-operator's
+#      CRDs too), the alert rules' promtool unit tests, and the proxy's dashboard in
+#      headless Chromium.
 # Every process it starts is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,6 +61,9 @@ cargo test --workspace --locked
 section "manifests: Kubernetes and Istio schemas, checkov, Dockerfiles against the binaries"
 cargo build --locked -q -p migration-proxy
 tests/manifests/run.sh
+
+section "alert rules: promtool check and a unit test firing and silent for every alert"
+python3 tests/observability/rules.py
 
 section "fuzzing the VirtualService and proxy config parsers (20 s)"
 cargo run --locked -q -p proxy-routing --example fuzz_parse -- --seconds 20

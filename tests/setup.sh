@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the tests need and the machine may lack: Debian's Rails packages (the
-# legacy oracle), Python is already there (the Python suites make their own venvs).
+# legacy oracle), Prometheus (promtool, for the alert rules' unit tests) and PyYAML;
+# Python is already there (the other Python suites make their own venvs).
 # Idempotent; as root it installs with apt-get, otherwise it only checks.
 set -euo pipefail
 
 need=()
-for pkg in ruby-rails ruby-bcrypt ruby-sqlite3 ruby-pg puma; do
+for pkg in ruby-rails ruby-bcrypt ruby-sqlite3 ruby-pg puma prometheus python3-yaml; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

@@ -1,6 +1,8 @@
-"""Validation of Istio objects against Istio's CustomResourceDefinitions
-(istio-crds.yaml beside this file, a copy of ../shared/schemas/istio-crds.yaml), the way
-the API server validates them:
+"""Validation of custom resources against their CustomResourceDefinitions, the way the
+API server validates them: Istio's (istio-crds.yaml beside this file, a copy of
+../shared/schemas/istio-crds.yaml) and prometheus-operator's PrometheusRule,
+ServiceMonitor and PodMonitor (prometheus-operator-crds.yaml, a copy of
+../shared/schemas/prometheus-operator-crds.yaml):
 
 - the `openAPIV3Schema` of the object's apiVersion, with jsonschema;
 - unknown fields refused (kubectl's default `--validate=strict`): every object schema
@@ -24,6 +26,8 @@ import jsonschema
 import yaml
 
 CRDS = Path(__file__).resolve().parent / "istio-crds.yaml"
+PROMETHEUS_CRDS = Path(__file__).resolve().parent / "prometheus-operator-crds.yaml"
+CRD_FILES = (CRDS, PROMETHEUS_CRDS)
 
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+$")
 _UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -135,7 +139,8 @@ def _strict(schema):
 def crds() -> dict[tuple[str, str], dict]:
     """(apiVersion, kind) -> CRD version entry (`served`, `storage`, `schema`)."""
     out = {}
-    for doc in yaml.safe_load_all(CRDS.read_text()):
+    docs = [d for path in CRD_FILES for d in yaml.safe_load_all(path.read_text())]
+    for doc in docs:
         if not doc or doc.get("kind") != "CustomResourceDefinition":
             continue
         group, kind = doc["spec"]["group"], doc["spec"]["names"]["kind"]
@@ -161,12 +166,21 @@ def is_istio(obj: dict) -> bool:
     return obj.get("apiVersion", "").split("/")[0].endswith(".istio.io")
 
 
+def is_monitoring(obj: dict) -> bool:
+    return obj.get("apiVersion", "").split("/")[0] == "monitoring.coreos.com"
+
+
+def is_custom(obj: dict) -> bool:
+    """Whether one of these CRDs (not the Kubernetes schemas) defines `obj`'s kind."""
+    return is_istio(obj) or is_monitoring(obj)
+
+
 def errors(obj: dict) -> list[str]:
     """Why `obj` would be refused by an API server with these CRDs (empty: accepted)."""
     key = (obj.get("apiVersion"), obj.get("kind"))
     version = crds().get(key)
     if version is None:
-        return [f"no CRD for {key[1]} in {key[0]} (istio-crds.yaml has {sorted(crds())})"]
+        return [f"no CRD for {key[1]} in {key[0]} (the CRD files have {sorted(crds())})"]
     out = []
     if not version.get("served"):
         out.append(f"{key[0]} is not served")

@@ -59,7 +59,7 @@ def test_overlay_renders_every_part(overlay):
 def test_kubernetes_objects_pass_the_kubernetes_schemas(overlay):
     failures = []
     for o in rendered(overlay):
-        if istio_schema.is_istio(o):
+        if istio_schema.is_custom(o):
             continue
         try:
             kubernetes_validate.validate(o, KUBERNETES_VERSION, strict=True)
@@ -95,13 +95,47 @@ def test_istio_files_pass_the_istio_crd_schemas():
     assert not failures, "\n".join(failures)
 
 
-def test_the_crd_copy_is_the_shared_one():
-    shared = ROOT.parent / "shared/schemas/istio-crds.yaml"
+@pytest.mark.parametrize("copy", istio_schema.CRD_FILES, ids=lambda p: p.name)
+def test_the_crd_copy_is_the_shared_one(copy):
+    shared = ROOT.parent / "shared/schemas" / copy.name
     if not shared.exists():
         pytest.skip(f"{shared} is not beside the repository")
-    assert istio_schema.CRDS.read_bytes() == shared.read_bytes(), (
-        f"tests/manifests/istio-crds.yaml differs from {shared}: copy it again"
+    assert copy.read_bytes() == shared.read_bytes(), (
+        f"tests/manifests/{copy.name} differs from {shared}: copy it again"
     )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_monitoring_objects_pass_the_prometheus_operator_crd_schemas(overlay):
+    objs = rendered(overlay)
+    monitoring = [o for o in objs if istio_schema.is_monitoring(o)]
+    failures = [f"{o['kind']} {o['metadata']['name']}: {e}" for o in monitoring for e in istio_schema.errors(o)]
+    assert not failures, "\n".join(failures)
+    assert len(find(objs, "PrometheusRule")) == 1
+    # Each workload is scraped, on the endpoint where Istio merges its metrics (mTLS
+    # stays strict on its own ports), and says there which of its ports serves them.
+    for workload in ("migration-proxy", "identity"):
+        monitor = one(objs, "PodMonitor", workload)
+        deployment = one(objs, "Deployment", workload)
+        template = deployment["spec"]["template"]
+        assert matches(monitor["spec"]["selector"]["matchLabels"], template["metadata"]["labels"]), workload
+        endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+        assert (endpoint.get("portNumber"), endpoint.get("path")) == (15020, "/stats/prometheus"), workload
+        notes = template["metadata"].get("annotations", {})
+        assert notes.get("prometheus.io/scrape") == "true", workload
+        ctr = template["spec"]["containers"][0]
+        ports = {p["containerPort"] for p in ctr.get("ports", [])}
+        assert int(notes.get("prometheus.io/port", 0)) in ports, workload
+        assert notes.get("prometheus.io/path") == "/metrics", workload
+
+
+def test_the_crd_check_refuses_what_prometheus_operator_refuses():
+    rule = yaml.safe_load((ROOT / "k8s/base/monitoring/prometheusrule.yaml").read_text())
+    rule["spec"]["groups"][1]["rules"][0]["severity"] = "page"
+    rule["spec"]["groups"][0]["interval"] = "5 minutes"
+    found = "\n".join(istio_schema.errors(rule))
+    for expected in ("'severity' was unexpected", "interval"):
+        assert expected in found, found
 
 
 def test_the_schema_check_refuses_what_istio_refuses():
