@@ -175,6 +175,10 @@ impl Metrics {
             session_cache_lookups.clone(),
         );
         let failures = Family::<CauseLabel, Counter>::default();
+        // Every cause from the start: an alert on a rate sees 0, not no data.
+        for cause in ["hashing_busy", "legacy_database", "database", "internal"] {
+            drop(failures.get_or_create(&CauseLabel { cause }));
+        }
         registry.register(
             "request_failures",
             "REST requests the service could not answer (503), by cause: hashing_busy (password hashing saturated), legacy_database (the legacy's database failed: a write-through or a read while migrating), database (its own), internal",

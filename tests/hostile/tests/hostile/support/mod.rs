@@ -40,8 +40,14 @@ pub struct Process {
 }
 
 impl Process {
+    /// Starts a binary of the workspace, or a program given by its absolute path.
     pub fn start(name: &str, args: &[&str], env: &[(&str, &str)]) -> Process {
-        let mut command = Command::new(binary(name));
+        let program = if name.starts_with('/') {
+            PathBuf::from(name)
+        } else {
+            binary(name)
+        };
+        let mut command = Command::new(program);
         command
             .args(args)
             .stdin(Stdio::null())
@@ -107,6 +113,12 @@ impl Process {
     }
 
     /// Everything printed so far.
+    /// Kills the process at once (SIGKILL), as the OOM killer or a node failure would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn output(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
