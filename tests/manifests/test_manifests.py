@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import PurePosixPath
 
@@ -127,6 +128,19 @@ def test_monitoring_objects_pass_the_prometheus_operator_crd_schemas(overlay):
         ports = {p["containerPort"] for p in ctr.get("ports", [])}
         assert int(notes.get("prometheus.io/port", 0)) in ports, workload
         assert notes.get("prometheus.io/path") == "/metrics", workload
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_grafana_board_is_loadable_by_the_dashboard_sidecar(overlay):
+    board_map = one(rendered(overlay), "ConfigMap", "member-migration-dashboard")
+    assert board_map["metadata"]["labels"].get("grafana_dashboard") == "1"
+    (text,) = board_map["data"].values()
+    board = json.loads(text)
+    assert board["uid"] and board["title"]
+    exprs = [t["expr"] for p in board["panels"] for t in p["targets"]]
+    assert exprs and all(e.strip() for e in exprs)
+    assert {p["id"] for p in board["panels"]} == set(range(1, len(board["panels"]) + 1))
+    assert any("proxy_guard_aborts_total" in a["expr"] for a in board["annotations"]["list"])
 
 
 def test_the_crd_check_refuses_what_prometheus_operator_refuses():

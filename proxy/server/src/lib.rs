@@ -263,6 +263,17 @@ impl Proxy {
                 .guard_aborted
                 .get_or_create(&label)
                 .set(i64::from(aborted));
+            // Every abort counter from 0, so that the first abort is an increase.
+            for reason in ["error_rate", "mismatch_rate", "latency_p99"] {
+                drop(
+                    self.metrics
+                        .guard_aborts
+                        .get_or_create(&metrics::AbortLabels {
+                            route: route.name().to_owned(),
+                            reason,
+                        }),
+                );
+            }
         }
     }
 }
