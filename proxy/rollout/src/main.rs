@@ -295,7 +295,18 @@ async fn decommission_report(cx: &Ctx, args: &ReportArgs) -> Result<(), Failure>
             }
         }
     };
-    let report = report::build(journal.decisions(), final_verify, &expected);
+    let mut report = report::build(journal.decisions(), final_verify, &expected);
+    // Where the routes are now, on every replica and in the manifest: an abort after
+    // the autopilot finished (an operator's, a guard's) undoes what the journal says.
+    let mut live = Vec::new();
+    for replica in cx.fleet.replicas() {
+        live.push((replica.clone(), cx.fleet.routes(replica).await));
+    }
+    let mut manifest = Vec::new();
+    for route in &expected {
+        manifest.push((route.clone(), cx.fleet.current(route)?));
+    }
+    report::require_live(&mut report, &manifest, &live);
     let json = serde_json::to_string_pretty(&report)
         .map_err(|e| Failure::Usage(format!("report: {e}")))?;
     rollout::manifest::write(&args.out, &format!("{json}\n"))

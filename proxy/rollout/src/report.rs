@@ -7,8 +7,9 @@
 //!
 //! A report passes when every route rolled out reached 100% and, since its last abort,
 //! passed every step of the plan below 100% on evidence (an operator's manual step is
-//! no evidence), when every route expected (the manifest's) is in it, and when the final
-//! data verify found no difference.
+//! no evidence), when every route expected (the manifest's) is in it, when the final
+//! data verify found no difference, and when every route is at 100% now, in the
+//! manifest and on every replica, none aborted.
 
 use serde::{Deserialize, Serialize};
 
@@ -135,6 +136,59 @@ pub fn build(
         why_not,
         routes,
         final_verify,
+    }
+}
+
+/// Fails `report` unless every route it covers is at 100% now: in the manifest
+/// (`manifest`: route and percent) and on every replica (`live`: each replica's routes,
+/// or why it could not be read), none of them aborted. An abort or a lowered weight
+/// after the autopilot finished undoes what the journal says.
+pub fn require_live(
+    report: &mut Report,
+    manifest: &[(String, u32)],
+    live: &[(
+        String,
+        Result<Vec<crate::status::RouteStatus>, crate::fleet::Failure>,
+    )],
+) {
+    let mut why = Vec::new();
+    for (route, percent) in manifest {
+        if *percent != 100 {
+            why.push(format!("{route}: the manifest says {percent}% now"));
+        }
+    }
+    for (replica, routes) in live {
+        let routes = match routes {
+            Ok(routes) => routes,
+            Err(e) => {
+                why.push(format!("replica {replica} could not be asked: {e}"));
+                continue;
+            }
+        };
+        for r in routes
+            .iter()
+            .filter(|r| manifest.iter().any(|(m, _)| m == &r.name))
+        {
+            if r.state == "aborted" || r.share < 100.0 {
+                why.push(format!(
+                    "{}: {:.1}% on replica {replica} now{}",
+                    r.name,
+                    r.share,
+                    if r.state == "aborted" {
+                        format!(
+                            ", aborted by the {}",
+                            r.aborted_by.as_deref().unwrap_or("guard")
+                        )
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+        }
+    }
+    if !why.is_empty() {
+        report.passed = false;
+        report.why_not.extend(why);
     }
 }
 
@@ -373,6 +427,46 @@ mod tests {
         assert!(!build(&[], clean(), &[]).passed);
         assert!(text(&build(&complete, clean(), &[])).contains("PASSED"));
         assert!(text(&build(&complete, clean(), &[])).contains("(target 99.999% agreement)"));
+
+        // Passing by the journal, but not now: lowered in the manifest, aborted on a
+        // replica, or a replica that cannot be asked.
+        let status = |share: f64, state: &str| crate::status::RouteStatus {
+            name: "r".into(),
+            share,
+            manifest_share: 100.0,
+            state: state.into(),
+            legacy_rate: 0.0,
+            new_rate: 0.0,
+            new_error_rate: 0.0,
+            mismatch_rate: 0.0,
+            new_p99_ms: None,
+            legacy_p99_ms: None,
+            top_field: None,
+            aborted_by: (state == "aborted").then(|| "operator".to_owned()),
+            abort_message: None,
+        };
+        let at_100 = [("r".to_owned(), 100)];
+        let live = |share, state: &str| vec![("a".to_owned(), Ok(vec![status(share, state)]))];
+        let mut r = build(&complete, clean(), &[]);
+        require_live(&mut r, &at_100, &live(100.0, "running"));
+        assert!(r.passed, "{:?}", r.why_not);
+        let mut r = build(&complete, clean(), &[]);
+        require_live(&mut r, &[("r".to_owned(), 0)], &live(100.0, "running"));
+        assert!(!r.passed && r.why_not[0].contains("the manifest says 0%"));
+        let mut r = build(&complete, clean(), &[]);
+        require_live(&mut r, &at_100, &live(0.0, "aborted"));
+        assert!(
+            !r.passed && r.why_not[0].contains("aborted by the operator"),
+            "{:?}",
+            r.why_not
+        );
+        let mut r = build(&complete, clean(), &[]);
+        let away = vec![(
+            "b".to_owned(),
+            Err(crate::fleet::Failure::Unreachable("gone".into())),
+        )];
+        require_live(&mut r, &at_100, &away);
+        assert!(!r.passed && r.why_not[0].contains("replica b could not be asked"));
         assert_eq!(crate::autopilot::percent(0.995), "99.5%");
     }
 }

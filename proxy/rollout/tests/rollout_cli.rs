@@ -317,5 +317,42 @@ async fn the_autopilot_refuses_bad_settings_and_never_advances_without_evidence(
             .as_u16(),
         502
     );
+
+    // A second replica that cannot be read: its evidence is missing, so nothing
+    // advances, and the autopilot says which replica it waits for.
+    let (second, stop_second) = replica(&vs, &cfg).await;
+    let _ = stop_second.send(());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let both = format!("{admin},{second}");
+    let args = [
+        "auto",
+        "users-read",
+        "--journal",
+        journal.to_str().unwrap(),
+        "--bake",
+        "0.2",
+        "--interval",
+        "0.1",
+        "--min-comparisons",
+        "1",
+        "--max-pause",
+        "0.5",
+    ]
+    .map(str::to_owned);
+    let (code, out) = tokio::task::spawn_blocking({
+        let vs = vs.clone();
+        move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            rollout(&both, &vs, TOKEN, &args)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 5, "{out}");
+    assert!(
+        out.contains(&format!("replicas not read ({second})")),
+        "{out}"
+    );
+    assert_eq!(std::fs::read_to_string(&vs).unwrap(), manifest);
     let _ = tx.send(());
 }

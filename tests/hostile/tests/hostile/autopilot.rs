@@ -304,6 +304,27 @@ async fn the_autopilot_takes_every_route_to_100_percent_and_the_cutover_needs_it
     assert!(!refused.0, "cut over on a failing report: {}", refused.1);
     assert!(refused.1.contains("does not pass"), "{}", refused.1);
 
+    // An operator's abort after the autopilot finished: the report does not pass.
+    let http = reqwest::Client::new();
+    let admin = |action: &'static str| {
+        http.post(format!(
+            "http://{}/admin/routes/users-read/{action}",
+            r.proxies[0].admin
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+    };
+    assert_eq!(admin("abort").await.unwrap().status().as_u16(), 200);
+    let out = rollout(&r, &["report", "--out", report_arg]).await.unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(
+        text(&out).contains("users-read: 0.0% on replica")
+            && text(&out).contains("aborted by the operator"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(admin("resume").await.unwrap().status().as_u16(), 200);
+
     // The report with its final data verify passes, and the cutover goes by it.
     let out = rollout(&r, &["report", "--out", report_arg]).await.unwrap();
     assert!(out.status.success(), "{}", text(&out));
