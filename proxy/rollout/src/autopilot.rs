@@ -22,9 +22,9 @@
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use crate::evidence::{Counters, Figures};
+use crate::evidence::{Counters, Figures, Scrape};
+pub use crate::fleet::VerifyFigures;
 use crate::fleet::{Failure, Fleet};
 use crate::journal::Journal;
 use crate::{plan, report};
@@ -117,36 +117,6 @@ pub enum Action {
     GiveUp,
 }
 
-/// The data verify of a step, as the identity service answered it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct VerifyFigures {
-    pub compared: u64,
-    pub deviating: u64,
-    pub settled: u64,
-    /// Differing fields and how many members differ in each (names only).
-    pub fields: std::collections::BTreeMap<String, u64>,
-}
-
-impl VerifyFigures {
-    /// The identity service's answer, read.
-    pub fn from_answer(v: &Value) -> Option<Self> {
-        Some(Self {
-            compared: v.get("compared")?.as_u64()?,
-            deviating: v.get("deviating")?.as_u64()?,
-            settled: v.get("settled").and_then(Value::as_u64).unwrap_or(0),
-            fields: v
-                .get("fields")
-                .and_then(Value::as_object)
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|(k, n)| Some((k.clone(), n.as_u64()?)))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        })
-    }
-}
-
 /// One decision, with the figures it was taken on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
@@ -210,7 +180,7 @@ struct Under {
 struct Reading {
     /// Per replica: its routes' status, or why it could not be read.
     status: Vec<Result<Vec<crate::status::RouteStatus>, String>>,
-    metrics: Vec<Result<String, String>>,
+    metrics: Vec<Result<Scrape, String>>,
 }
 
 async fn read(fleet: &Fleet) -> Result<Reading, Failure> {
@@ -224,9 +194,10 @@ async fn read(fleet: &Fleet) -> Result<Reading, Failure> {
             Err(Failure::Unreachable(e)) => Err(e),
             Err(other) => return Err(other),
         });
-        reading
-            .metrics
-            .push(fleet.metrics(replica).await.map_err(|e| e.to_string()));
+        reading.metrics.push(match fleet.metrics(replica).await {
+            Ok(text) => Ok(Scrape::parse(&text)),
+            Err(e) => Err(e.to_string()),
+        });
     }
     Ok(reading)
 }
@@ -245,7 +216,7 @@ impl Under {
             baseline: reading
                 .metrics
                 .iter()
-                .map(|m| m.as_ref().ok().map(|t| Counters::of_route(t, route)))
+                .map(|m| m.as_ref().ok().map(|m| Counters::in_scrape(m, route)))
                 .collect(),
             logged: None,
             short_since: None,
@@ -260,8 +231,8 @@ impl Under {
         let mut missing = Vec::new();
         for (i, metrics) in reading.metrics.iter().enumerate() {
             match metrics {
-                Ok(text) => {
-                    let now = Counters::of_route(text, &self.route);
+                Ok(scrape) => {
+                    let now = Counters::in_scrape(scrape, &self.route);
                     let base = self.baseline[i].get_or_insert_with(|| now.clone());
                     sum = sum.plus(&now.since(base));
                 }
@@ -608,9 +579,7 @@ async fn verify(
         .filter(|(_, st)| st.is_err())
         .map(|(r, _)| r.as_str())
         .collect();
-    let answer = fleet.verify(route, since, &unread).await?;
-    VerifyFigures::from_answer(&answer)
-        .ok_or_else(|| "the answer holds no verify report".to_owned())
+    fleet.verify(route, since, &unread).await
 }
 
 #[allow(clippy::too_many_arguments)]

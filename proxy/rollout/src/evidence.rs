@@ -35,7 +35,18 @@ impl Series {
     }
 }
 
-/// Reads `name{a="x",b="y"} 12` lines; comments and anything unreadable are skipped.
+/// One replica's metrics, read once and judged for every route.
+#[derive(Debug, Clone, Default)]
+pub struct Scrape(Vec<Series>);
+
+impl Scrape {
+    /// Reads `name{a="x",b="y"} 12` lines; comments and anything unreadable are
+    /// skipped.
+    pub fn parse(text: &str) -> Scrape {
+        Scrape(parse(text))
+    }
+}
+
 fn parse(text: &str) -> Vec<Series> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
@@ -139,9 +150,14 @@ fn side_index(side: &str) -> Option<usize> {
 impl Counters {
     /// `route`'s counters in one replica's metrics text.
     pub fn of_route(metrics: &str, route: &str) -> Counters {
+        Counters::in_scrape(&Scrape::parse(metrics), route)
+    }
+
+    /// `route`'s counters in one replica's metrics, read.
+    pub fn in_scrape(scrape: &Scrape, route: &str) -> Counters {
         let mut c = Counters::default();
         let mut buckets: [HashMap<u64, (f64, u64)>; 2] = Default::default();
-        for s in parse(metrics) {
+        for s in &scrape.0 {
             if s.label("route") != Some(route) {
                 continue;
             }

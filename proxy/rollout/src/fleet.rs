@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{manifest, status};
@@ -37,6 +38,36 @@ impl std::fmt::Display for Failure {
             | Failure::GaveUp(why)
             | Failure::NotPassed(why) => f.write_str(why),
         }
+    }
+}
+
+/// The data verify of a step, as the identity service answered it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VerifyFigures {
+    pub compared: u64,
+    pub deviating: u64,
+    pub settled: u64,
+    /// Differing fields and how many members differ in each (names only).
+    pub fields: std::collections::BTreeMap<String, u64>,
+}
+
+impl VerifyFigures {
+    /// The identity service's answer, read.
+    fn from_answer(v: &Value) -> Option<Self> {
+        Some(Self {
+            compared: v.get("compared")?.as_u64()?,
+            deviating: v.get("deviating")?.as_u64()?,
+            settled: v.get("settled").and_then(Value::as_u64).unwrap_or(0),
+            fields: v
+                .get("fields")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, n)| Some((k.clone(), n.as_u64()?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
     }
 }
 
@@ -189,13 +220,13 @@ impl Fleet {
 
     /// The data verify of the members written since `since_micros` (both databases,
     /// through the identity service), asked through `route` of the first replica that
-    /// answers, those in `skip` left out: its answer.
+    /// answers, those in `skip` left out.
     pub async fn verify(
         &self,
         route: &str,
         since_micros: i64,
         skip: &[&str],
-    ) -> Result<Value, String> {
+    ) -> Result<VerifyFigures, String> {
         let body = serde_json::json!({ "since_micros": since_micros.max(0) });
         let path = format!("/admin/routes/{route}/verify");
         let mut why = String::from("no replica could be asked");
@@ -204,7 +235,10 @@ impl Fleet {
                 .admin(replica, reqwest::Method::POST, &path, Some(&body))
                 .await
             {
-                Ok(answer) => return Ok(answer),
+                Ok(answer) => {
+                    return VerifyFigures::from_answer(&answer)
+                        .ok_or_else(|| "the answer holds no verify report".to_owned());
+                }
                 Err(e) => why = e.to_string(),
             }
         }
@@ -242,6 +276,13 @@ impl Fleet {
         let (legacy, new) = manifest::weights(&text, route, &self.legacy_host, &self.new_host)
             .map_err(|e| Failure::Usage(e.to_string()))?;
         Ok((new * 100).checked_div(legacy + new).unwrap_or(0))
+    }
+
+    /// The manifest's routes that send users to either side.
+    pub fn two_sided_routes(&self) -> Result<Vec<String>, Failure> {
+        let text = self.read_manifest()?;
+        manifest::two_sided_routes(&text, &self.legacy_host, &self.new_host)
+            .map_err(|e| Failure::Usage(format!("{}: {e}", self.manifest.display())))
     }
 
     /// Sets `route`'s identity weight to `percent` in the manifest file.

@@ -215,29 +215,6 @@ async fn apply(cx: &Ctx, route: &str, percent: u32) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The routes of the manifest that send users to either side (every one the
-/// decommission report must cover).
-fn two_sided_routes(cx: &Ctx) -> Result<Vec<String>, Failure> {
-    let text = std::fs::read_to_string(&cx.virtual_service)
-        .map_err(|e| Failure::Usage(format!("{}: {e}", cx.virtual_service.display())))?;
-    let vs = proxy_routing::VirtualService::parse(&text, None)
-        .map_err(|e| Failure::Usage(format!("{}: {e}", cx.virtual_service.display())))?;
-    Ok(vs
-        .spec
-        .http
-        .iter()
-        .filter(|rule| {
-            let hosts: Vec<&str> = rule
-                .route
-                .iter()
-                .map(|d| d.destination.host.as_str())
-                .collect();
-            hosts.contains(&cx.legacy_host.as_str()) && hosts.contains(&cx.new_host.as_str())
-        })
-        .filter_map(|rule| rule.name.clone())
-        .collect())
-}
-
 async fn auto(cx: &Ctx, args: &AutoArgs, steps: Vec<u32>) -> Result<(), Failure> {
     let seconds = |name: &str, v: f64| {
         if v.is_finite() && v >= 0.0 {
@@ -283,7 +260,7 @@ async fn auto(cx: &Ctx, args: &AutoArgs, steps: Vec<u32>) -> Result<(), Failure>
 
 async fn decommission_report(cx: &Ctx, args: &ReportArgs) -> Result<(), Failure> {
     let journal = journal::Journal::open(args.journal.clone())?;
-    let expected = two_sided_routes(cx)?;
+    let expected = cx.fleet.two_sided_routes()?;
     let final_verify = if args.no_verify {
         None
     } else {

@@ -45,6 +45,27 @@ fn rule_span(lines: &[&str], route: &str) -> Option<(usize, usize)> {
     Some((item, end))
 }
 
+/// The rules of the VirtualService `text` that send users to both `legacy_host` and
+/// `new_host`: the routes a rollout moves (and a decommission report must cover).
+pub fn two_sided_routes(
+    text: &str,
+    legacy_host: &str,
+    new_host: &str,
+) -> Result<Vec<String>, EditError> {
+    let vs = proxy_routing::VirtualService::parse(text, None)
+        .map_err(|e| EditError::Invalid(e.to_string()))?;
+    Ok(vs
+        .spec
+        .http
+        .iter()
+        .filter(|rule| {
+            let has = |host: &str| rule.route.iter().any(|d| d.destination.host == host);
+            has(legacy_host) && has(new_host)
+        })
+        .filter_map(|rule| rule.name.clone())
+        .collect())
+}
+
 /// The current weights of `legacy_host` and `new_host` in rule `route`.
 pub fn weights(
     text: &str,

@@ -351,6 +351,19 @@ impl ProxyConfig {
         self.upstreams.get(host)
     }
 
+    /// Where `route` sends `side`'s requests (`host:port`), if it has that side and an
+    /// upstream serves its destination.
+    pub fn address_of(
+        &self,
+        route: &crate::Route,
+        side: crate::Side,
+    ) -> Option<&http::uri::Authority> {
+        route
+            .upstream(side)
+            .and_then(|u| self.upstream(&u.host))
+            .map(|u| u.address.authority())
+    }
+
     /// The time a write's effect may take to reach the other side, as used: the
     /// setting, at most half the replay's time.
     pub fn write_effects_settle(&self) -> Duration {

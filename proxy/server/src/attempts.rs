@@ -44,13 +44,9 @@ impl Proxy {
             side,
             config,
         } = target;
-        let address = route
-            .upstream(side)
-            .and_then(|u| config.upstream(&u.host))
-            .map(|u| u.address.authority())
-            .ok_or_else(|| {
-                ForwardError::new(ErrorSource::Internal, false, "no destination for that side")
-            })?;
+        let address = config.address_of(route, side).ok_or_else(|| {
+            ForwardError::new(ErrorSource::Internal, false, "no destination for that side")
+        })?;
         let req = build_request(inbound, body, None);
         let t = Instant::now();
         let mut result = self.upstreams.send(address, req, timeout).await;

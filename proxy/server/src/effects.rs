@@ -89,12 +89,7 @@ pub async fn compare(proxy: &Proxy, job: &ReplayJob, primary_body: &[u8]) {
     let (route, kind) = (job.route.name(), job.kind);
     let snap = proxy.live.snapshot();
     let settle = snap.config.write_effects_settle();
-    let Some(address) = job
-        .route
-        .upstream(Side::New)
-        .and_then(|u| snap.config.upstream(&u.host))
-        .map(|u| u.address.authority().clone())
-    else {
+    let Some(address) = snap.config.address_of(&job.route, Side::New).cloned() else {
         return;
     };
     drop(snap);

@@ -205,11 +205,7 @@ async fn fetch(
     reservation: &mut Reservation,
 ) -> Option<Fetched> {
     let snap = proxy.live.snapshot();
-    let address = job
-        .route
-        .upstream(side)
-        .and_then(|u| snap.config.upstream(&u.host))
-        .map(|u| u.address.authority().clone())?;
+    let address = snap.config.address_of(&job.route, side)?.clone();
     let req = build_request(&job.inbound, forward::full(job.body.clone()), mark);
     let limit = snap.config.comparison.max_body_bytes;
     let started = Instant::now();

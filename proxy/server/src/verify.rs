@@ -34,9 +34,8 @@ pub async fn ask(proxy: &Proxy, route: &str, since_micros: i64) -> (StatusCode, 
     let Some(address) = snap
         .table
         .get(route)
-        .and_then(|r| r.upstream(Side::New))
-        .and_then(|u| snap.config.upstream(&u.host))
-        .map(|u| u.address.authority().clone())
+        .and_then(|r| snap.config.address_of(r, Side::New))
+        .cloned()
     else {
         return failed(StatusCode::CONFLICT, "the route has no new side");
     };

@@ -60,6 +60,9 @@ pub struct RehearsalReport {
     pub imported_sessions: u64,
     /// The first member id the identity service gave after the cutover.
     pub cutover_first_id: i64,
+    /// What the proxy compared over the whole rehearsal, every member route summed (the
+    /// autopilot's evidence, read from the same metrics).
+    pub compared: rollout::evidence::Figures,
     /// The decommission report of the autopilot's rollout, as printed.
     pub decommission: Option<String>,
     /// Clients whose last acknowledged write the identity service does not hold, or
@@ -106,35 +109,15 @@ impl RehearsalReport {
         p
     }
 
-    /// Reads compared and, of them, mismatches (a match, noise or mismatch is compared).
+    /// Reads compared and, of them, mismatches (as the autopilot counts them).
     pub fn reads(&self) -> (u64, u64) {
-        let of = |results: &[&str]| -> u64 {
-            self.comparisons
-                .iter()
-                .filter(|(labels, _)| {
-                    results
-                        .iter()
-                        .any(|r| labels.contains(&format!("result=\"{r}\"")))
-                })
-                .map(|(_, n)| n)
-                .sum()
-        };
-        (of(&["match", "noise", "mismatch"]), of(&["mismatch"]))
+        (self.compared.reads.compared, self.compared.reads.mismatches)
     }
 
     /// Write effects compared and, of them, mismatches.
     pub fn write_effects(&self) -> (u64, u64) {
-        let of = |result: &str| -> u64 {
-            self.writes
-                .iter()
-                .filter(|(labels, _)| {
-                    labels.contains("compared=\"effect\"")
-                        && labels.contains(&format!("result=\"{result}\""))
-                })
-                .map(|(_, n)| n)
-                .sum()
-        };
-        (of("match") + of("mismatch"), of("mismatch"))
+        let t = self.compared.write_effects;
+        (t.compared, t.mismatches)
     }
 
     /// A human summary.
@@ -372,5 +355,10 @@ pub async fn rehearse(stack: &Stack, o: &RehearsalOptions) -> anyhow::Result<Reh
     };
     report.comparisons = series("proxy_comparisons_total");
     report.writes = series("proxy_writes_total");
+    let scrape = rollout::evidence::Scrape::parse(&metrics);
+    report.compared = crate::stack::member_routes()
+        .iter()
+        .map(|route| rollout::evidence::Counters::in_scrape(&scrape, route).figures())
+        .fold(rollout::evidence::Figures::default(), |sum, f| sum.plus(&f));
     Ok(report)
 }

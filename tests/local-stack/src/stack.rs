@@ -68,16 +68,7 @@ const NEW_HOST: &str = "identity.members.svc.cluster.local";
 
 /// The rules of the manifest that send users to either side (all but `default`).
 pub fn member_routes() -> Vec<String> {
-    proxy_routing::VirtualService::parse(MANIFEST, Some("member-api"))
-        .map(|vs| {
-            vs.spec
-                .http
-                .iter()
-                .filter(|rule| rule.route.len() == 2)
-                .filter_map(|rule| rule.name.clone())
-                .collect()
-        })
-        .unwrap_or_default()
+    rollout::manifest::two_sided_routes(MANIFEST, LEGACY_HOST, NEW_HOST).unwrap_or_default()
 }
 
 /// The manifest with the identity service at `percent` on every member rule; each
@@ -293,33 +284,12 @@ impl Stack {
 
     /// The new side's share of every member route, in percent.
     pub async fn shares(&self) -> anyhow::Result<Vec<f64>> {
-        let status = self.status().await?;
         let members = member_routes();
-        Ok(status["routes"].as_array().map_or(Vec::new(), |r| {
-            r.iter()
-                .filter(|r| {
-                    r["name"]
-                        .as_str()
-                        .is_some_and(|n| members.iter().any(|m| m == n))
-                })
-                .filter_map(|r| r["new_share_percent"].as_f64())
-                .collect()
-        }))
-    }
-
-    /// Requests the identity service has served through the proxy so far.
-    pub async fn served_by_new(&self) -> anyhow::Result<u64> {
-        let text = reqwest::Client::new()
-            .get(format!("http://{}/metrics", self.admin))
-            .send()
-            .await?
-            .text()
-            .await?;
-        Ok(text
-            .lines()
-            .filter(|l| l.starts_with("proxy_requests_total{") && l.contains(r#"side="new""#))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64)
+        Ok(rollout::status::parse(&self.status().await?)
+            .into_iter()
+            .filter(|r| members.contains(&r.name))
+            .map(|r| r.share)
+            .collect())
     }
 
     /// An admin call (abort, resume, weight override).

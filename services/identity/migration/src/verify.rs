@@ -17,6 +17,10 @@ use crate::{MigrationError, legacy_to_member};
 
 const BATCH: i64 = 5000;
 
+/// A member the legacy holds and the identity service does not, and the reverse.
+const MISSING: &str = "missing in identity";
+const EXTRA: &str = "extra in identity";
+
 /// Identity rows read at once by a verify of the recently changed.
 const CHANGED_BATCH: usize = 1000;
 
@@ -160,12 +164,10 @@ pub async fn verify_changed_since(
                     fetched.as_ref()
                 }
             };
-            let fields = match (u, identity_rows.get(&id)) {
-                (None, None) => Vec::new(),
-                (Some(_), None) => vec!["missing in identity"],
-                (None, Some(_)) => vec!["extra in identity"],
-                (Some(u), Some((m, digest))) => differing_fields(u, m, digest.as_deref()),
-            };
+            let (m, digest) = identity_rows
+                .get(&id)
+                .map_or((None, None), |(m, d)| (Some(m), d.as_deref()));
+            let fields = pair_fields(u, m, digest);
             if !fields.is_empty() {
                 scanned.deviating += 1;
                 scanned.kept.push(Deviation { id, fields });
@@ -238,20 +240,34 @@ pub(crate) async fn read_pair(
 > {
     let u = legacy.user_by_id(legacy.pool(), id).await?;
     let m = store.member_by_id(id).await?;
-    let fields = match (&u, &m) {
-        (None, None) => Vec::new(),
-        (Some(_), None) => vec!["missing in identity"],
-        (None, Some(_)) => vec!["extra in identity"],
-        (Some(u), Some(m)) => {
-            let digests: HashMap<i64, String> = store
-                .legacy_digests_between(id, id)
-                .await?
-                .into_iter()
-                .collect();
-            differing_fields(u, m, digests.get(&id).map(String::as_str))
-        }
+    // The identity service's record of the legacy digest matters only beside both rows.
+    let digest = match (&u, &m) {
+        (Some(_), Some(_)) => store
+            .legacy_digests_between(id, id)
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, d)| d),
+        _ => None,
     };
+    let fields = pair_fields(u.as_ref(), m.as_ref(), digest.as_deref());
     Ok((u, m, fields))
+}
+
+/// The fields in which the two sides' rows of one member differ: the whole row's
+/// absence on one side as `missing in identity` or `extra in identity`, nothing when it
+/// is on neither.
+fn pair_fields(
+    u: Option<&legacy_db::LegacyUser>,
+    m: Option<&identity_store::MemberRow>,
+    known_digest: Option<&str>,
+) -> Vec<&'static str> {
+    match (u, m) {
+        (None, None) => Vec::new(),
+        (Some(_), None) => vec![MISSING],
+        (None, Some(_)) => vec![EXTRA],
+        (Some(u), Some(m)) => differing_fields(u, m, known_digest),
+    }
 }
 
 /// The fields in which the identity service's member differs from the legacy's user.
@@ -344,15 +360,15 @@ async fn scan(store: &Store, legacy: &LegacyDb) -> Result<Scan, MigrationError> 
             }
             (Some(u), Some(m)) if u.id > m.id => {
                 ii += 1;
-                one_side(m.id, "extra in identity")
+                one_side(m.id, EXTRA)
             }
             (None, Some(m)) => {
                 ii += 1;
-                one_side(m.id, "extra in identity")
+                one_side(m.id, EXTRA)
             }
             (Some(u), _) => {
                 li += 1;
-                one_side(u.id, "missing in identity")
+                one_side(u.id, MISSING)
             }
         };
         report.compared += 1;
