@@ -113,7 +113,8 @@ pub enum Action {
     Done,
     /// A breach: the route is aborted and the autopilot stops.
     Abort,
-    /// The evidence stayed short past `max_pause`: the autopilot stops, the route stays.
+    /// The evidence stayed short past `max_pause`, or the manifest's weight was changed
+    /// outside the autopilot: it stops, the route stays where it is.
     GiveUp,
 }
 
@@ -150,7 +151,7 @@ pub enum Outcome {
     Complete,
     /// A route was aborted, for this reason.
     Aborted { route: String, reason: String },
-    /// A route's evidence stayed short.
+    /// A route's evidence stayed short, or its weight was changed outside the autopilot.
     GaveUp { route: String, reason: String },
 }
 
@@ -413,6 +414,21 @@ async fn judge(
     on_decision: &mut (dyn FnMut(&Decision) + Send),
 ) -> Result<Option<Outcome>, Failure> {
     let (figures, missing) = u.evidence(reading, fleet);
+    // The manifest is the source of truth: a weight changed outside the autopilot (an
+    // SRE's step or abort, a second autopilot) is not overwritten; it stops there.
+    let now = fleet.current(&u.route)?;
+    if now != u.percent {
+        let reason = format!(
+            "the manifest's weight of {} changed outside the autopilot ({}% → {now}%); nothing was written: run it again to take over from there",
+            u.route, u.percent
+        );
+        let d = u.decision(Action::GiveUp, reason.clone(), figures, s);
+        record(fleet, journal, on_decision, d).await?;
+        return Ok(Some(Outcome::GaveUp {
+            route: u.route.clone(),
+            reason,
+        }));
+    }
     // A replica's guard aborted the route: every replica follows, and the autopilot stops.
     let aborted = reading.status.iter().enumerate().find_map(|(i, st)| {
         let r = st.as_ref().ok()?.iter().find(|r| r.name == u.route)?;

@@ -6,8 +6,10 @@
 //! proxy replica keeps its own guard, overrides and figures, so an abort must reach them
 //! all, and a step is refused if any replica finds it unsafe or cannot be asked.
 //! Exit codes: 0 done, 1 refused as unsafe (use --force), 2 bad usage or manifest,
-//! 3 a replica's admin API could not be reached; `auto`: 4 a route was aborted, 5 a
-//! route's evidence stayed short past --max-pause; `report`: 6 the report does not pass.
+//! 3 a replica's admin API could not be reached; `auto`: 4 a route was aborted, 5 it
+//! stopped without deciding (a route's evidence stayed short past --max-pause, or its
+//! weight was changed in the manifest outside the autopilot); `report`: 6 the report does
+//! not pass.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -318,6 +318,42 @@ async fn the_autopilot_refuses_bad_settings_and_never_advances_without_evidence(
         502
     );
 
+    // The dashboard's report: what the autopilot published stays when a client sends
+    // too much, or no JSON object.
+    let report = || async {
+        http.get(format!("{admin}/admin/report"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let published = report().await;
+    assert!(published.contains("\"passed\":false"), "{published}");
+    let put = |body: Vec<u8>| {
+        http.put(format!("{admin}/admin/report"))
+            .bearer_auth(TOKEN)
+            .body(body)
+            .send()
+    };
+    let huge = format!("{{\"x\":\"{}\"}}", "a".repeat(300 * 1024));
+    assert_eq!(put(huge.into_bytes()).await.unwrap().status().as_u16(), 413);
+    assert_eq!(put(b"[1]".to_vec()).await.unwrap().status().as_u16(), 400);
+    assert_eq!(
+        put(b"{not json".to_vec()).await.unwrap().status().as_u16(),
+        400
+    );
+    assert_eq!(report().await, published);
+    let anonymous = http
+        .put(format!("{admin}/admin/report"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+
     // A second replica that cannot be read: its evidence is missing, so nothing
     // advances, and the autopilot says which replica it waits for.
     let (second, stop_second) = replica(&vs, &cfg).await;
@@ -354,5 +390,60 @@ async fn the_autopilot_refuses_bad_settings_and_never_advances_without_evidence(
         "{out}"
     );
     assert_eq!(std::fs::read_to_string(&vs).unwrap(), manifest);
+    let _ = tx.send(());
+}
+
+/// Two hands on one route: while the autopilot bakes a step, an SRE (or a second
+/// autopilot) moves the weight. The autopilot does not write over it: it stops, and the
+/// manifest keeps the other hand's weight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_autopilot_stops_when_the_weight_is_changed_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vs, cfg, _) = files(dir.path());
+    let (admin, tx) = replica(&vs, &cfg).await;
+    let journal = dir.path().join("journal.jsonl");
+    let auto = tokio::task::spawn_blocking({
+        let (admin, vs, journal) = (admin.clone(), vs.clone(), journal.clone());
+        move || {
+            rollout(
+                &admin,
+                &vs,
+                TOKEN,
+                &[
+                    "auto",
+                    "users-read",
+                    "--journal",
+                    journal.to_str().unwrap(),
+                    "--bake",
+                    "60",
+                    "--interval",
+                    "0.1",
+                ],
+            )
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (code, out) = tokio::task::spawn_blocking({
+        let (admin, vs) = (admin.clone(), vs.clone());
+        move || rollout(&admin, &vs, TOKEN, &["step", "users-read"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = tokio::time::timeout(Duration::from_secs(20), auto)
+        .await
+        .expect("the autopilot stopped")
+        .unwrap();
+    assert_eq!(code, 5, "{out}");
+    assert!(
+        out.contains("changed outside the autopilot (1% → 5%)"),
+        "{out}"
+    );
+    assert!(std::fs::read_to_string(&vs).unwrap().contains("weight: 95"));
+    let last = std::fs::read_to_string(&journal).unwrap();
+    assert!(
+        last.lines().last().unwrap().contains("\"give_up\""),
+        "{last}"
+    );
     let _ = tx.send(());
 }

@@ -481,6 +481,35 @@ async fn a_new_side_that_never_answers_the_question_holds_no_client_and_no_slot(
         Some(200),
         "the client was held"
     );
+    // A data verify asked meanwhile (the autopilot's) waits for the new side without
+    // holding the admin API: the status still answers at once.
+    let admin = r.proxy.admin;
+    let verify = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("http://{admin}/admin/routes/users-me/verify"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"since_micros": 0}))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = tokio::time::timeout(
+        Duration::from_secs(1),
+        reqwest::Client::new()
+            .get(format!("http://{admin}/admin/status"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send(),
+    )
+    .await;
+    assert!(
+        status.is_ok_and(|r| r.is_ok_and(|r| r.status().is_success())),
+        "the admin API waited for the stuck verify"
+    );
+    assert!(
+        !verify.is_finished(),
+        "the verify did not wait for the new side"
+    );
     // The replay's slot is freed at the replay's time, counted, and nothing judged.
     assert!(
         until(Duration::from_secs(10), || async {
@@ -498,8 +527,13 @@ async fn a_new_side_that_never_answers_the_question_holds_no_client_and_no_slot(
         r.writes("users-me", "profile_update", "mismatch").await,
         0.0
     );
-    // The new side answers again: the next write is compared.
+    // The new side answers again: the held verify is answered, the next write compared.
     gate.set(Gate::Open);
+    let verified = tokio::time::timeout(Duration::from_secs(30), verify).await;
+    assert_eq!(
+        verified.ok().and_then(|v| v.ok()).and_then(|s| s.ok()),
+        Some(200)
+    );
     let (s, _) = patch("after").await;
     assert_eq!(s, 200);
     assert!(
