@@ -159,7 +159,11 @@ pub fn set_weights(
 
 /// Replaces the file in one step.
 pub fn write(path: &Path, text: &str) -> Result<(), EditError> {
-    let tmp = path.with_extension("rollout-tmp");
+    // A temporary file of this writer's own: two writers at the same instant never mix
+    // their bytes (the last rename wins whole).
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("rollout-tmp-{}-{n}", std::process::id()));
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
@@ -170,6 +174,30 @@ mod tests {
     use super::*;
 
     const VS: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: member-api\nspec:\n  hosts: [member-api]\n  http:\n  # reads\n  - name: reads\n    route:\n    - destination:\n        host: legacy.test\n      weight: 99\n    - destination:\n        host: new.test\n        port:\n          number: 8080\n      weight: 1 # one percent\n    mirror:\n      host: new.test\n  - name: writes\n    route:\n    - destination:\n        host: legacy.test\n      weight: 100\n    - destination:\n        host: new.test\n      weight: 0\n";
+
+    /// Two writers of one file at the same instant (two `rollout` runs): the file is
+    /// always one of them whole, never their bytes mixed.
+    #[test]
+    fn writers_at_the_same_instant_never_mix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vs.yaml");
+        let texts = ["a".repeat(200_000), "b".repeat(300_000)];
+        std::thread::scope(|scope| {
+            for text in &texts {
+                let path = &path;
+                scope.spawn(move || {
+                    for _ in 0..20 {
+                        write(path, text).unwrap();
+                    }
+                });
+            }
+            for _ in 0..50 {
+                if let Ok(now) = std::fs::read_to_string(&path) {
+                    assert!(texts.contains(&now), "a mixed file of {} bytes", now.len());
+                }
+            }
+        });
+    }
 
     #[test]
     fn edits_only_the_weights_of_the_named_rule() {
