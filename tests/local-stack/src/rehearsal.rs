@@ -63,6 +63,8 @@ pub struct RehearsalReport {
     /// What the proxy compared over the whole rehearsal, every member route summed (the
     /// autopilot's evidence, read from the same metrics).
     pub compared: rollout::evidence::Figures,
+    /// The proxy's masked samples of the differences, when there were any.
+    pub samples: Option<String>,
     /// The decommission report of the autopilot's rollout, as printed.
     pub decommission: Option<String>,
     /// Clients whose last acknowledged write the identity service does not hold, or
@@ -158,6 +160,9 @@ impl RehearsalReport {
         ));
         if let Some(text) = &self.decommission {
             out.push_str(text);
+        }
+        if let Some(samples) = &self.samples {
+            out.push_str(&format!("masked samples of the differences: {samples}\n"));
         }
         out.push_str("proxy comparisons:\n");
         for (labels, n) in &self.comparisons {
@@ -360,5 +365,22 @@ pub async fn rehearse(stack: &Stack, o: &RehearsalOptions) -> anyhow::Result<Reh
         .iter()
         .map(|route| rollout::evidence::Counters::in_scrape(&scrape, route).figures())
         .fold(rollout::evidence::Figures::default(), |sum, f| sum.plus(&f));
+    // Any difference left its masked sample (field names and shapes, no values): kept,
+    // so that a rare one can be understood from the rehearsal's output alone.
+    if report.compared.held().mismatches > 0 {
+        report.samples = Some(
+            stack
+                .fleet()?
+                .admin(
+                    &format!("http://{}", stack.admin),
+                    reqwest::Method::GET,
+                    "/admin/samples",
+                    None,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .to_string(),
+        );
+    }
     Ok(report)
 }
