@@ -193,6 +193,10 @@ async fn ask(
         headers.insert("x-write-member", HeaderValue::from(id));
     }
     headers.insert("x-write-at", HeaderValue::from(job.received_at_micros));
+    headers.insert(
+        "x-write-answered-at",
+        HeaderValue::from(job.answered_at_micros),
+    );
     if let Some(v) = updated_at.and_then(|t| HeaderValue::from_str(t).ok()) {
         headers.insert("x-write-updated-at", v);
     }

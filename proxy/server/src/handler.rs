@@ -351,9 +351,10 @@ impl Proxy {
             shadow_side: target,
             kind,
             effects,
-            received_at_micros: (std::time::SystemTime::now() - inbound.received.elapsed())
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as i64),
+            received_at_micros: micros_since_epoch(
+                std::time::SystemTime::now() - inbound.received.elapsed(),
+            ),
+            answered_at_micros: micros_since_epoch(std::time::SystemTime::now()),
             primary_status: parts.status.as_u16(),
             primary_headers: parts.headers.clone(),
             captured,
@@ -369,6 +370,11 @@ impl Proxy {
         );
         Response::from_parts(parts, tee.boxed())
     }
+}
+
+fn micros_since_epoch(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// A request body as phase 2 leaves it.

@@ -58,6 +58,8 @@ pub struct ReplayJob {
     pub effects: bool,
     /// When the request came in, in microseconds since the epoch.
     pub received_at_micros: i64,
+    /// When the primary's answer came back (its head), in microseconds since the epoch.
+    pub answered_at_micros: i64,
     pub primary_status: u16,
     pub primary_headers: HeaderMap,
     pub captured: oneshot::Receiver<Captured>,

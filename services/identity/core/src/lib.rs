@@ -129,6 +129,12 @@ impl Identity {
         &self.inner.store
     }
 
+    /// The bounded password hasher (for checks beside the requests, such as a
+    /// write-effect question's).
+    pub fn hasher(&self) -> &identity_passwords::Hasher {
+        &self.inner.hasher
+    }
+
     pub fn tokens(&self) -> &Tokens {
         &self.inner.tokens
     }

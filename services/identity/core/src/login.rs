@@ -162,7 +162,8 @@ impl Identity {
             return Err(CoreError::InvalidCredentials);
         };
         let new_hash = if rehash && !ctx.dry_run {
-            Some(self.inner.hasher.hash(password).await?)
+            let hash = self.inner.hasher.hash(password).await?;
+            Some((member.password_hash.clone(), hash))
         } else {
             None
         };
@@ -179,8 +180,8 @@ impl Identity {
         };
         let id = member.id;
         let issued = self.new_session(&mut legacy, &mut tx, member, now).await?;
-        if let Some(hash) = &new_hash {
-            tx.set_password_hash(id, hash, None).await?;
+        if let Some((verified, hash)) = &new_hash {
+            tx.rehash_password(id, verified, hash).await?;
         }
         if let Some(client) = &ctx.client {
             tx.remember_client(id, &throttle_client_key(client), now.as_micros())

@@ -69,7 +69,7 @@ impl Identity {
             .await?;
         let mut tx = self.inner.store.begin().await?;
         if let Some(hash) = &hash {
-            tx.set_password_hash(id, hash, Some(now)).await?;
+            tx.set_password_hash(id, hash, now).await?;
         }
         if let Some(digest) = &legacy_digest {
             tx.set_legacy_digest(id, digest).await?;

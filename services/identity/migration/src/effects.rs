@@ -4,8 +4,9 @@
 //! `/internal/write-effects`): once the write has reached the other side (the
 //! write-through at once, the sync within its lag), the member must be the same on both
 //! sides, and as the request asked on each: the fields a profile change set, the
-//! scrubbed row and no session left after a withdrawal, no other session after a
-//! password change, no session after a log-out. A write answered alike by both sides
+//! scrubbed row and no session left after a withdrawal, the new password taking on
+//! both sides and no other session after a password change, no session after a
+//! log-out. A write answered alike by both sides
 //! can still have done different things; this is where it shows.
 //!
 //! Differences are named, never valued (`phone_number`, `legacy:phone_number`,
@@ -14,9 +15,11 @@
 
 use std::collections::HashSet;
 
+use identity_passwords::{Hasher, PasswordError, Verdict};
 use identity_store::{MemberRow, Store};
 use legacy_db::LegacyDb;
 use member_contract::Timestamp;
+use member_contract::fields::Password;
 use member_contract::forms::ProfileChanges;
 
 use crate::verify::read_pair;
@@ -34,8 +37,10 @@ pub enum Expected {
     },
     /// A profile change: the fields it set.
     Profile(ProfileChanges),
-    /// A password change: every session but the current one ended.
-    PasswordChanged,
+    /// A password change: the new password taking on both sides (`None`: an empty new
+    /// password, which leaves the digest as it was), every session but the current one
+    /// ended.
+    PasswordChanged(Option<Password>),
     /// A withdrawal: the row scrubbed, every session ended.
     Withdrawn,
     /// A log-out: the current session ended.
@@ -55,7 +60,7 @@ impl Expected {
     pub fn needs_current_session(&self) -> bool {
         matches!(
             self,
-            Expected::PasswordChanged | Expected::Withdrawn | Expected::LoggedOut
+            Expected::PasswordChanged(_) | Expected::Withdrawn | Expected::LoggedOut
         )
     }
 }
@@ -92,6 +97,9 @@ pub struct Written {
     /// The member's `updated_at` in the primary's answer, as rendered there (a sign-up,
     /// a profile change), if it had one.
     pub updated_at: Option<String>,
+    /// When the primary's answer came back to the proxy (microseconds since the epoch,
+    /// its clock): a row written later than that was written again since.
+    pub answered_at: Option<i64>,
 }
 
 /// The differences between what the write should have left and what each side holds.
@@ -99,10 +107,13 @@ pub struct Written {
 /// sessions created after it came in are not ones it should have ended (a log-in
 /// racing a password change), and a row whose `updated_at` is not the one the write
 /// answered with was written again (or not yet brought over: asked again) and is judged
-/// by the two sides' agreement only.
+/// by the two sides' agreement only. A new password is checked against both sides'
+/// digests (on `hasher`'s free capacity only: never at a log-in's expense) unless a
+/// row was written after the write was answered (another change may have replaced it).
 pub async fn write_effects(
     store: &Store,
     legacy: &LegacyDb,
+    hasher: &Hasher,
     member_id: i64,
     expected: &Expected,
     current: &Current,
@@ -128,6 +139,15 @@ pub async fn write_effects(
             expect_row(&mut out, "identity", m, expected);
         }
     }
+    if let Expected::PasswordChanged(Some(new)) = expected {
+        let rows = [("legacy", legacy_row.as_ref()), ("identity", member.as_ref())];
+        let written_since = rows.iter().any(|(_, row)| {
+            row.is_some_and(|r| written.answered_at.is_none_or(|at| r.updated_at > at))
+        });
+        if !written_since {
+            new_password_takes(&mut out, hasher, new, &rows).await;
+        }
+    }
     if expected.touches_sessions() {
         let legacy_rows = legacy
             .session_ids_of_user(
@@ -151,6 +171,42 @@ pub async fn write_effects(
         superseded,
         behind,
     })
+}
+
+/// Whether the new password verifies against each side's digest (one verification
+/// when both hold the same one); a side where it does not is named `SIDE:password`.
+/// Nothing is judged when the hasher has no slot free at once.
+async fn new_password_takes(
+    out: &mut Vec<String>,
+    hasher: &Hasher,
+    new: &Password,
+    rows: &[(&str, Option<&MemberRow>)],
+) {
+    let mut verdicts: Vec<(&str, &str, Verdict)> = Vec::new();
+    for (side, row) in rows {
+        let Some(row) = row.filter(|r| r.deleted_at.is_none()) else {
+            continue;
+        };
+        let digest = row.password_hash.as_str();
+        let earlier = verdicts.iter().find(|(_, d, _)| *d == digest);
+        let verdict = match earlier {
+            Some((_, _, v)) => *v,
+            None => match hasher.verify_if_free(new.expose(), Some(digest)).await {
+                Ok(v) => v,
+                Err(PasswordError::Busy) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a new password's digest not checked");
+                    return;
+                }
+            },
+        };
+        verdicts.push((side, digest, verdict));
+    }
+    for (side, _, verdict) in verdicts {
+        if verdict == Verdict::Mismatch {
+            out.push(format!("{side}:password"));
+        }
+    }
 }
 
 /// The row of one side against the request.
@@ -200,7 +256,7 @@ fn expect_row(out: &mut Vec<String>, side: &str, row: &MemberRow, expected: &Exp
             wrong("phone_number", row.phone_number.is_none());
             wrong("profile_image_url", row.profile_image_url.is_none());
         }
-        Expected::PasswordChanged | Expected::LoggedOut | Expected::Agreement => {}
+        Expected::PasswordChanged(_) | Expected::LoggedOut | Expected::Agreement => {}
     }
 }
 
@@ -233,7 +289,7 @@ fn sessions(
     // Which sessions the write should have ended: all, all but the current, the current.
     let ends: fn(bool) -> bool = match expected {
         Expected::Withdrawn => |_| true,
-        Expected::PasswordChanged => |current| !current,
+        Expected::PasswordChanged(_) => |current| !current,
         Expected::LoggedOut => |current| current,
         _ => return,
     };
@@ -286,7 +342,7 @@ mod tests {
             check(
                 &[1],
                 &[("a", Some(1), true), ("b", Some(2), true)],
-                Expected::PasswordChanged,
+                Expected::PasswordChanged(None),
                 current.clone()
             )
             .is_empty()
@@ -296,7 +352,7 @@ mod tests {
             check(
                 &[1, 2],
                 &[("a", Some(1), true), ("b", Some(2), true)],
-                Expected::PasswordChanged,
+                Expected::PasswordChanged(None),
                 current.clone()
             ),
             ["legacy:sessions", "identity:sessions"]
@@ -306,7 +362,7 @@ mod tests {
             check(
                 &[1, 7],
                 &[("a", Some(1), true)],
-                Expected::PasswordChanged,
+                Expected::PasswordChanged(None),
                 current
             ),
             ["legacy:sessions"]

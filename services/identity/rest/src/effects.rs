@@ -4,8 +4,8 @@
 //! The proxy sends the client's request again, as it was (method and path in
 //! `x-write-method` and `x-write-path`, its `authorization`, `content-type` and body),
 //! when it came in at the proxy (`x-write-at`, microseconds since the epoch) and the member's
-//! `updated_at` in the primary's answer (`x-write-updated-at`), so that no other write
-//! is held against it; the member id from the primary's answer when it had one or from
+//! `updated_at` in the primary's answer (`x-write-updated-at`) and when that answer
+//! came back (`x-write-answered-at`), so that no other write is held against it; the member id from the primary's answer when it had one or from
 //! an earlier answer here (`x-write-member`), and the mark `x-shadow: write-effects`, which the proxy strips from every client's request:
 //! without it the path is no route, as on the legacy. Nothing is written; the answer
 //! names the differing fields, never their values:
@@ -25,7 +25,7 @@ use axum::http::{HeaderMap, Response, StatusCode, header};
 use identity_migration::{Current, Expected, Written, write_effects};
 use identity_tokens::hash_refresh_token;
 use member_contract::auth::bearer_token;
-use member_contract::forms::{ProfileForm, SignUpForm};
+use member_contract::forms::{PasswordChangeForm, ProfileForm, SignUpForm};
 use member_contract::{Endpoint, Params, parse_body, parse_query, route};
 use serde_json::json;
 
@@ -115,6 +115,7 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
     let written = Written {
         received_at,
         updated_at: text("x-write-updated-at").map(str::to_owned),
+        answered_at: text("x-write-answered-at").and_then(|v| v.parse().ok()),
     };
     let Some(member_id) = answered.or(named.as_ref().map(|n| n.member_id)) else {
         if let (Endpoint::LogOut, Some(token)) = (endpoint, &token) {
@@ -132,6 +133,7 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
     match write_effects(
         state.identity.store(),
         &link.db,
+        state.identity.hasher(),
         member_id,
         &expected,
         &current,
@@ -214,7 +216,14 @@ fn expected(endpoint: Endpoint<'_>, params: &mut Params) -> Option<Expected> {
             let form = ProfileForm::from_params(params).ok()?;
             Expected::Profile(form.validate().ok()?)
         }
-        Endpoint::ChangePassword => Expected::PasswordChanged,
+        Endpoint::ChangePassword => {
+            let form = PasswordChangeForm::from_params(params).ok()?;
+            match form.password.as_deref() {
+                // The digest stays, as `has_secure_password` leaves it.
+                Some("") => Expected::PasswordChanged(None),
+                _ => Expected::PasswordChanged(Some(form.validate_new().ok()?)),
+            }
+        }
         Endpoint::Withdraw => Expected::Withdrawn,
         Endpoint::LogOut => Expected::LoggedOut,
         Endpoint::LogIn | Endpoint::Refresh => Expected::Agreement,

@@ -242,39 +242,47 @@ impl Tx {
         Ok(next)
     }
 
-    /// Stores a new password hash. `touch` moves `updated_at` (a password change does;
-    /// a transparent re-hash at log-in does not).
+    /// Stores a new password hash (a password change: `updated_at` moves, and those
+    /// who keep the member see it).
     pub async fn set_password_hash(
         &mut self,
         id: i64,
         hash: &str,
-        touch: Option<i64>,
+        now: i64,
     ) -> Result<(), StoreError> {
-        match touch {
-            Some(now) => {
-                let done = sqlx::query("UPDATE members SET password_hash = $1, updated_at = $2 WHERE id = $3 AND deleted_at IS NULL")
-                    .bind(hash)
-                    .bind(now)
-                    .bind(id)
-                    .execute(self.conn())
-                    .await?;
-                // Its update time moved: those who keep the member see it.
-                if done.rows_affected() > 0 {
-                    self.note_change(id, ChangeKind::Updated);
-                }
-                done
-            }
-            None => {
-                sqlx::query(
-                    "UPDATE members SET password_hash = $1 WHERE id = $2 AND deleted_at IS NULL",
-                )
-                .bind(hash)
-                .bind(id)
-                .execute(self.conn())
-                .await?
-            }
-        };
+        let done = sqlx::query(
+            "UPDATE members SET password_hash = $1, updated_at = $2 WHERE id = $3 AND deleted_at IS NULL",
+        )
+        .bind(hash)
+        .bind(now)
+        .bind(id)
+        .execute(self.conn())
+        .await?;
+        if done.rows_affected() > 0 {
+            self.note_change(id, ChangeKind::Updated);
+        }
         Ok(())
+    }
+
+    /// Replaces the hash a log-in verified with a fresh one of the same password (a
+    /// transparent re-hash: `updated_at` stays), only if it is still the one verified:
+    /// a password change that committed while the log-in was verifying the old password
+    /// must not be overwritten by a hash of that old password.
+    pub async fn rehash_password(
+        &mut self,
+        id: i64,
+        verified: &str,
+        hash: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE members SET password_hash = $1 WHERE id = $2 AND password_hash = $3 AND deleted_at IS NULL",
+        )
+        .bind(hash)
+        .bind(id)
+        .bind(verified)
+        .execute(self.conn())
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// Withdrawal: the row stays (the id is never reused), scrubbed of personal data.

@@ -117,6 +117,56 @@ async fn a_profile_change_and_a_password_change_at_once_never_deadlock() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_in_with_the_old_password_racing_a_password_change_never_brings_the_old_password_back()
+ {
+    // A legacy member's first log-in here re-hashes its bcrypt digest; one that had
+    // verified the old password while the change committed stored a hash of the old
+    // password over the new one (the new password then refused here, the old accepted).
+    // The log-ins that lose the race fail: not so many that the throttle answers.
+    let m = migrating(true, &["--throttle-per-account-client", "1000"]);
+    for round in 0..8 {
+        let email = email("rehash");
+        m.sign_up_on_legacy(&email, "password-old").await;
+        let (token, _) = m.log_in(true, &email, "password-old").await;
+        // Log-ins started over the change's whole course (they queue for hashing with it).
+        let log_ins: Vec<_> = (0..16u64)
+            .map(|n| {
+                let (url, email) = (m.url("/api/v1/sessions"), email.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(n % 4)).await;
+                    call(
+                        "POST",
+                        url,
+                        None,
+                        Some(json!({"email": email, "password": "password-old"})),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        let (s, v) = call(
+            "PUT",
+            m.url("/api/v1/users/me/password"),
+            Some(&token),
+            Some(json!({"current_password": "password-old", "password": "password-new"})),
+        )
+        .await;
+        assert_eq!(s, 204, "round {round}: {v}");
+        for log_in in log_ins {
+            let (s, v) = log_in.await.unwrap();
+            assert!(matches!(s, 201 | 401), "round {round}: {s} {v}");
+        }
+        for (password, want) in [("password-new", 201), ("password-old", 401)] {
+            let body = json!({"email": email, "password": password});
+            for url in [m.url("/api/v1/sessions"), m.legacy_url("/api/v1/sessions")] {
+                let (s, v) = call("POST", url.clone(), None, Some(body.clone())).await;
+                assert_eq!(s, want, "round {round}: {password} at {url}: {v}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_profile_changes_at_once_both_stay_on_both_sides() {
     let m = migrating(true, &[]);
     let email = email("patch");

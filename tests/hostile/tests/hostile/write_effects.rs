@@ -1,6 +1,7 @@
 //! Writes judged by what they did: a new side that writes wrongly while answering
 //! rightly (a field dropped on a profile change, a password change that leaves the
-//! other sessions alive, a withdrawal that keeps the phone number) is caught by the
+//! other sessions alive or whose new password does not take, a withdrawal that keeps
+//! the phone number) is caught by the
 //! proxy's write-effect comparison, named by field, and its route aborted by the guard;
 //! and the whole life of a member, served by either side, leaves no difference at all.
 //! The wrong writes are planted in the databases themselves (triggers), so that the
@@ -212,6 +213,36 @@ async fn a_password_change_that_leaves_the_other_sessions_alive_is_caught_and_ab
         second["token"].as_str().unwrap(),
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_whose_new_password_does_not_take_on_the_new_side_is_caught() {
+    let r = rollout(true, 100);
+    let email = email("digest");
+    r.sign_up(&email, &phone()).await;
+    let session = r.log_in(&email, "password-1").await;
+    // Planted: the new side keeps the old hash (the legacy gets the new digest, and the
+    // identity service's record of it too: the two rows' digests alone look right).
+    psql(
+        &r.m.identity.database_url,
+        "CREATE FUNCTION planted() RETURNS trigger AS $$ BEGIN NEW.password_hash := OLD.password_hash; RETURN NEW; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER planted BEFORE UPDATE ON members FOR EACH ROW EXECUTE FUNCTION planted();",
+    );
+    let (s, v) = call(
+        "PUT",
+        r.url("/api/v1/users/me/password"),
+        session["token"].as_str(),
+        Some(json!({"current_password": "password-1", "password": "password-2"})),
+    )
+    .await;
+    assert_eq!(s, 204, "{v}");
+    r.caught("password_change", &["effect:identity:password"], "password-2")
+        .await;
+    let samples = r.samples().await;
+    assert!(
+        !samples.contains("effect:legacy:password"),
+        "the legacy took it: {samples}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
