@@ -140,7 +140,10 @@ pub async fn write_effects(
         }
     }
     if let Expected::PasswordChanged(Some(new)) = expected {
-        let rows = [("legacy", legacy_row.as_ref()), ("identity", member.as_ref())];
+        let rows = [
+            ("legacy", legacy_row.as_ref()),
+            ("identity", member.as_ref()),
+        ];
         let written_since = rows.iter().any(|(_, row)| {
             row.is_some_and(|r| written.answered_at.is_none_or(|at| r.updated_at > at))
         });

@@ -236,8 +236,12 @@ async fn a_password_change_whose_new_password_does_not_take_on_the_new_side_is_c
     )
     .await;
     assert_eq!(s, 204, "{v}");
-    r.caught("password_change", &["effect:identity:password"], "password-2")
-        .await;
+    r.caught(
+        "password_change",
+        &["effect:identity:password"],
+        "password-2",
+    )
+    .await;
     let samples = r.samples().await;
     assert!(
         !samples.contains("effect:legacy:password"),
