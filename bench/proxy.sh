@@ -18,7 +18,11 @@
 # masking, the sample and the confirmation (a mismatching read is asked again of both
 # sides 400 ms later, holding its replay slot: 1% stays within what 256 slots confirm per
 # second, 640, at this load; a storm beyond it is skipped as overload, the primary path
-# unaffected). The goals are judged on "shadow".
+# unaffected). The goals are judged on "shadow". Ours runs a fifth time, "plain-traced":
+# plain with traces on (OTEL_EXPORTER_OTLP_ENDPOINT set, every request sampled: a server
+# span and a client span each, exported over OTLP/gRPC to a counting sink,
+# `member-load otlp-sink`); "plain" is the same build with traces off, and
+# BASELINE_PROXY (below) set to a build from before tracing existed shows what off costs.
 # Every peer and mode runs ROUNDS times (default 2), the rounds interleaved (all peers,
 # then all peers again): the table shows the median of the rounds.
 #
@@ -94,6 +98,9 @@ cargo build --profile production --locked -p migration-proxy 2>"$work/build.log"
 # A private copy: target/ is shared, and another build may replace the binary mid-run.
 cp "${CARGO_TARGET_DIR:-target}/production/migration-proxy" "$work/migration-proxy"
 proxy_bin="$work/migration-proxy"
+echo "== building member-load (the OTLP sink of the traced run)"
+cargo build --release --locked -p member-load 2>"$work/build.log" || { cat "$work/build.log" >&2; exit 1; }
+cp "${CARGO_TARGET_DIR:-target}/release/member-load" "$work/member-load"
 # Bounded in time from here on (the build above may wait on cargo's lock): every wait has
 # a limit (curl -m, timeout on wrk, 15 s for a server to answer, 5 s for one to stop).
 
@@ -264,7 +271,7 @@ echo "== measuring (wrk -t1 -c$conns, ${warmup}s warm-up + ${secs}s per run); ma
 # --- 1. direct (run in the rounds below) -------------------------------------------------
 
 # --- 2. migration-proxy -----------------------------------------------------------------
-write_proxy_files() { # mode: plain | shadow | shadow-nolearn | shadow-mismatch
+write_proxy_files() { # mode: plain | plain-traced | shadow | shadow-nolearn | shadow-mismatch
   # The comparison settings are the project's own (proxy/config/local.yaml), learn_noise
   # turned off for shadow-nolearn.
   local comparison
@@ -308,7 +315,7 @@ spec:
       weight: 30
     timeout: 5s
 EOF
-  if [ "$1" != plain ]; then
+  if [ "$1" != plain ] && [ "$1" != plain-traced ]; then
     cat >>"$work/vs.yaml" <<EOF
     mirrors:
     - destination: {host: new.bench.local}
@@ -325,7 +332,9 @@ run_proxy() { # mode [binary peer-name]
   write_proxy_files "$1"
   local port admin pid bin="${2:-$proxy_bin}" peer="${3:-migration-proxy}"
   port=$(free_port); admin=$(free_port)
-  RUST_LOG=info "$bin" --virtual-service "$work/vs.yaml" --config "$work/proxy.yaml" \
+  local otel=()
+  [ "$1" = plain-traced ] && otel=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port")
+  env "${otel[@]}" RUST_LOG=info "$bin" --virtual-service "$work/vs.yaml" --config "$work/proxy.yaml" \
     --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --log-format text >"$work/$peer-$1.log" 2>&1 &
   pid=$!; pids+=("$pid")
   wait_http "http://127.0.0.1:$admin/readyz" "$pid" "$work/$peer-$1.log"
@@ -453,11 +462,17 @@ EOF
   measure nginx "$1" "$port" "$pid" $workers
   stop_pid "$pid"
 }
+# --- the OTLP sink of the traced runs ----------------------------------------------------
+sink_port=$(free_port)
+"$work/member-load" otlp-sink --listen "127.0.0.1:$sink_port" >"$work/sink.out" 2>"$work/sink.log" &
+sink_pid=$!; pids+=("$sink_pid")
+for _ in $(seq 1 150); do grep -q listening "$work/sink.log" 2>/dev/null && break; sleep 0.1; done
+
 # --- the rounds: every peer and mode, then all again -------------------------------------
 for round in $(seq 1 "$rounds"); do
   echo "== round $round of $rounds"
   measure direct plain "$legacy_port"
-  for mode in plain shadow shadow-nolearn shadow-mismatch; do
+  for mode in plain plain-traced shadow shadow-nolearn shadow-mismatch; do
     [ -z "${BASELINE_PROXY:-}" ] || run_proxy "$mode" "$work/proxy-before" proxy-before
     run_proxy "$mode"
   done
@@ -531,7 +546,12 @@ if ("migration-proxy", "shadow-mismatch") in fig:
     mm = fig[("migration-proxy", "shadow-mismatch")]
     print(f"  comparison cost: 1% of the users' answers mismatching {mm['rps']:.0f} req/s vs all matching "
           f"{ourss['rps']:.0f} ({mm['rps'] / ourss['rps']:.2f}x), CPU {mm['cpu']} vs {ourss['cpu']} us/req")
-for mode in ("plain", "shadow", "shadow-nolearn", "shadow-mismatch"):
+if ("migration-proxy", "plain-traced") in fig:
+    tr = fig[("migration-proxy", "plain-traced")]
+    print(f"  traces on (every request exported) {tr['rps']:.0f} req/s vs off {ours['rps']:.0f} "
+          f"({tr['rps'] / ours['rps']:.2f}x), p99 {tr['p99']:.2f} vs {ours['p99']:.2f} ms, "
+          f"CPU {tr['cpu']} vs {ours['cpu']} us/req, RSS {tr['rss']:.1f} vs {ours['rss']:.1f} MiB")
+for mode in ("plain", "plain-traced", "shadow", "shadow-nolearn", "shadow-mismatch"):
     if ("proxy-before", mode) in fig:
         b, a = fig[("proxy-before", mode)], fig[("migration-proxy", mode)]
         print(f"  before/after {mode:<14} req/s {b['rps']:.0f} -> {a['rps']:.0f} ({a['rps'] / b['rps']:.2f}x), "
@@ -540,6 +560,8 @@ EOF
 echo
 echo "Checks (the proxy's own /metrics, whole run including warm-up):"
 sed 's/^/  /' "$work/checks.txt"
+stop_pid "$sink_pid"
+echo "  OTLP sink (plain-traced runs, warm-up included): $(cat "$work/sink.out" 2>/dev/null)"
 echo "  (shadow: mirrors to both sides at 100%, learn_noise on as in proxy/config/local.yaml, so"
 echo "   each safe request also asks legacy a second time; shadow-nolearn: learn_noise off;"
 echo "   shadow-mismatch: the new side answers 1% of the users with another body)"

@@ -167,6 +167,12 @@ enum Cmd {
         #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
         writers: u64,
     },
+    /// An OTLP trace receiver (gRPC) that counts the spans it is sent, until SIGTERM or
+    /// SIGINT; prints the count then.
+    OtlpSink {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
 }
 
 #[tokio::main]
@@ -212,6 +218,18 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             concurrency,
         } => login(&base_url, seconds, concurrency).await,
+        Cmd::OtlpSink { listen } => {
+            let sink = test_support::otlp::OtlpReceiver::start_on(listen, false).await;
+            eprintln!("otlp sink listening on {}", sink.addr);
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            println!("spans received: {}", sink.count());
+            Ok(())
+        }
         Cmd::GrpcReads {
             addr,
             method,

@@ -15,6 +15,7 @@ use proxy_routing::{ProxyConfig, Route, Side};
 use crate::Proxy;
 use crate::forward::{self, ErrorSource, ForwardError, ProxyBody};
 use crate::request::{Inbound, build_request, is_safe};
+use crate::trace::OutgoingSpan;
 
 /// An upstream's answer, or why there is none.
 pub type Attempt = Result<Response<Incoming>, ForwardError>;
@@ -47,9 +48,16 @@ impl Proxy {
         let address = config.address_of(route, side).ok_or_else(|| {
             ForwardError::new(ErrorSource::Internal, false, "no destination for that side")
         })?;
-        let req = build_request(inbound, body, None);
+        let mut req = build_request(inbound, body, None);
+        let span = inbound.trace.as_ref().and_then(|cx| {
+            let name = format!("{} {} {}", inbound.method, route.name(), side.as_str());
+            OutgoingSpan::child(cx, name, side, req.headers_mut())
+        });
         let t = Instant::now();
         let mut result = self.upstreams.send(address, req, timeout).await;
+        if let Some(span) = &span {
+            span.answered(result.as_ref().ok().map(|r| r.status().as_u16()));
+        }
         if let Err(e) = &mut result
             && client_timed_out.is_some_and(|f| f.load(Ordering::Relaxed))
         {

@@ -21,6 +21,7 @@ use shadow_compare::{MaskedSample, Outcome, path_template};
 use crate::Proxy;
 use crate::forward;
 use crate::replay::ReplayJob;
+use crate::trace::OutgoingSpan;
 
 /// The identity service's answer to the question.
 const PATH: &str = "/internal/write-effects";
@@ -203,11 +204,18 @@ async fn ask(
     if let Ok(v) = HeaderValue::from_str(&job.inbound.request_id) {
         headers.insert("x-request-id", v);
     }
-    let Ok(resp) = proxy
+    let span = job.inbound.trace.as_ref().and_then(|cx| {
+        let name = format!("write effects {} {kind}", job.route.name(), kind = job.kind);
+        OutgoingSpan::linked(cx, name, Side::New, req.headers_mut())
+    });
+    let sent = proxy
         .upstreams
         .send(address, req, job.route.timeout())
-        .await
-    else {
+        .await;
+    if let Some(span) = &span {
+        span.answered(sent.as_ref().ok().map(|r| r.status().as_u16()));
+    }
+    let Ok(resp) = sent else {
         return (Asked::Unavailable, None, false);
     };
     let status = resp.status().as_u16();

@@ -32,6 +32,7 @@ use crate::replay::{ReplayJob, Slots, spawn_replay};
 use crate::request::{self, Inbound, is_safe};
 use crate::state::Snapshot;
 use crate::tee::TeeBody;
+use crate::trace::RequestSpan;
 use crate::writes;
 
 /// A request the proxy took on: its rule, its side, and what it keeps of it.
@@ -90,6 +91,7 @@ impl Proxy {
     ) -> Response<Served> {
         let started = Instant::now();
         let snap = self.live.snapshot();
+        let span = RequestSpan::start(req.method(), req.headers());
         let admitted = match self.admit(&snap, req, client, started) {
             Ok(a) => a,
             Err(refusal) => return refusal.into_response(in_flight),
@@ -97,9 +99,13 @@ impl Proxy {
         let Admitted {
             route,
             side,
-            inbound,
+            mut inbound,
             incoming,
         } = admitted;
+        if let Some(span) = &span {
+            span.routed(&inbound.method, route.name(), side);
+            inbound.trace = Some(span.context());
+        }
         let body = match self.read_body(&snap, incoming, started).await {
             Ok(body) => body,
             Err(refusal) => return refusal.into_response(in_flight),
@@ -140,6 +146,9 @@ impl Proxy {
             }
         };
         let response = self.respond(&route, served_by, &inbound, result);
+        if let Some(span) = &span {
+            span.answered(response.status().as_u16(), served_by);
+        }
         tracing::debug!(request_id = %inbound.request_id, route = route.name(), side = served_by.as_str(), status = response.status().as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "proxied");
         let response = match buffered {
             Some(buffered) => {
@@ -192,6 +201,7 @@ impl Proxy {
                 headers,
                 request_id,
                 received,
+                trace: None,
             },
             incoming,
         })

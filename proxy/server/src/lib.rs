@@ -21,6 +21,7 @@ mod request;
 mod serve;
 mod state;
 mod tee;
+mod trace;
 mod verify;
 mod writes;
 

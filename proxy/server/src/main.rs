@@ -47,15 +47,13 @@ fn main() -> ExitCode {
         eprintln!("error: invalid setting --log-format: must be json or text");
         return ExitCode::from(64);
     }
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if cli.log_format == "json" {
-        builder.json().flatten_event(true).try_init()
-    } else {
-        builder.try_init()
+    // Logs, and traces when the OTEL_* environment asks for them.
+    let telemetry = match telemetry::init("migration-proxy", &cli.log_format, "info") {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(64);
+        }
     };
     let settings = Settings {
         virtual_service: cli.virtual_service,
@@ -71,7 +69,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let bound = match Proxy::build(settings).await {
             Ok(b) => b,
             Err(e) => {
@@ -87,5 +85,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    drop(runtime);
+    telemetry.shutdown();
+    code
 }

@@ -28,6 +28,7 @@ use crate::forward;
 use crate::limits::Reservation;
 use crate::request::{Inbound, build_request, is_safe};
 use crate::tee::Captured;
+use crate::trace::OutgoingSpan;
 
 /// Of the replayed safe requests, how many per thousand also learn noise.
 const LEARN_SAMPLE_PER_MILLE: u32 = 50;
@@ -208,7 +209,11 @@ async fn fetch(
 ) -> Option<Fetched> {
     let snap = proxy.live.snapshot();
     let address = snap.config.address_of(&job.route, side)?.clone();
-    let req = build_request(&job.inbound, forward::full(job.body.clone()), mark);
+    let mut req = build_request(&job.inbound, forward::full(job.body.clone()), mark);
+    let span = job.inbound.trace.as_ref().and_then(|cx| {
+        let name = format!("replay {} {}", job.route.name(), side.as_str());
+        OutgoingSpan::linked(cx, name, side, req.headers_mut())
+    });
     let limit = snap.config.comparison.max_body_bytes;
     let started = Instant::now();
     let resp = proxy
@@ -216,6 +221,9 @@ async fn fetch(
         .send(&address, req, job.route.timeout())
         .await;
     let elapsed = started.elapsed();
+    if let Some(span) = &span {
+        span.answered(resp.as_ref().ok().map(|r| r.status().as_u16()));
+    }
     let resp = resp.ok()?;
     let status = resp.status().as_u16();
     let (parts, mut body) = resp.into_parts();

@@ -20,6 +20,8 @@ pub struct Inbound {
     pub request_id: String,
     /// When the request came in.
     pub received: std::time::Instant,
+    /// The request's span, when traces are on (`trace`).
+    pub trace: Option<opentelemetry::Context>,
 }
 
 pub fn is_safe(method: &Method) -> bool {

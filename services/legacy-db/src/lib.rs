@@ -109,6 +109,7 @@ pub struct LegacyDb {
 impl LegacyDb {
     /// Connects (`sqlite://FILE?mode=rwc` or `postgres://...`; Rails' `sqlite3:FILE` is
     /// accepted too).
+    #[tracing::instrument(target = "traced", name = "legacy db connect", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, LegacyError> {
         sqlx::any::install_default_drivers();
         let (url, backend) = if let Some(path) = url.strip_prefix("sqlite3:") {
@@ -168,11 +169,13 @@ impl LegacyDb {
     }
 
     /// Creates the ActiveRecord schema if the database does not have it yet.
+    #[tracing::instrument(target = "traced", name = "legacy db ensure_schema", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn ensure_schema(&self) -> Result<(), LegacyError> {
         schema::ensure(&self.pool, self.backend).await
     }
 
     /// Starts a writing transaction (`BEGIN IMMEDIATE` on SQLite).
+    #[tracing::instrument(target = "traced", name = "legacy db begin", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, LegacyError> {
         Ok(match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,

@@ -56,6 +56,7 @@ INSERT INTO schema_migrations (version) VALUES ('20240101000001'), ('20240101000
 INSERT INTO ar_internal_metadata (key, value, created_at, updated_at) VALUES ('environment', 'production', now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC') ON CONFLICT DO NOTHING;
 "#;
 
+#[tracing::instrument(target = "traced", name = "legacy db ensure", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
 pub async fn ensure(pool: &AnyPool, backend: Backend) -> Result<(), LegacyError> {
     let sql = match backend {
         Backend::Sqlite => SQLITE,

@@ -78,6 +78,7 @@ impl LegacyDb {
     }
 
     /// `Session.unexpired.find_by(token:)`.
+    #[tracing::instrument(target = "traced", name = "legacy db live_session_by_token", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn live_session_by_token<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,
@@ -100,6 +101,7 @@ impl LegacyDb {
     }
 
     /// `Session.refreshable.find_by(refresh_token:)`.
+    #[tracing::instrument(target = "traced", name = "legacy db refreshable_session", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn refreshable_session<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,
@@ -123,6 +125,7 @@ impl LegacyDb {
 
     /// Sessions that can still be refreshed, by id after `after_id`, at most `limit`
     /// (the cutover imports them).
+    #[tracing::instrument(target = "traced", name = "legacy db refreshable_sessions_after", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn refreshable_sessions_after<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,
@@ -145,6 +148,7 @@ impl LegacyDb {
     }
 
     /// Inserts a session row as given (its tokens chosen by the caller).
+    #[tracing::instrument(target = "traced", name = "legacy db insert_session", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn insert_session<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,
@@ -173,6 +177,7 @@ impl LegacyDb {
     }
 
     /// `user.sessions.create!`: fresh tokens, 1 hour and 30 days.
+    #[tracing::instrument(target = "traced", name = "legacy db create_session", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn create_session(
         &self,
         conn: &mut sqlx::AnyConnection,
@@ -195,6 +200,7 @@ impl LegacyDb {
     /// Deletes one session; the number of rows deleted (0 when another request won).
     /// Of `ids`, the sessions rows that still exist (not logged out, rotated or ended
     /// by a password change or a withdrawal).
+    #[tracing::instrument(target = "traced", name = "legacy db existing_session_ids", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn existing_session_ids<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,
@@ -214,6 +220,7 @@ impl LegacyDb {
 
     /// Every session row of a user created up to `created_by` (expired ones included:
     /// Rails ends a session by deleting its row, and only that).
+    #[tracing::instrument(target = "traced", name = "legacy db session_ids_of_user", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn session_ids_of_user<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,
@@ -234,6 +241,7 @@ impl LegacyDb {
     }
 
     /// Whether a session row exists.
+    #[tracing::instrument(target = "traced", name = "legacy db session_exists", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn session_exists<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,
@@ -246,6 +254,7 @@ impl LegacyDb {
         Ok(n > 0)
     }
 
+    #[tracing::instrument(target = "traced", name = "legacy db delete_session", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn delete_session<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,
@@ -259,6 +268,7 @@ impl LegacyDb {
     }
 
     /// `Session.where(token:).delete_all` (log-out; expired or not).
+    #[tracing::instrument(target = "traced", name = "legacy db delete_sessions_by_token", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn delete_sessions_by_token<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,
@@ -272,6 +282,7 @@ impl LegacyDb {
     }
 
     /// Deletes the sessions of a refresh token.
+    #[tracing::instrument(target = "traced", name = "legacy db delete_sessions_by_refresh_token", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn delete_sessions_by_refresh_token<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,
@@ -285,6 +296,7 @@ impl LegacyDb {
     }
 
     /// Every session of a user but `except`.
+    #[tracing::instrument(target = "traced", name = "legacy db delete_user_sessions", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn delete_user_sessions<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,

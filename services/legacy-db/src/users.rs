@@ -152,6 +152,7 @@ impl LegacyDb {
 
     /// The user of a session live at `now` (not logged out, rotated or expired), as it is
     /// now, read in a batch with the reads of other requests at the same time (every authenticated request while migrating).
+    #[tracing::instrument(target = "traced", name = "legacy db owner_of_live_session_batched", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn owner_of_live_session_batched(
         &self,
         session_id: i64,
@@ -165,6 +166,7 @@ impl LegacyDb {
             .map(|(user, _)| user))
     }
 
+    #[tracing::instrument(target = "traced", name = "legacy db user_by_id", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn user_by_id<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,
@@ -175,6 +177,7 @@ impl LegacyDb {
     }
 
     /// Users with `id > after`, in id order, at most `limit` (withdrawn ones included).
+    #[tracing::instrument(target = "traced", name = "legacy db users_after", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn users_after<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,
@@ -214,6 +217,7 @@ impl LegacyDb {
     }
 
     /// The number of users and the highest id.
+    #[tracing::instrument(target = "traced", name = "legacy db user_stats", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn user_stats<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,
@@ -225,6 +229,7 @@ impl LegacyDb {
     }
 
     /// The number of users with `id <= upto` (a resumed backfill's starting count).
+    #[tracing::instrument(target = "traced", name = "legacy db count_users_upto", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn count_users_upto<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,
@@ -239,6 +244,7 @@ impl LegacyDb {
     }
 
     /// `User.active.find_by(email:)`.
+    #[tracing::instrument(target = "traced", name = "legacy db active_user_by_email", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn active_user_by_email<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,
@@ -252,6 +258,7 @@ impl LegacyDb {
     }
 
     /// `User.active.where(id: ids).order(:id)`.
+    #[tracing::instrument(target = "traced", name = "legacy db active_users_by_ids", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn active_users_by_ids<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,
@@ -278,6 +285,7 @@ impl LegacyDb {
     }
 
     /// Uniqueness as Rails checks it: `LOWER(email) = LOWER(?)`, other rows only.
+    #[tracing::instrument(target = "traced", name = "legacy db email_taken", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn email_taken<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,
@@ -294,6 +302,7 @@ impl LegacyDb {
         Ok(n > 0)
     }
 
+    #[tracing::instrument(target = "traced", name = "legacy db phone_taken", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn phone_taken<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,
@@ -310,6 +319,7 @@ impl LegacyDb {
     }
 
     /// Inserts a user; returns its id.
+    #[tracing::instrument(target = "traced", name = "legacy db insert_user", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn insert_user<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,
@@ -346,6 +356,7 @@ impl LegacyDb {
     /// A user, locked against other writers (Rails' own included) until the
     /// transaction ends (`FOR UPDATE` on PostgreSQL; SQLite's write transaction holds
     /// the whole database already).
+    #[tracing::instrument(target = "traced", name = "legacy db lock_user", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn lock_user<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,
@@ -364,6 +375,7 @@ impl LegacyDb {
 
     /// Sets only the given profile columns of an active user (ActiveRecord's partial
     /// writes: a concurrent change of another column is kept), and `updated_at`.
+    #[tracing::instrument(target = "traced", name = "legacy db update_profile_columns", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn update_profile_columns<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,
@@ -397,6 +409,7 @@ impl LegacyDb {
         Ok(())
     }
 
+    #[tracing::instrument(target = "traced", name = "legacy db update_profile", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn update_profile<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,
@@ -418,6 +431,7 @@ impl LegacyDb {
         Ok(())
     }
 
+    #[tracing::instrument(target = "traced", name = "legacy db update_digest", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn update_digest<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,
@@ -440,6 +454,7 @@ impl LegacyDb {
 
     /// The scrub of a withdrawal (`User#withdraw!`); `digest` is a bcrypt digest of a
     /// secret nobody knows.
+    #[tracing::instrument(target = "traced", name = "legacy db withdraw_user", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn withdraw_user<'c, E: Executor<'c, Database = Any>>(
         &self,
         ex: E,

@@ -5,6 +5,7 @@
 //! Set `TEST_POSTGRES_URL` (a server URL ending in `/postgres`, superuser) to use a
 //! running server instead, as `.ci/run` does to start one cluster for all test binaries.
 
+pub mod otlp;
 pub mod postgres;
 pub mod tcp_gate;
 

@@ -243,6 +243,7 @@ impl Identity {
 
     /// The legacy side of a write flow; opened before the identity service's own
     /// transaction (see the module's documentation).
+    #[tracing::instrument(target = "traced", name = "legacy write-through begin", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub(crate) async fn legacy_writes(&self, dry_run: bool) -> Result<LegacyWrites, CoreError> {
         let link = self.legacy();
         let tx = match &link {
@@ -254,6 +255,7 @@ impl Identity {
 
     /// Commits the legacy's writes, then the identity service's; or, for a dry run,
     /// rolls the identity service's back (the legacy's were never made).
+    #[tracing::instrument(target = "traced", name = "write-through commit", skip_all, fields(otel.kind = "client", dry_run = dry_run))]
     pub(crate) async fn finish_both(
         &self,
         legacy: LegacyWrites,

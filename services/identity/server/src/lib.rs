@@ -4,7 +4,7 @@
 
 pub mod config;
 pub mod migrate;
-pub mod telemetry;
+mod traces;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -194,6 +194,7 @@ impl Application {
 
         let limits = RestLimits::default();
         let router = identity_rest::router(self.state.clone(), &limits)
+            .layer(telemetry::server::TraceLayer::new(traces::rest))
             .into_make_service_with_connect_info::<SocketAddr>();
         let mut http_stop = stop_rx.clone();
         let http = tokio::spawn(async move {
@@ -216,6 +217,7 @@ impl Application {
                 // surface's: none holds a database connection or a lock forever; the
                 // shorter of the two applies.
                 .timeout(limits.request_timeout)
+                .layer(telemetry::server::TraceLayer::new(traces::grpc))
                 .add_service(health_service)
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)

@@ -4,6 +4,9 @@ use std::process::ExitCode;
 
 use identity::config::{Cli, Command};
 
+/// Logs when `RUST_LOG` is not set: sqlx's own lines only when they warn.
+const LOG_FILTER: &str = "info,sqlx=warn";
+
 fn main() -> ExitCode {
     let cli: Cli = match process_support::parse_or_exit() {
         Ok(cli) => cli,
@@ -11,37 +14,55 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Migrate(args) => {
-            identity::telemetry::init("text");
+            let telemetry = match telemetry::init("identity-migrate", "text", LOG_FILTER) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(process_support::EXIT_CONFIG);
+                }
+            };
             let runtime = match process_support::runtime() {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
-            match runtime.block_on(identity::migrate::run(args)) {
+            let code = match runtime.block_on(identity::migrate::run(args)) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::from(process_support::EXIT_CONFIG)
                 }
-            }
+            };
+            drop(runtime);
+            telemetry.shutdown();
+            code
         }
         Command::Serve(args) => {
             if let Err(e) = args.validate() {
                 eprintln!("error: {e}");
                 return ExitCode::from(process_support::EXIT_CONFIG);
             }
-            identity::telemetry::init(&args.log_format);
+            let telemetry = match telemetry::init("identity", &args.log_format, LOG_FILTER) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(process_support::EXIT_CONFIG);
+                }
+            };
             let runtime = match process_support::runtime() {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
-            match runtime.block_on(identity::serve(*args)) {
+            let code = match runtime.block_on(identity::serve(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::from(process_support::EXIT_CONFIG)
                 }
-            }
+            };
+            drop(runtime);
+            telemetry.shutdown();
+            code
         }
     }
 }

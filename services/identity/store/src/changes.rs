@@ -185,6 +185,7 @@ impl Tx {
 
 impl Store {
     /// Up to `limit` changes after `after`, in order, each with its member as it is now.
+    #[tracing::instrument(target = "traced", name = "identity db changes_after", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn changes_after(
         &self,
         after: i64,
@@ -224,6 +225,7 @@ impl Store {
     }
 
     /// The first change kept and the last one written.
+    #[tracing::instrument(target = "traced", name = "identity db change_bounds", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn change_bounds(&self) -> Result<ChangeBounds, StoreError> {
         let last: i64 =
             sqlx::query_scalar("SELECT last_seq FROM member_change_counter WHERE id = 1")
@@ -241,6 +243,7 @@ impl Store {
     /// Drops the changes older than `retention`; how many. Only ever a prefix of the
     /// log: up to the last change that old, so that replicas' clocks apart cannot leave
     /// a hole a follower would take for lost changes.
+    #[tracing::instrument(target = "traced", name = "identity db prune_changes", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn prune_changes(&self, retention: Duration) -> Result<u64, StoreError> {
         let before =
             now_micros().saturating_sub(retention.as_micros().min(i64::MAX as u128) as i64);

@@ -13,6 +13,7 @@ const COLUMNS: usize = 9;
 
 impl Store {
     /// A value of the migration's state.
+    #[tracing::instrument(target = "traced", name = "identity db migration_value", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn migration_value(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT value FROM migration_state WHERE key = $1")
@@ -25,6 +26,7 @@ impl Store {
     }
 
     /// The legacy digests recorded for members with ids in `from..=to`.
+    #[tracing::instrument(target = "traced", name = "identity db legacy_digests_between", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn legacy_digests_between(
         &self,
         from: i64,
@@ -38,6 +40,7 @@ impl Store {
     }
 
     /// Members with `id > after`, in id order, at most `limit` (withdrawn ones included).
+    #[tracing::instrument(target = "traced", name = "identity db members_after", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn members_after(
         &self,
         after: i64,
@@ -60,6 +63,7 @@ impl Store {
 
     /// The members among `ids` (withdrawn ones included) with the legacy digest last
     /// imported for each: the continuous sync compares a batch of legacy rows at once.
+    #[tracing::instrument(target = "traced", name = "identity db members_with_legacy_digests", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn members_with_legacy_digests(
         &self,
         ids: &[i64],
@@ -82,6 +86,7 @@ impl Store {
     }
 
     /// The highest member id, 0 when there is none.
+    #[tracing::instrument(target = "traced", name = "identity db max_member_id", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn max_member_id(&self) -> Result<i64, StoreError> {
         let n: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM members")
             .fetch_one(self.pool())
@@ -91,6 +96,7 @@ impl Store {
 
     /// Makes the next allocated member id greater than `id` (after ids came from the
     /// legacy's sequence); never lowers it.
+    #[tracing::instrument(target = "traced", name = "identity db bump_member_sequence", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn bump_member_sequence(&self, id: i64) -> Result<(), StoreError> {
         match self.backend() {
             Backend::Postgres => {
@@ -115,6 +121,7 @@ impl Store {
 }
 
 impl Tx {
+    #[tracing::instrument(target = "traced", name = "identity db set_migration_value", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn set_migration_value(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO migration_state (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2",
@@ -128,6 +135,7 @@ impl Tx {
 
     /// Inserts or replaces members by id, the legacy's values winning; each member whose
     /// visible columns it changes goes to the change log.
+    #[tracing::instrument(target = "traced", name = "identity db upsert_members", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn upsert_members(&mut self, rows: &[MemberRow]) -> Result<(), StoreError> {
         for chunk in rows.chunks(500) {
             let ids: Vec<i64> = chunk.iter().map(|m| m.id).collect();
@@ -196,6 +204,7 @@ impl Tx {
     }
 
     /// The legacy digest last imported for a member.
+    #[tracing::instrument(target = "traced", name = "identity db legacy_digest", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn legacy_digest(&mut self, id: i64) -> Result<Option<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT digest FROM legacy_digests WHERE member_id = $1")
@@ -208,6 +217,7 @@ impl Tx {
     }
 
     /// Records the legacy digest of a member (write-through of a password change).
+    #[tracing::instrument(target = "traced", name = "identity db set_legacy_digest", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn set_legacy_digest(&mut self, id: i64, digest: &str) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO legacy_digests (member_id, digest) VALUES ($1, $2) ON CONFLICT (member_id) DO UPDATE SET digest = $2",
@@ -223,6 +233,7 @@ impl Tx {
     /// first (the legacy is the system of record: a value it moved moves here too).
     /// `legacy_digest` is recorded as the legacy's digest; `m.password_hash` is what the
     /// identity service keeps (the same digest, or its own re-hash of the same password).
+    #[tracing::instrument(target = "traced", name = "identity db replace_member", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn replace_member(
         &mut self,
         m: &MemberRow,

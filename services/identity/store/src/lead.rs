@@ -15,6 +15,7 @@ pub struct Leadership {
 
 impl Store {
     /// Takes the lead of job `key` if no other replica holds it.
+    #[tracing::instrument(target = "traced", name = "identity db try_lead", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn try_lead(&self, key: i64) -> Result<Option<Leadership>, StoreError> {
         if self.backend() == Backend::Sqlite {
             return Ok(Some(Leadership { conn: None }));
@@ -36,6 +37,7 @@ impl Store {
 
 impl Leadership {
     /// Whether the lead is still held (its connection alive).
+    #[tracing::instrument(target = "traced", name = "identity db holds", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn holds(&mut self) -> bool {
         match &mut self.conn {
             None => true,
@@ -44,6 +46,7 @@ impl Leadership {
     }
 
     /// Gives the lead up at once (dropping it does too, when the connection closes).
+    #[tracing::instrument(target = "traced", name = "identity db release", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn release(self) {
         if let Some(conn) = self.conn {
             let _ = conn.close().await;

@@ -151,6 +151,7 @@ pub fn sqlite_url_in(data_dir: &Path) -> String {
 impl Store {
     /// Connects, creating a SQLite file (and its directory) if needed, and applies the
     /// migrations that the database does not have yet.
+    #[tracing::instrument(target = "traced", name = "identity db connect", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn connect(url: &str, config: &StoreConfig) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -213,6 +214,7 @@ impl Store {
     }
 
     /// Whether the database answers (readiness).
+    #[tracing::instrument(target = "traced", name = "identity db ping", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -220,6 +222,7 @@ impl Store {
 
     /// Starts a writing transaction. On SQLite it takes the write lock at once
     /// (`BEGIN IMMEDIATE`), so that two writers queue instead of deadlocking.
+    #[tracing::instrument(target = "traced", name = "identity db begin", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         let tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
@@ -235,6 +238,7 @@ impl Store {
     }
 
     /// Closes the pool (graceful shutdown).
+    #[tracing::instrument(target = "traced", name = "identity db close", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn close(&self) {
         self.pool.close().await;
     }
@@ -318,6 +322,7 @@ pub struct Tx {
 }
 
 impl Tx {
+    #[tracing::instrument(target = "traced", name = "identity db commit", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn commit(mut self) -> Result<(), StoreError> {
         let logged = self.write_changes().await?;
         let ends = self.ends.take();
@@ -342,12 +347,14 @@ impl Tx {
     }
 
     /// Undoes everything (dry runs, and failures after a write).
+    #[tracing::instrument(target = "traced", name = "identity db rollback", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn rollback(self) -> Result<(), StoreError> {
         self.tx.rollback().await?;
         Ok(())
     }
 
     /// Commits, or rolls back when `dry_run`.
+    #[tracing::instrument(target = "traced", name = "identity db finish", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn finish(self, dry_run: bool) -> Result<(), StoreError> {
         if dry_run {
             self.rollback().await

@@ -29,11 +29,13 @@ pub const UNUSABLE_PASSWORD_HASH: &str = "!withdrawn";
 
 impl Store {
     /// A member, withdrawn or not (read in a batch with the reads beside it).
+    #[tracing::instrument(target = "traced", name = "identity db member_by_id", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn member_by_id(&self, id: i64) -> Result<Option<MemberRow>, StoreError> {
         Ok(self.reads.members.get(id).await?)
     }
 
     /// By normalised email, withdrawn members included (their email is scrubbed anyway).
+    #[tracing::instrument(target = "traced", name = "identity db member_by_email", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn member_by_email(&self, email: &str) -> Result<Option<MemberRow>, StoreError> {
         let sql = concat!(
             "SELECT ",
@@ -49,6 +51,7 @@ impl Store {
         Ok(row.as_ref().map(MemberRow::from_row).transpose()?)
     }
 
+    #[tracing::instrument(target = "traced", name = "identity db member_by_phone", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn member_by_phone(&self, phone: &str) -> Result<Option<MemberRow>, StoreError> {
         let sql = concat!(
             "SELECT ",
@@ -65,6 +68,7 @@ impl Store {
     }
 
     /// The active members among `ids`, ordered by id, each once.
+    #[tracing::instrument(target = "traced", name = "identity db active_members_by_ids", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn active_members_by_ids(&self, ids: &[i64]) -> Result<Vec<MemberRow>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -76,6 +80,7 @@ impl Store {
     }
 
     /// Whether another member holds this email (`except` excludes a member's own row).
+    #[tracing::instrument(target = "traced", name = "identity db email_taken", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn email_taken(&self, email: &str, except: Option<i64>) -> Result<bool, StoreError> {
         let n: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM members WHERE email = $1 AND id <> $2")
@@ -86,6 +91,7 @@ impl Store {
         Ok(n > 0)
     }
 
+    #[tracing::instrument(target = "traced", name = "identity db phone_taken", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn phone_taken(&self, phone: &str, except: Option<i64>) -> Result<bool, StoreError> {
         let n: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM members WHERE phone_number = $1 AND id <> $2")
@@ -98,6 +104,7 @@ impl Store {
 
     /// The ids of members whose `updated_at` is at or after `since` (microseconds), at
     /// most `limit` of them, in id order (a range of the `updated_at` index).
+    #[tracing::instrument(target = "traced", name = "identity db member_ids_changed_since", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn member_ids_changed_since(
         &self,
         since: i64,
@@ -124,6 +131,7 @@ const MEMBER_BY_ID: &str = concat!(
 impl Tx {
     /// A member, locked against other writers until the transaction ends, so that a
     /// change computed from it cannot undo a concurrent one.
+    #[tracing::instrument(target = "traced", name = "identity db lock_member", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn lock_member(&mut self, id: i64) -> Result<Option<MemberRow>, StoreError> {
         let sql = format!("{MEMBER_BY_ID}{}", self.for_update());
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -140,6 +148,7 @@ impl Tx {
     /// requests that would both create it from the legacy's row queue here, so that the
     /// later one reads the legacy after the earlier one's row exists. (On SQLite the
     /// transaction holds the database's write lock already.)
+    #[tracing::instrument(target = "traced", name = "identity db lock_member_even_absent", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn lock_member_even_absent(
         &mut self,
         id: i64,
@@ -155,6 +164,7 @@ impl Tx {
         self.lock_member(id).await
     }
 
+    #[tracing::instrument(target = "traced", name = "identity db member_by_id", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn member_by_id(&mut self, id: i64) -> Result<Option<MemberRow>, StoreError> {
         let row = sqlx::query(MEMBER_BY_ID)
             .bind(id)
@@ -166,6 +176,7 @@ impl Tx {
     }
 
     /// Inserts a member; a taken email or phone number is `StoreError::Taken`.
+    #[tracing::instrument(target = "traced", name = "identity db insert_member", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn insert_member(&mut self, m: &NewMember) -> Result<MemberRow, StoreError> {
         let id: i64 = match m.id {
             Some(id) => sqlx::query_scalar(
@@ -203,6 +214,7 @@ impl Tx {
 
     /// Applies a profile change to an active member. `updated_at` moves only when a
     /// value actually changes, as ActiveRecord does. Returns the row as it now is.
+    #[tracing::instrument(target = "traced", name = "identity db update_profile", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn update_profile(
         &mut self,
         current: &MemberRow,
@@ -244,6 +256,7 @@ impl Tx {
 
     /// Stores a new password hash (a password change: `updated_at` moves, and those
     /// who keep the member see it).
+    #[tracing::instrument(target = "traced", name = "identity db set_password_hash", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn set_password_hash(
         &mut self,
         id: i64,
@@ -268,6 +281,7 @@ impl Tx {
     /// transparent re-hash: `updated_at` stays), only if it is still the one verified:
     /// a password change that committed while the log-in was verifying the old password
     /// must not be overwritten by a hash of that old password.
+    #[tracing::instrument(target = "traced", name = "identity db rehash_password", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn rehash_password(
         &mut self,
         id: i64,
@@ -286,6 +300,7 @@ impl Tx {
     }
 
     /// Withdrawal: the row stays (the id is never reused), scrubbed of personal data.
+    #[tracing::instrument(target = "traced", name = "identity db withdraw", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn withdraw(&mut self, id: i64, now: i64) -> Result<(), StoreError> {
         let done = sqlx::query(
             "UPDATE members SET email = $1, nickname = '(deleted)', phone_number = NULL, profile_image_url = NULL, \

@@ -43,6 +43,7 @@ const MIGRATIONS: &[Migration] = &[
 /// Arbitrary constant naming our advisory lock.
 const LOCK_KEY: i64 = 0x1d_e471_7a11;
 
+#[tracing::instrument(target = "traced", name = "identity db run", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
     let mut conn = pool.acquire().await?;
     if backend == Backend::Postgres {

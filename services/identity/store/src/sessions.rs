@@ -57,6 +57,7 @@ async fn one_session_and_member<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>
 impl Store {
     /// The session imported at cutover whose legacy access token hashes to `hash`, and
     /// its member, whatever their state.
+    #[tracing::instrument(target = "traced", name = "identity db imported_legacy_session", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn imported_legacy_session(
         &self,
         access_hash: &str,
@@ -67,6 +68,7 @@ impl Store {
     /// Live sessions linked to a legacy row, after `after` in id order, at most
     /// `limit`: the sessions a log-out, refresh or password change on the legacy may
     /// have ended.
+    #[tracing::instrument(target = "traced", name = "identity db linked_live_sessions_after", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn linked_live_sessions_after(
         &self,
         after: &str,
@@ -85,6 +87,7 @@ impl Store {
     /// Every session of a member created up to `created_by` (micros): its id, its
     /// legacy row (while migrating) and whether it is live here (not ended; expiry
     /// aside).
+    #[tracing::instrument(target = "traced", name = "identity db sessions_of_member", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn sessions_of_member(
         &self,
         member_id: i64,
@@ -107,6 +110,7 @@ impl Store {
     /// A session, its member and the legacy digest last recorded for the member (while
     /// migrating: to tell the legacy's row apart from ours in one query); read in a
     /// batch with the reads beside it.
+    #[tracing::instrument(target = "traced", name = "identity db session_with_member_and_legacy_digest", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn session_with_member_and_legacy_digest(
         &self,
         session_id: &str,
@@ -116,6 +120,7 @@ impl Store {
 
     /// A session if it is live (not ended, its member not withdrawn), as introspection
     /// reads it: from the session cache when it may serve (see `session_cache`).
+    #[tracing::instrument(target = "traced", name = "identity db live_session", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn live_session(&self, session_id: &str) -> Result<Option<LiveSession>, StoreError> {
         let cache = &self.signals.sessions;
         if let Some(live) = cache.get(session_id) {
@@ -134,6 +139,7 @@ impl Store {
     }
 
     /// A session and its member, whatever their state (the caller decides).
+    #[tracing::instrument(target = "traced", name = "identity db session_with_member", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn session_with_member(
         &self,
         session_id: &str,
@@ -146,6 +152,7 @@ impl Store {
 }
 
 impl Tx {
+    #[tracing::instrument(target = "traced", name = "identity db session_with_member", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn session_with_member(
         &mut self,
         session_id: &str,
@@ -154,6 +161,7 @@ impl Tx {
     }
 
     /// A refresh token by its hash, with its session.
+    #[tracing::instrument(target = "traced", name = "identity db refresh_token", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn refresh_token(
         &mut self,
         token_hash: &str,
@@ -175,6 +183,7 @@ impl Tx {
     }
 
     /// A new session with its first refresh token.
+    #[tracing::instrument(target = "traced", name = "identity db insert_session", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn insert_session(
         &mut self,
         s: &SessionRow,
@@ -216,6 +225,7 @@ impl Tx {
     /// Rotates a refresh token: marks the old one used (only if it still is unused, so
     /// that of two racing refreshes one wins), records the new one and the new access
     /// token's `jti`. Returns false when the old token was rotated meanwhile.
+    #[tracing::instrument(target = "traced", name = "identity db rotate_refresh", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn rotate_refresh(
         &mut self,
         old_hash: &str,
@@ -249,6 +259,7 @@ impl Tx {
     /// hash as long as `access_jti` is [`IMPORTED_LEGACY_JTI`], its refresh token like
     /// ours. Returns false when the legacy session is already known here (imported
     /// before, or one of ours written through).
+    #[tracing::instrument(target = "traced", name = "identity db import_legacy_session", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn import_legacy_session(
         &mut self,
         s: &SessionRow,
@@ -279,6 +290,7 @@ impl Tx {
     }
 
     /// Ends the imported session of a legacy access token (log-out; idempotent).
+    #[tracing::instrument(target = "traced", name = "identity db end_imported_legacy_session", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn end_imported_legacy_session(
         &mut self,
         access_hash: &str,
@@ -301,6 +313,7 @@ impl Tx {
     }
 
     /// Records the session's row in the legacy's `sessions` table.
+    #[tracing::instrument(target = "traced", name = "identity db set_legacy_session", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn set_legacy_session(
         &mut self,
         session_id: &str,
@@ -317,6 +330,7 @@ impl Tx {
     /// Of `ids`, the sessions still live and linked to a legacy row, with that row's
     /// id, locked against a concurrent refresh until the transaction ends (so that a
     /// refresh that replaced the link is seen, not raced).
+    #[tracing::instrument(target = "traced", name = "identity db lock_linked_sessions", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn lock_linked_sessions(
         &mut self,
         ids: &[String],
@@ -338,6 +352,7 @@ impl Tx {
     }
 
     /// Ends one session (idempotent).
+    #[tracing::instrument(target = "traced", name = "identity db end_session", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn end_session(
         &mut self,
         session_id: &str,
@@ -359,6 +374,7 @@ impl Tx {
     }
 
     /// Ends every session of a member but `except`. Returns how many were ended.
+    #[tracing::instrument(target = "traced", name = "identity db end_member_sessions", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn end_member_sessions(
         &mut self,
         member_id: i64,

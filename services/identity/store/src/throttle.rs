@@ -6,6 +6,7 @@ use crate::{Store, StoreError, Tx};
 impl Store {
     /// The failures recorded for each of `buckets` in the windows starting at
     /// `windows[0]` (the current one) and `windows[1]` (the previous one), in one query.
+    #[tracing::instrument(target = "traced", name = "identity db failures", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn failures(
         &self,
         buckets: &[String; 3],
@@ -35,6 +36,7 @@ impl Store {
     }
 
     /// Whether `client` logged in to this member successfully since `since`.
+    #[tracing::instrument(target = "traced", name = "identity db is_known_client", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn is_known_client(
         &self,
         member_id: i64,
@@ -53,6 +55,7 @@ impl Store {
     }
 
     /// Drops counters of windows that ended before `before` (housekeeping).
+    #[tracing::instrument(target = "traced", name = "identity db prune_failures", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn prune_failures(&self, before: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM login_failures WHERE window_start < $1")
             .bind(before)
@@ -64,6 +67,7 @@ impl Store {
 
 impl Tx {
     /// Counts one failure in `bucket` for the window starting at `window`.
+    #[tracing::instrument(target = "traced", name = "identity db record_failure", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn record_failure(&mut self, bucket: &str, window: i64) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO login_failures (bucket, window_start, failures) VALUES ($1, $2, 1) \
@@ -77,6 +81,7 @@ impl Tx {
     }
 
     /// Remembers a successful log-in of `member_id` from `client`.
+    #[tracing::instrument(target = "traced", name = "identity db remember_client", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn remember_client(
         &mut self,
         member_id: i64,

@@ -13,4 +13,5 @@ mod migrating;
 mod proxy_limits;
 mod proxy_routing;
 mod replicas;
+mod traces;
 mod write_effects;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Identity, Legacy, binary, identity, legacy, legacy_sim_on, until};
+use super::{Identity, Legacy, binary, identity_with_env, legacy, legacy_sim_on, until};
 
 /// A unique email for this run.
 pub fn email(tag: &str) -> String {
@@ -26,9 +26,25 @@ pub async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .as_deref()
+        .map(|b| ("authorization", b))
+        .into_iter()
+        .collect();
+    call_with_headers(method, url, &headers, body).await
+}
+
+/// `call` with the request's headers given.
+pub async fn call_with_headers(
+    method: &str,
+    url: String,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut req = reqwest::Client::new().request(method.parse().unwrap(), url);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
     }
     if let Some(b) = body {
         req = req.json(&b);
@@ -138,6 +154,11 @@ impl Migrating {
 /// A migrating identity service: its database back-filled from the legacy's first.
 /// `postgres`: both databases on PostgreSQL (the legacy simulator's too).
 pub fn migrating(postgres: bool, extra: &[&str]) -> Migrating {
+    migrating_with_env(postgres, extra, &[])
+}
+
+/// `migrating`, with `env` set for the identity service's process.
+pub fn migrating_with_env(postgres: bool, extra: &[&str], env: &[(&str, &str)]) -> Migrating {
     let dir = tempfile::tempdir().unwrap();
     let legacy = if postgres {
         postgres_legacy(dir.path())
@@ -177,7 +198,7 @@ pub fn migrating(postgres: bool, extra: &[&str]) -> Migrating {
         "1",
     ];
     args.extend_from_slice(extra);
-    let identity = identity(dir.path(), Some(&database_url), &args);
+    let identity = identity_with_env(dir.path(), Some(&database_url), &args, env);
     Migrating {
         _dir: dir,
         legacy,

@@ -93,6 +93,16 @@ pub struct Identity {
 /// The identity service on `database_url` (a SQLite file in `dir` when `None`), with
 /// cheap hashing and `extra` flags.
 pub fn identity(dir: &Path, database_url: Option<&str>, extra: &[&str]) -> Identity {
+    identity_with_env(dir, database_url, extra, &[])
+}
+
+/// `identity`, with `env` set for the process.
+pub fn identity_with_env(
+    dir: &Path,
+    database_url: Option<&str>,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Identity {
     let database_url = database_url.map_or_else(
         || {
             format!(
@@ -142,7 +152,7 @@ pub fn identity(dir: &Path, database_url: Option<&str>, extra: &[&str]) -> Ident
         i += 1 + usize::from(takes_value);
     }
     args.extend(kept);
-    let mut process = Process::start("identity", &args, &[]);
+    let mut process = Process::start("identity", &args, env);
     let line = process.wait_line("\"listening\"");
     Identity {
         http: json_field(&line, "http"),
@@ -181,6 +191,16 @@ pub fn proxy_config(legacy: SocketAddr, identity: SocketAddr, extra: &str) -> St
 }
 
 pub fn proxy(dir: &Path, manifest: &str, config: &str) -> ProxyProcess {
+    proxy_with_env(dir, manifest, config, &[])
+}
+
+/// `proxy`, with `env` set for the process.
+pub fn proxy_with_env(
+    dir: &Path,
+    manifest: &str,
+    config: &str,
+    env: &[(&str, &str)],
+) -> ProxyProcess {
     let vs_path = dir.join("virtualservice.yaml");
     let cfg_path = dir.join("proxy.yaml");
     std::fs::write(&vs_path, manifest).unwrap();
@@ -197,7 +217,7 @@ pub fn proxy(dir: &Path, manifest: &str, config: &str) -> ProxyProcess {
             "--workers",
             "2",
         ],
-        &[("RUST_LOG", "info")],
+        &[&[("RUST_LOG", "info")], env].concat(),
     );
     let line = process.wait_line("migration proxy listening");
     ProxyProcess {
