@@ -11,6 +11,11 @@
 # (one question per write, reading both databases) on the same 2 cores. Also printed:
 # the questions' results, and what a mismatching one named (a benchmark reports; it
 # does not assert).
+# Then what sending refreshes first costs their clients (`comparison.replay_first`):
+# token refreshes at 0% (the legacy serves them), 16 clients each refreshing with the
+# token its last refresh gave it (`member-load refreshes`), with `replay_first:
+# {sessions: [refresh]}` beside the same proxy without it, interleaved twice: the dry
+# run's time is on every refresh's path.
 # Usage: bench/write-effects.sh [seconds per measurement, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,8 +68,10 @@ pids+=($!); wait_http "http://127.0.0.1:$ihttp/healthz"
 "$bin/member-load" tokens --base-url "http://127.0.0.1:$ihttp" --members 5000 --count 1000 --password benchmark-pw >"$work/tokens.txt"
 
 results="$work/results.tsv"; : >"$results"
-run() { # percent effects(true|false) round
-  local port admin
+refresh_results="$work/refresh.tsv"; : >"$refresh_results"
+run() { # percent effects(true|false) round [load: patch|refresh] [replay_first(true|false)]
+  local port admin load="${4:-patch}" first=""
+  [ "${5:-false}" = true ] && first=$'\n  replay_first: {sessions: [refresh]}'
   port=$(free_port); admin=$(free_port)
   sed -e "s/weight: 99$/weight: $((100 - $1))/" -e "s/weight: 1$/weight: $1/" istio/virtualservice-member-api.yaml >"$work/vs.yaml"
   cat >"$work/proxy.yaml" <<YAML
@@ -78,12 +85,22 @@ admin_token: bench-admin-token-0123456789
 comparison:
   ignore: ["\$..created_at", "\$..updated_at", "\$..token", "\$..refresh_token", "\$..expires_at"]
   learn_noise: false
-  write_effects: $2
+  write_effects: $2$first
 guard: {min_requests: 100000000, min_comparisons: 100000000}
 YAML
   "$bin/migration-proxy" --virtual-service "$work/vs.yaml" --config "$work/proxy.yaml" --workers 1 >"$work/proxy.log" 2>&1 &
   local proxy=$!
   wait_http "http://127.0.0.1:$admin/healthz"
+  if [ "$load" = refresh ]; then
+    local line
+    line=$("$bin/member-load" refreshes --base-url "http://127.0.0.1:$port" --members 5000 --password benchmark-pw \
+      --seconds "$secs" --concurrency 16)
+    printf 'refresh, replay_first %s #%s: %s\n' "${5:-false}" "$3" "$line"
+    printf '%s\t%s\n' "${5:-false}" "$line" >>"$refresh_results"
+    curl -s "http://127.0.0.1:$admin/metrics" | grep -E '^proxy_writes_total\{route="sessions",kind="refresh"' | sed 's/^/    /' || true
+    kill "$proxy"; wait "$proxy" 2>/dev/null || true
+    return
+  fi
   TOKENS="$work/tokens.txt" wrk -t2 -c32 -d"${secs}s" --latency -s bench/random-patch.lua "http://127.0.0.1:$port" >"$work/wrk.txt"
   grep -q "Non-2xx" "$work/wrk.txt" && { cat "$work/wrk.txt" >&2; echo "bench: the writes answered errors" >&2; exit 1; }
   sleep 6 # the last questions settle
@@ -104,6 +121,11 @@ for percent in 0 100; do
     run "$percent" true "$round"
   done
 done
+echo "== POST /api/v1/sessions/refresh through the proxy at 0%, replay_first off and on"
+for round in 1 2; do
+  run 0 true "$round" refresh false
+  run 0 true "$round" refresh true
+done
 
 echo
 python3 - "$results" <<'PY'
@@ -119,4 +141,21 @@ for percent in (0, 100):
     for name, r in ((f"{percent}%, effects off", off), (f"{percent}%, effects on", on)):
         print(f"{name:<28} {statistics.median(x for x, _ in r):>22.0f} {max(p for _, p in r):>15.2f}  "
               f"{statistics.median(x for x, _ in r) / statistics.median(x for x, _ in off):.2f}x")
+PY
+python3 - "$refresh_results" <<'PY'
+import re, sys, statistics
+runs = {}
+for line in open(sys.argv[1]):
+    first, text = line.rstrip("\n").split("\t", 1)
+    m = re.search(r"([\d.]+) req/s, p50 ([\d.]+) ms, p99 ([\d.]+) ms", text)
+    runs.setdefault(first, []).append(tuple(float(x) for x in m.groups()))
+off, on = runs.get("false", []), runs.get("true", [])
+if off and on:
+    med = lambda r, i: statistics.median(x[i] for x in r)
+    print()
+    print(f"{'refreshes at 0%':<28} {'refreshes/s':>12} {'p50 ms':>8} {'p99 ms':>8}")
+    for name, r in (("replay_first off", off), ("replay_first on", on)):
+        print(f"{name:<28} {med(r, 0):>12.0f} {med(r, 1):>8.2f} {med(r, 2):>8.2f}")
+    print(f"replay_first's price: p50 +{med(on, 1) - med(off, 1):.2f} ms ({med(on, 1) / med(off, 1):.2f}x), "
+          f"p99 {med(on, 2) / med(off, 2):.2f}x, rate {med(on, 0) / med(off, 0):.2f}x")
 PY

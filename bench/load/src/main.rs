@@ -167,6 +167,21 @@ enum Cmd {
         #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
         writers: u64,
     },
+    /// Token refreshes through `POST /api/v1/sessions/refresh`: each of `concurrency`
+    /// clients logs in as a seeded member (`seed-N@example.com`, 1 in 20 withdrawn) and
+    /// then refreshes with the token the last refresh gave it, as an app does.
+    Refreshes {
+        #[arg(long)]
+        base_url: String,
+        #[arg(long)]
+        members: u64,
+        #[arg(long)]
+        password: String,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
     /// An OTLP trace receiver (gRPC) that counts the spans it is sent, until SIGTERM or
     /// SIGINT; prints the count then.
     OtlpSink {
@@ -218,6 +233,13 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             concurrency,
         } => login(&base_url, seconds, concurrency).await,
+        Cmd::Refreshes {
+            base_url,
+            members,
+            password,
+            seconds,
+            concurrency,
+        } => refreshes(&base_url, members, &password, seconds, concurrency).await,
         Cmd::OtlpSink { listen } => {
             let sink = test_support::otlp::OtlpReceiver::start_on(listen, false).await;
             eprintln!("otlp sink listening on {}", sink.addr);
@@ -365,6 +387,62 @@ async fn sign_up_and_log_in(
         .await?;
     anyhow::ensure!(s.status().as_u16() == 201, "log-in: {}", s.status());
     Ok(s.json().await?)
+}
+
+async fn refreshes(
+    base: &str,
+    members: u64,
+    password: &str,
+    seconds: u64,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let rec = Arc::new(Recorder::default());
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for i in 0..concurrency as u64 {
+        // Spread over the members, skipping the withdrawn (every twentieth).
+        let id = (i * 7919 % members.max(1)) | 1;
+        let (client, base, rec) = (client.clone(), base.to_owned(), Arc::clone(&rec));
+        let password = password.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let r = client
+                .post(format!("{base}/api/v1/sessions"))
+                .json(&serde_json::json!({"email": format!("seed-{id}@example.com"), "password": password}))
+                .send()
+                .await?;
+            anyhow::ensure!(r.status().as_u16() == 201, "log-in of seed-{id}: {}", r.status());
+            let v: serde_json::Value = r.json().await?;
+            let mut refresh = v["refresh_token"].as_str().unwrap_or_default().to_owned();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let answer = client
+                    .post(format!("{base}/api/v1/sessions/refresh"))
+                    .json(&serde_json::json!({"refresh_token": refresh}))
+                    .send()
+                    .await;
+                let next = match answer {
+                    Ok(r) if r.status().as_u16() == 201 => r
+                        .json::<serde_json::Value>()
+                        .await
+                        .ok()
+                        .and_then(|v| v["refresh_token"].as_str().map(str::to_owned)),
+                    _ => None,
+                };
+                rec.record(t.elapsed(), next.is_some());
+                match next {
+                    Some(token) => refresh = token,
+                    None => anyhow::bail!("a refresh of seed-{id} failed: its session is lost"),
+                }
+            }
+            Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    rec.print("refresh (REST)", seconds);
+    Ok(())
 }
 
 async fn login(base: &str, seconds: u64, concurrency: usize) -> anyhow::Result<()> {

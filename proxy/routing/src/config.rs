@@ -145,6 +145,38 @@ pub struct Comparison {
     /// `lagging` (the new side had not caught up: the sync's lag, watched on its own),
     /// neither a match nor a mismatch.
     pub version_field: String,
+    /// Writes whose answer is compared by a dry run sent to the new side *before* the
+    /// legacy serves them, while the state they consume is still there (a refresh's
+    /// token, a log-out's session), by rule: `{sessions: [refresh, log_out]}`. Each is a
+    /// kind of `STATE_CONSUMING_WRITES`; the rule must be the VirtualService's. The
+    /// client waits for that dry run (at most `replay_first_timeout`; past it the write
+    /// goes on uncompared): a price in latency for an answer compared, on top of the
+    /// effect compared anyway. Only for requests drawn for a replay, served by the
+    /// legacy. Empty by default.
+    pub replay_first: BTreeMap<String, Vec<String>>,
+    /// The longest a client's write waits for its dry run of `replay_first` (`250ms`).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub replay_first_timeout: Duration,
+}
+
+/// The writes a replay after the primary cannot compare by their answer (the primary
+/// consumed what they need), by the kind the proxy counts them as: the kinds
+/// `comparison.replay_first` may name.
+pub const STATE_CONSUMING_WRITES: [&str; 5] = [
+    "sign_up",
+    "refresh",
+    "log_out",
+    "password_change",
+    "withdrawal",
+];
+
+impl Comparison {
+    /// Whether `kind` of write on the rule `route` is replayed before the primary.
+    pub fn replays_first(&self, route: &str, kind: &str) -> bool {
+        self.replay_first
+            .get(route)
+            .is_some_and(|kinds| kinds.iter().any(|k| k == kind))
+    }
 }
 
 impl Default for Comparison {
@@ -159,6 +191,8 @@ impl Default for Comparison {
             write_effects: true,
             write_effects_settle: Duration::from_secs(5),
             version_field: "updated_at".into(),
+            replay_first: BTreeMap::new(),
+            replay_first_timeout: Duration::from_millis(250),
         }
     }
 }
@@ -372,6 +406,25 @@ impl ProxyConfig {
             .min(self.limits.replay_timeout / 2)
     }
 
+    /// Checks the settings that name the manifest's rules against `table`.
+    pub fn check_rules(&self, table: &crate::RouteTable) -> Result<(), ConfigError> {
+        match self
+            .comparison
+            .replay_first
+            .keys()
+            .find(|rule| table.get(rule).is_none())
+        {
+            Some(rule) => invalid(
+                &format!("comparison.replay_first.{rule}"),
+                format!(
+                    "names no rule of the VirtualService {}",
+                    table.virtual_service()
+                ),
+            ),
+            None => Ok(()),
+        }
+    }
+
     /// Checks the ranges that the types do not.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.upstreams.is_empty() {
@@ -434,6 +487,30 @@ impl ProxyConfig {
             return invalid(
                 "comparison.write_effects_settle",
                 format!("must be at least 1ms, got {settle:?}"),
+            );
+        }
+        for (rule, kinds) in &comparison.replay_first {
+            if let Some(kind) = kinds
+                .iter()
+                .find(|k| !STATE_CONSUMING_WRITES.contains(&k.as_str()))
+            {
+                return invalid(
+                    &format!("comparison.replay_first.{rule}"),
+                    format!(
+                        "{kind:?} is not a write that consumes its state (one of {})",
+                        STATE_CONSUMING_WRITES.join(", ")
+                    ),
+                );
+            }
+        }
+        let wait = comparison.replay_first_timeout;
+        if wait < Duration::from_millis(1) || wait > self.timeouts.request {
+            return invalid(
+                "comparison.replay_first_timeout",
+                format!(
+                    "must be at least 1ms and at most timeouts.request ({:?}), got {wait:?}",
+                    self.timeouts.request
+                ),
             );
         }
         Ok(())

@@ -150,6 +150,12 @@ impl Routing {
         let vs = VirtualService::parse(manifest.1, proxy_config.virtual_service.as_deref())
             .map_err(routing_error)?;
         let table = RouteTable::build(&vs, &proxy_config).map_err(routing_error)?;
+        proxy_config
+            .check_rules(&table)
+            .map_err(|source| LoadError::Config {
+                path: config.0.to_owned(),
+                source,
+            })?;
         Ok(Routing {
             config: proxy_config,
             table,

@@ -28,7 +28,7 @@ use crate::attempts::{Attempt, Target};
 use crate::body::{self, Buffered, RequestBody, StreamCause};
 use crate::forward::{self, ErrorSource, ProxyBody};
 use crate::limits::{BodyError, InFlight, Served, TimedRequest};
-use crate::replay::{ReplayJob, Slots, spawn_replay};
+use crate::replay::{Early, ReplayJob, Replayed, Slots, spawn_replay};
 use crate::request::{self, Inbound, is_safe};
 use crate::state::Snapshot;
 use crate::tee::TeeBody;
@@ -110,8 +110,14 @@ impl Proxy {
             Ok(body) => body,
             Err(refusal) => return refusal.into_response(in_flight),
         };
-        let (served_by, result, buffered, deadline) = match body {
+        let (served_by, result, buffered, deadline, early) = match body {
             Read::Buffered(buffered) => {
+                let replayed = Replayed {
+                    route: &route,
+                    inbound: &inbound,
+                    body: &buffered.bytes,
+                };
+                let early = self.replay_first(&snap.config, replayed, side).await;
                 let deadline = Instant::now() + route.timeout();
                 let (served_by, result) = self
                     .forward_with_fallback(
@@ -123,7 +129,7 @@ impl Proxy {
                         deadline,
                     )
                     .await;
-                (served_by, result, Some(buffered), deadline)
+                (served_by, result, Some(buffered), deadline, early)
             }
             Read::Streaming(stream, timed_out) => {
                 // Sent once, as a stream: no retry, fallback or replay. The upstream
@@ -142,7 +148,7 @@ impl Proxy {
                         Some(&*timed_out),
                     )
                     .await;
-                (side, result, None, deadline)
+                (side, result, None, deadline, None)
             }
         };
         let response = self.respond(&route, served_by, &inbound, result);
@@ -151,9 +157,14 @@ impl Proxy {
         }
         tracing::debug!(request_id = %inbound.request_id, route = route.name(), side = served_by.as_str(), status = response.status().as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "proxied");
         let response = match buffered {
-            Some(buffered) => {
-                self.hand_to_replay(&snap, route, served_by, inbound, buffered, response)
-            }
+            Some(buffered) => self.hand_to_replay(
+                &snap,
+                route,
+                (served_by, response),
+                inbound,
+                buffered,
+                early,
+            ),
             None => response,
         };
         response.map(|b| Served::new(b, Some(deadline), in_flight))
@@ -306,26 +317,37 @@ impl Proxy {
     /// Phase 5: when the request is drawn for a replay, or is a write whose effect is
     /// compared, and a slot is free, the answer streams to the client through a tee
     /// that keeps a bounded copy, and the replay starts in the background with the
-    /// request's buffered body (and its budget).
+    /// request's buffered body (and its budget). A write whose dry run was sent before
+    /// it (`early`, see `replay_first`) is compared with that answer instead.
     fn hand_to_replay(
         self: &Arc<Self>,
         snap: &Snapshot,
         route: Arc<Route>,
-        served_by: Side,
+        (served_by, response): (Side, Response<ProxyBody>),
         inbound: Inbound,
         buffered: Buffered,
-        response: Response<ProxyBody>,
+        early: Option<(Early, tokio::sync::OwnedSemaphorePermit)>,
     ) -> Response<ProxyBody> {
         let status = response.status();
         let answered = status != StatusCode::BAD_GATEWAY && status != StatusCode::GATEWAY_TIMEOUT;
-        let mut target = self
-            .shadow_target(&route, served_by, &inbound.method)
-            .filter(|_| answered);
+        // The primary's answer to compare with the dry run's, or nothing to compare.
+        let (early, early_slot) = match early.filter(|_| answered) {
+            Some((early, slot)) => (Some(early), Some(slot)),
+            None => (None, None),
+        };
+        let mut target = match &early {
+            // Only writes the legacy serves are sent first, to the new side.
+            Some(_) => Some(Side::New),
+            None => self
+                .shadow_target(&route, served_by, &inbound.method)
+                .filter(|_| answered),
+        };
         let (mut effects, mut kind) = (false, "other");
         if !is_safe(&inbound.method) {
             let write = writes::write_of(inbound.method.as_str(), inbound.path_and_query.path());
             kind = writes::kind(write);
-            if target.is_some() && writes::answer_not_comparable(write).is_some() {
+            if early.is_none() && target.is_some() && writes::answer_not_comparable(write).is_some()
+            {
                 // Its replay would find the state the primary consumed: not replayed.
                 self.metrics
                     .count_write(route.name(), kind, "answer", "not_comparable");
@@ -337,7 +359,10 @@ impl Proxy {
                 && route.upstream(Side::New).is_some();
         }
         let slots = Slots {
-            answer: target.and_then(|_| self.replay_slot(route.name())),
+            answer: match early_slot {
+                Some(slot) => Some(slot),
+                None => target.and_then(|_| self.replay_slot(route.name())),
+            },
             effect: effects
                 .then(|| self.effect_slot(route.name(), kind))
                 .flatten(),
@@ -371,6 +396,7 @@ impl Proxy {
             inbound,
             body: buffered.bytes,
             reservation: buffered.reservation,
+            early,
         };
         spawn_replay(
             Arc::clone(self),

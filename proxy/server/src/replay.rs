@@ -1,7 +1,9 @@
 //! The replay of a request to the other side, off the client's path: safe requests as
 //! they are, writes only to the new side and marked `x-shadow: dry-run` (the legacy
 //! cannot roll a write back, so writes served by the new side are not replayed), and
-//! only writes whose replay after the primary still means something (see `writes`).
+//! only writes whose replay after the primary still means something (see `writes`),
+//! or, for the kinds `comparison.replay_first` names, sent to the new side before the
+//! legacy serves them (the client waits for that dry run, within its own bound).
 //! The answers are compared (always legacy against new), noise is learned from a
 //! second legacy answer to safe requests, and the outcome feeds the metrics, the
 //! samples and the guard (whose mismatch rate counts the answers to safe requests, and
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 use http_body_util::BodyExt;
-use proxy_routing::{Route, Side};
+use proxy_routing::{ProxyConfig, Route, Side};
 use shadow_compare::{Exchange, Outcome, RequestMeta, SkipReason};
 use tokio::sync::oneshot;
 
@@ -68,6 +70,34 @@ pub struct ReplayJob {
     pub body: Bytes,
     /// The budget the job's copies of the request hold.
     pub reservation: Reservation,
+    /// The new side's answer to the dry run sent before the primary
+    /// (`comparison.replay_first`), compared instead of a replay after it.
+    pub early: Option<Early>,
+}
+
+/// A dry run's answer fetched before the primary served the write, and the budget it
+/// holds.
+pub struct Early {
+    fetched: Fetched,
+    reservation: Reservation,
+}
+
+/// What a replay sends: the client's request as the proxy took it.
+#[derive(Clone, Copy)]
+pub struct Replayed<'a> {
+    pub route: &'a Route,
+    pub inbound: &'a Inbound,
+    pub body: &'a Bytes,
+}
+
+impl ReplayJob {
+    fn replayed(&self) -> Replayed<'_> {
+        Replayed {
+            route: &self.route,
+            inbound: &self.inbound,
+            body: &self.body,
+        }
+    }
 }
 
 fn exchange(status: u16, headers: &HeaderMap, body: Vec<u8>, truncated: bool) -> Exchange {
@@ -100,6 +130,49 @@ impl Proxy {
             .percentage
             .includes(u32::from_le_bytes(draw) % 1_000_000)
             .then_some(shadow.side)
+    }
+
+    /// A write of a kind `comparison.replay_first` names for its rule, about to be
+    /// served by the legacy and drawn for a replay: its dry run on the new side now,
+    /// while the state the legacy will consume is still there, and the replay slot it
+    /// holds. The client waits for it at most `comparison.replay_first_timeout`; past
+    /// it, or without a free slot, the write goes on uncompared (counted skipped).
+    pub async fn replay_first(
+        &self,
+        config: &ProxyConfig,
+        replayed: Replayed<'_>,
+        primary: Side,
+    ) -> Option<(Early, tokio::sync::OwnedSemaphorePermit)> {
+        let Replayed { route, inbound, .. } = replayed;
+        if primary != Side::Legacy || is_safe(&inbound.method) {
+            return None;
+        }
+        let write = crate::writes::write_of(inbound.method.as_str(), inbound.path_and_query.path());
+        if !config
+            .comparison
+            .replays_first(route.name(), crate::writes::kind(write))
+        {
+            return None;
+        }
+        let side = self.shadow_target(route, primary, &inbound.method)?;
+        let slot = self.replay_slot(route.name())?;
+        let mut reservation = self.budget.reservation();
+        let wait = config.comparison.replay_first_timeout;
+        match tokio::time::timeout(wait, replay_to(self, replayed, side, &mut reservation)).await {
+            Ok(Some(fetched)) => Some((
+                Early {
+                    fetched,
+                    reservation,
+                },
+                slot,
+            )),
+            // Counted by `replay_to`.
+            Ok(None) => None,
+            Err(_) => {
+                self.skip(route.name(), SkipReason::Timeout);
+                None
+            }
+        }
     }
 
     /// A slot for a replay of `route`, or `None` (counted `skipped_overload`) when
@@ -202,24 +275,26 @@ struct Fetched {
 /// comparison's bound and the budget (`reservation` grows as it arrives).
 async fn fetch(
     proxy: &Proxy,
-    job: &ReplayJob,
+    replayed: Replayed<'_>,
     side: Side,
     mark: Option<&'static str>,
     reservation: &mut Reservation,
 ) -> Option<Fetched> {
+    let Replayed {
+        route,
+        inbound,
+        body,
+    } = replayed;
     let snap = proxy.live.snapshot();
-    let address = snap.config.address_of(&job.route, side)?.clone();
-    let mut req = build_request(&job.inbound, forward::full(job.body.clone()), mark);
-    let span = job.inbound.trace.as_ref().and_then(|cx| {
-        let name = format!("replay {} {}", job.route.name(), side.as_str());
+    let address = snap.config.address_of(route, side)?.clone();
+    let mut req = build_request(inbound, forward::full(body.clone()), mark);
+    let span = inbound.trace.as_ref().and_then(|cx| {
+        let name = format!("replay {} {}", route.name(), side.as_str());
         OutgoingSpan::linked(cx, name, side, req.headers_mut())
     });
     let limit = snap.config.comparison.max_body_bytes;
     let started = Instant::now();
-    let resp = proxy
-        .upstreams
-        .send(&address, req, job.route.timeout())
-        .await;
+    let resp = proxy.upstreams.send(&address, req, route.timeout()).await;
     let elapsed = started.elapsed();
     if let Some(span) = &span {
         span.answered(resp.as_ref().ok().map(|r| r.status().as_u16()));
@@ -273,9 +348,14 @@ async fn run(
 ) {
     let route = job.route.name().to_owned();
     let mut reservation = std::mem::replace(&mut job.reservation, proxy.budget.reservation());
-    let shadow = match job.shadow_side {
-        Some(side) => replay_to(proxy, &job, side, &mut reservation).await,
-        None => None,
+    // An answer fetched before the primary keeps its budget until the comparison ends.
+    let (shadow, _early_budget) = match (job.early.take(), job.shadow_side) {
+        (Some(early), _) => (Some(early.fetched), Some(early.reservation)),
+        (None, Some(side)) => (
+            replay_to(proxy, job.replayed(), side, &mut reservation).await,
+            None,
+        ),
+        (None, None) => (None, None),
     };
     let Ok(mut captured) = (&mut job.captured).await else {
         return;
@@ -316,12 +396,12 @@ async fn run(
 /// `None` when there is no answer to compare (counted).
 async fn replay_to(
     proxy: &Proxy,
-    job: &ReplayJob,
+    replayed: Replayed<'_>,
     side: Side,
     reservation: &mut Reservation,
 ) -> Option<Fetched> {
-    let route = job.route.name();
-    let mark = if is_safe(&job.inbound.method) {
+    let route = replayed.route.name();
+    let mark = if is_safe(&replayed.inbound.method) {
         None
     } else {
         Some("dry-run")
@@ -334,7 +414,7 @@ async fn replay_to(
             side: side.as_str(),
         })
         .inc();
-    let shadow = fetch(proxy, job, side, mark, reservation).await;
+    let shadow = fetch(proxy, replayed, side, mark, reservation).await;
     let now = Instant::now();
     let Some(shadow) = shadow else {
         proxy
@@ -391,8 +471,8 @@ async fn compare_answers(proxy: &Proxy, job: &ReplayJob, primary: &Exchange, sha
         loop {
             tokio::time::sleep(pause).await;
             let mut again = proxy.budget.reservation();
-            let legacy_again = fetch(proxy, job, Side::Legacy, None, &mut again).await;
-            let new_again = fetch(proxy, job, Side::New, None, &mut again).await;
+            let legacy_again = fetch(proxy, job.replayed(), Side::Legacy, None, &mut again).await;
+            let new_again = fetch(proxy, job.replayed(), Side::New, None, &mut again).await;
             let (Some(legacy_again), Some(new_again)) = (legacy_again, new_again) else {
                 break;
             };
@@ -433,7 +513,7 @@ async fn compare_answers(proxy: &Proxy, job: &ReplayJob, primary: &Exchange, sha
         proxy.guard.record_outcome(route, &outcome, Instant::now());
     } else {
         // Only writes whose replay after the primary still means something are
-        // replayed (see `writes`); their answers are counted apart from the reads'
+        // replayed (see `writes`), or sent first; their answers are counted apart from the reads'
         // (a log-in's tokens, a profile change's `updated_at` are the rules' to ignore)
         // and their effects judged by `effects`.
         proxy
@@ -451,7 +531,7 @@ async fn compare_answers(proxy: &Proxy, job: &ReplayJob, primary: &Exchange, sha
             &shadow
         };
         let mut again = proxy.budget.reservation();
-        if let Some(second) = fetch(proxy, job, Side::Legacy, None, &mut again).await {
+        if let Some(second) = fetch(proxy, job.replayed(), Side::Legacy, None, &mut again).await {
             proxy.noise.learn(route, legacy_first, &second.exchange);
         }
     }

@@ -97,6 +97,10 @@ fn build(
         file: vs_path.display().to_string(),
         reason: e.to_string(),
     })?;
+    config.check_rules(&manifest).map_err(|e| LoadError {
+        file: cfg_path.display().to_string(),
+        reason: e.to_string(),
+    })?;
     let table = manifest.with_overrides(overrides).map_err(|e| LoadError {
         file: "runtime overrides".into(),
         reason: e.to_string(),

@@ -3,7 +3,9 @@
 //! anything. A replay comes after the primary's write, on the same shared data (the new
 //! side reads the legacy's rows while migrating): a sign-up replayed finds its email
 //! taken, a refresh its token rotated. Such answers differ by construction; they are
-//! not replayed, and only their effect is compared (see `effects`).
+//! not replayed after the primary, and their effect is compared (see `effects`); a
+//! rule may have some of them sent to the new side as a dry run *before* the legacy
+//! serves them, for their answer too (`comparison.replay_first`, see `replay`).
 
 use member_contract::{Endpoint, route};
 
@@ -63,6 +65,26 @@ mod tests {
             ("POST", "/api/v1/nothing", "other"),
         ] {
             assert_eq!(kind(write_of(method, path)), kind_, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn the_writes_that_may_be_sent_first_are_those_a_later_replay_cannot_compare() {
+        for (method, path) in [
+            ("POST", "/api/v1/users"),
+            ("PATCH", "/api/v1/users/me"),
+            ("PUT", "/api/v1/users/me/password"),
+            ("DELETE", "/api/v1/users/me"),
+            ("POST", "/api/v1/sessions"),
+            ("POST", "/api/v1/sessions/refresh"),
+            ("DELETE", "/api/v1/sessions"),
+        ] {
+            let write = write_of(method, path);
+            assert_eq!(
+                answer_not_comparable(write).is_some(),
+                proxy_routing::config::STATE_CONSUMING_WRITES.contains(&kind(write)),
+                "{method} {path}"
+            );
         }
     }
 

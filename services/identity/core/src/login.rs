@@ -98,7 +98,7 @@ impl Identity {
     }
 
     /// The legacy's member `id`, imported within `tx`.
-    async fn import_into(
+    pub(crate) async fn import_into(
         &self,
         tx: &mut identity_store::Tx,
         id: i64,

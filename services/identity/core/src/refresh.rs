@@ -145,9 +145,16 @@ impl Identity {
         if !legacy.end_session(old.id).await? {
             return Err(CoreError::InvalidRefreshToken);
         }
+        // A member signed up on the legacy moments ago may not be here yet (the sync's
+        // lag): imported now, as a log-in would, rather than the session refused.
         let member = match tx.member_by_id(old.user_id).await? {
             Some(m) if !m.is_withdrawn() => m,
-            _ => return Err(CoreError::InvalidRefreshToken),
+            Some(_) => return Err(CoreError::InvalidRefreshToken),
+            None => match self.import_into(&mut tx, old.user_id).await {
+                Ok(m) => m,
+                Err(CoreError::InvalidCredentials) => return Err(CoreError::InvalidRefreshToken),
+                Err(e) => return Err(e),
+            },
         };
         let issued = self.new_session(&mut legacy, &mut tx, member, now).await?;
         self.finish_both(legacy, tx, ctx.dry_run).await?;

@@ -468,3 +468,27 @@ async fn reads_that_race_the_sync_never_bring_an_older_row_back() {
     let verify = m.migrate(&["verify"]);
     assert!(verify.contains(" 0 deviating"), "{verify}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_session_refreshed_here_before_the_sync_brought_its_member_lives_on() {
+    // The sync all but stopped: a member signed up on the legacy is not here yet when
+    // its app refreshes through the identity service (the proxy sent it there).
+    let m = migrating(false, &["--sync-interval-ms", "600000"]);
+    // Its first pass, at start, done before the member exists.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let email = email("unsynced");
+    m.sign_up_on_legacy(&email, "password-1").await;
+    let (_, refresh) = m.log_in(true, &email, "password-1").await;
+    let (s, v) = call(
+        "POST",
+        m.url("/api/v1/sessions/refresh"),
+        None,
+        Some(json!({"refresh_token": refresh})),
+    )
+    .await;
+    assert_eq!(s, 201, "the app was logged out: {v}");
+    let token = v["token"].as_str().unwrap();
+    let (s, v) = call("GET", m.url("/api/v1/users/me"), Some(token), None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["email"], email.as_str());
+}

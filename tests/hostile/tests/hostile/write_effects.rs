@@ -668,3 +668,126 @@ async fn a_sync_that_lags_is_no_difference_and_its_waiting_questions_crowd_out_n
         0.0
     );
 }
+
+/// `proxy_writes_total` of `route`, `kind`, compared by `compared`, with `result`.
+async fn written(
+    proxy: &ProxyProcess,
+    route: &str,
+    kind: &str,
+    compared: &str,
+    result: &str,
+) -> f64 {
+    metric(
+        proxy.admin,
+        &format!(
+            r#"proxy_writes_total{{route="{route}",kind="{kind}",compared="{compared}",result="{result}"}}"#
+        ),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_and_log_outs_sent_first_to_the_new_side_are_compared_by_their_answer() {
+    // Every user on the legacy; refreshes and log-outs dry-run on the new side before
+    // the legacy consumes their token or session.
+    let m = migrating(true, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = proxy_config(
+        m.legacy.addr,
+        m.identity.http,
+        "  replay_first:\n    sessions: [refresh, log_out]\n  replay_first_timeout: 2s\n",
+    );
+    let proxy = proxy(dir.path(), &manifest(0), &config);
+    let url = |path: &str| format!("http://{}{path}", proxy.addr);
+    for round in 0..3 {
+        let email = email("first");
+        m.sign_up_on_legacy(&email, "password-1").await;
+        let (s, v) = call(
+            "POST",
+            url("/api/v1/sessions"),
+            None,
+            Some(json!({"email": email, "password": "password-1"})),
+        )
+        .await;
+        assert_eq!(s, 201, "round {round}: {v}");
+        // The dry run consumed nothing: the refresh token is still the client's to use,
+        // and the pair it gets back works.
+        let (s, v) = call(
+            "POST",
+            url("/api/v1/sessions/refresh"),
+            None,
+            Some(json!({"refresh_token": v["refresh_token"]})),
+        )
+        .await;
+        assert_eq!(s, 201, "round {round}: {v}");
+        let token = v["token"].as_str().unwrap().to_owned();
+        let (s, v) = call("GET", url("/api/v1/users/me"), Some(&token), None).await;
+        assert_eq!(s, 200, "round {round}: {v}");
+        let (s, v) = call("DELETE", url("/api/v1/sessions"), Some(&token), None).await;
+        assert_eq!(s, 204, "round {round}: {v}");
+        let (s, _) = call("GET", url("/api/v1/users/me"), Some(&token), None).await;
+        assert_eq!(s, 401, "round {round}: the log-out took");
+    }
+    for kind in ["refresh", "log_out"] {
+        assert!(
+            until(Duration::from_secs(10), || async {
+                written(&proxy, "sessions", kind, "answer", "match").await >= 3.0
+            })
+            .await,
+            "{kind} answers not compared: {}",
+            proxy.process.output()
+        );
+        assert_eq!(
+            written(&proxy, "sessions", kind, "answer", "not_comparable").await,
+            0.0,
+            "{kind}"
+        );
+        assert_eq!(
+            written(&proxy, "sessions", kind, "answer", "mismatch").await,
+            0.0,
+            "{kind}"
+        );
+    }
+    // A log-in is still replayed after the legacy served it.
+    assert!(written(&proxy, "sessions", "log_in", "answer", "match").await >= 3.0);
+}
+
+#[test]
+fn a_replay_first_setting_that_cannot_be_honoured_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    for (extra, named) in [
+        (
+            "  replay_first:\n    sessions: [log_in]\n",
+            "comparison.replay_first.sessions",
+        ),
+        (
+            "  replay_first:\n    no-such-rule: [refresh]\n",
+            "comparison.replay_first.no-such-rule",
+        ),
+        (
+            "  replay_first_timeout: 0s\n",
+            "comparison.replay_first_timeout",
+        ),
+    ] {
+        let vs = dir.path().join("vs.yaml");
+        let cfg = dir.path().join("proxy.yaml");
+        std::fs::write(&vs, manifest(0)).unwrap();
+        std::fs::write(&cfg, proxy_config(addr, addr, extra)).unwrap();
+        // Bounded: a config wrongly taken would leave the proxy serving.
+        let out = Command::new("timeout")
+            .arg("20")
+            .arg(crate::support::binary("migration-proxy"))
+            .args([
+                "--virtual-service",
+                vs.to_str().unwrap(),
+                "--config",
+                cfg.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{extra}: {stderr}");
+        assert!(stderr.contains(named), "{extra}: {stderr}");
+    }
+}
