@@ -267,3 +267,63 @@ fn a_trace_setting_this_build_cannot_honour_is_refused_by_name_before_anything_s
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_never_answers_holds_no_request_and_no_shutdown() {
+    // A collector that takes connections and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let mut m = migrating_with_env(false, &[], &env);
+    let dir = tempfile::tempdir().unwrap();
+    let config = proxy_config(m.legacy.addr, m.identity.http, "");
+    let mut proxy = proxy_with_env(dir.path(), &manifest(50), &config, &env);
+    let url = |path: &str| format!("http://{}{path}", proxy.addr);
+    let email = email("silent");
+    let (s, v) = call_with_headers(
+        "POST",
+        url("/api/v1/users"),
+        &[],
+        Some(json!({"user": {"email": email, "password": "password-1", "nickname": "silent"}})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    // Requests go on being answered while every export hangs (each bounded by the
+    // client's own 10 s: a request held by the exporter would fail it).
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for n in 0..200 {
+        let r = client
+            .get(url("/api/v1/users?ids=1,2,3"))
+            .header("traceparent", format!("00-{:032x}-{CLIENT_SPAN}-01", n + 1))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request {n}: {e}"));
+        assert_eq!(r.status(), 200, "request {n}");
+    }
+    drop(client);
+    // Both stop when asked, within their drain and the exporter's own bound (5 s),
+    // and cleanly: the spans left are given up, not waited for.
+    for (name, process) in [
+        ("proxy", &mut proxy.process),
+        ("identity", &mut m.identity.process),
+    ] {
+        let status = process.terminate(Duration::from_secs(40));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{name} did not stop cleanly: {status:?}\n{}",
+            process.output()
+        );
+    }
+}

@@ -119,6 +119,22 @@ impl Process {
         let _ = self.child.wait();
     }
 
+    /// Asks the process to stop (SIGTERM, as Kubernetes does) and waits for it at most
+    /// `limit`: its exit status, or `None` if it is still running then.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     pub fn output(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
