@@ -791,3 +791,63 @@ fn a_replay_first_setting_that_cannot_be_honoured_is_refused_by_name() {
         assert!(stderr.contains(named), "{extra}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_side_that_never_answers_a_write_sent_first_holds_the_client_only_its_bound() {
+    let m = migrating(false, &[]);
+    let gate = TcpGate::start(m.identity.http).await;
+    // Everyone on the legacy; the dry runs sent first go through the gate.
+    let dir = tempfile::tempdir().unwrap();
+    let config = proxy_config(
+        m.legacy.addr,
+        gate.addr,
+        "  replay_first:\n    sessions: [refresh]\n  replay_first_timeout: 300ms\n",
+    );
+    let proxy = proxy(dir.path(), &manifest(0), &config);
+    let url = |path: &str| format!("http://{}{path}", proxy.addr);
+    let email = email("first-stuck");
+    m.sign_up_on_legacy(&email, "password-1").await;
+    let (s, v) = call(
+        "POST",
+        url("/api/v1/sessions"),
+        None,
+        Some(json!({"email": email, "password": "password-1"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let mut refresh = v["refresh_token"].as_str().unwrap().to_owned();
+    gate.set(Gate::Closed);
+    for n in 0..3 {
+        // The legacy still serves the refresh, after the dry run's bound (300 ms) at
+        // most: well within the client's patience here.
+        let answer = tokio::time::timeout(
+            Duration::from_secs(3),
+            call(
+                "POST",
+                url("/api/v1/sessions/refresh"),
+                None,
+                Some(json!({"refresh_token": refresh})),
+            ),
+        )
+        .await;
+        let Ok((201, v)) = answer else {
+            panic!("refresh {n} held or refused: {answer:?}");
+        };
+        refresh = v["refresh_token"].as_str().unwrap().to_owned();
+    }
+    // Counted as comparisons skipped for time, not as matches or mismatches.
+    assert!(
+        metric(
+            proxy.admin,
+            r#"proxy_comparisons_total{route="sessions",result="skipped_timeout"}"#
+        )
+        .await
+            >= 3.0,
+        "{}",
+        proxy.process.output()
+    );
+    assert_eq!(
+        written(&proxy, "sessions", "refresh", "answer", "mismatch").await,
+        0.0
+    );
+}
