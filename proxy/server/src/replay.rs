@@ -144,7 +144,11 @@ impl Proxy {
         primary: Side,
     ) -> Option<(Early, tokio::sync::OwnedSemaphorePermit)> {
         let Replayed { route, inbound, .. } = replayed;
-        if primary != Side::Legacy || is_safe(&inbound.method) {
+        // Most rules name nothing: no write is parsed for them.
+        if primary != Side::Legacy
+            || is_safe(&inbound.method)
+            || !config.comparison.replay_first.contains_key(route.name())
+        {
             return None;
         }
         let write = crate::writes::write_of(inbound.method.as_str(), inbound.path_and_query.path());

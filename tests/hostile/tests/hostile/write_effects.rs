@@ -81,13 +81,19 @@ impl Rollout {
     }
 
     async fn writes(&self, route: &str, kind: &str, result: &str) -> f64 {
-        metric(
-            self.proxy.admin,
-            &format!(
-                r#"proxy_writes_total{{route="{route}",kind="{kind}",compared="effect",result="{result}"}}"#
-            ),
+        written(&self.proxy, route, kind, "effect", result).await
+    }
+
+    /// Changes the password from `password-1` to `password-2` with `token`.
+    async fn change_password(&self, token: Option<&str>) {
+        let (s, v) = call(
+            "PUT",
+            self.url("/api/v1/users/me/password"),
+            token,
+            Some(json!({"current_password": "password-1", "password": "password-2"})),
         )
-        .await
+        .await;
+        assert_eq!(s, 204, "{v}");
     }
 
     async fn samples(&self) -> String {
@@ -199,14 +205,7 @@ async fn a_password_change_that_leaves_the_other_sessions_alive_is_caught_and_ab
         "CREATE FUNCTION planted() RETURNS trigger AS $$ BEGIN RETURN NULL; END $$ LANGUAGE plpgsql; \
          CREATE TRIGGER planted BEFORE DELETE ON sessions FOR EACH ROW EXECUTE FUNCTION planted();",
     );
-    let (s, v) = call(
-        "PUT",
-        r.url("/api/v1/users/me/password"),
-        first["token"].as_str(),
-        Some(json!({"current_password": "password-1", "password": "password-2"})),
-    )
-    .await;
-    assert_eq!(s, 204, "{v}");
+    r.change_password(first["token"].as_str()).await;
     r.caught(
         "password_change",
         &["effect:legacy:sessions"],
@@ -228,14 +227,7 @@ async fn a_password_change_whose_new_password_does_not_take_on_the_new_side_is_c
         "CREATE FUNCTION planted() RETURNS trigger AS $$ BEGIN NEW.password_hash := OLD.password_hash; RETURN NEW; END $$ LANGUAGE plpgsql; \
          CREATE TRIGGER planted BEFORE UPDATE ON members FOR EACH ROW EXECUTE FUNCTION planted();",
     );
-    let (s, v) = call(
-        "PUT",
-        r.url("/api/v1/users/me/password"),
-        session["token"].as_str(),
-        Some(json!({"current_password": "password-1", "password": "password-2"})),
-    )
-    .await;
-    assert_eq!(s, 204, "{v}");
+    r.change_password(session["token"].as_str()).await;
     r.caught(
         "password_change",
         &["effect:identity:password"],
@@ -301,14 +293,7 @@ async fn life(r: &Rollout) {
     )
     .await;
     assert_eq!(s, 201, "{refreshed}");
-    let (s, v) = call(
-        "PUT",
-        r.url("/api/v1/users/me/password"),
-        Some(token),
-        Some(json!({"current_password": "password-1", "password": "password-2"})),
-    )
-    .await;
-    assert_eq!(s, 204, "{v}");
+    r.change_password(Some(token)).await;
     let (s, _) = call("DELETE", r.url("/api/v1/sessions"), Some(token), None).await;
     assert_eq!(s, 204);
     let last = r.log_in(&email, "password-2").await;
