@@ -116,6 +116,27 @@ async fn one_request_is_one_connected_trace_from_the_proxy_to_the_databases_with
     )
     .await;
     assert_eq!(s, 200, "{v}");
+    // A client that forges its trace context: a malformed parent, a tracestate of 4 KiB,
+    // B3 headers of the wrong length. Served, and its trace starts at the proxy.
+    let forged_tracestate = format!("k={}", "x".repeat(4096));
+    let (s, v) = call_with_headers(
+        "GET",
+        url("/api/v1/users/me"),
+        &[
+            ("authorization", &bearer),
+            ("x-request-id", "forged-trace-context"),
+            (
+                "traceparent",
+                "00-zz92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("tracestate", &forged_tracestate),
+            ("x-b3-traceid", "abc"),
+            ("x-b3-spanid", "def"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
 
     let replay_of = |spans: &[Received], proxy_span: &Received| {
         spans
@@ -135,10 +156,13 @@ async fn one_request_is_one_connected_trace_from_the_proxy_to_the_databases_with
                 .values()
                 .any(|s| s.service == "identity" && s.name.contains(" db "))
                 && trace.values().any(|s| s.service == "migration-proxy")
-        }) && trace_of(spans, read)
-            .values()
-            .filter(|s| s.service == "migration-proxy" && s.attribute("proxy.route").is_some())
-            .any(|p| replay_of(spans, p).is_some())
+        }) && spans
+            .iter()
+            .any(|s| s.attribute("request_id") == Some("forged-trace-context"))
+            && trace_of(spans, read)
+                .values()
+                .filter(|s| s.service == "migration-proxy" && s.attribute("proxy.route").is_some())
+                .any(|p| replay_of(spans, p).is_some())
     };
     assert!(
         until(Duration::from_secs(20), || async {
@@ -224,6 +248,21 @@ async fn one_request_is_one_connected_trace_from_the_proxy_to_the_databases_with
             "a span outside any request: {s:?}"
         );
     }
+    // The forged request: one trace, rooted at the proxy (no parent), its span
+    // carrying none of the forged state.
+    let forged = spans
+        .iter()
+        .find(|s| {
+            s.service == "identity" && s.attribute("request_id") == Some("forged-trace-context")
+        })
+        .expect("the forged request's span");
+    let trace = trace_of(&spans, &hex(&forged.trace_id));
+    let (_, top) = ancestry(&trace, forged);
+    assert_eq!(top, "", "the forged parent was taken: {trace:#?}");
+    assert!(
+        !format!("{trace:?}").contains("xxxxxxxx"),
+        "the forged tracestate was kept"
+    );
     let text = format!("{spans:?}");
     for secret in [token.as_str(), email.as_str(), "password-1"] {
         assert!(!text.contains(secret), "a span carries a secret");
