@@ -52,51 +52,73 @@ impl Identity {
             .tokens
             .verify(access_token, now.as_secs())
             .map_err(|_| CoreError::Unauthorized)?;
-        let link = self.legacy();
-        let found = match link {
-            // While migrating, the legacy digest recorded here comes in the same query.
-            Some(_) => {
-                self.inner
-                    .store
-                    .session_with_member_and_legacy_digest(&claims.sid)
-                    .await?
+        let Some(link) = self.legacy() else {
+            let Some((session, member)) = self.inner.store.session_with_member(&claims.sid).await?
+            else {
+                return Err(CoreError::Unauthorized);
+            };
+            let current = LiveSession::of(&session, &member)
+                .is_some_and(|live| is_current(&live, &claims, now));
+            if !current {
+                return Err(CoreError::Unauthorized);
             }
-            None => self
-                .inner
-                .store
-                .session_with_member(&claims.sid)
-                .await?
-                .map(|(s, m)| (s, m, None)),
+            return Ok(Principal { member, session });
         };
-        let Some((session, member, recorded_digest)) = found else {
+        // While migrating, the legacy's session row must still be there (not ended on
+        // that side), and the member is read as the legacy has it now. A session the
+        // cache holds as current, whose member was seen to agree with this very legacy
+        // row, needs nothing more read here (see `agreed`).
+        let mut legacy_read = None;
+        if let Some(live) = self.inner.store.cached_live_session(&claims.sid)
+            && is_current(&live, &claims, now)
+            && let Some(lid) = live.legacy_session_id
+        {
+            let Some(user) = link.db.owner_of_live_session_batched(lid, now).await? else {
+                return Err(CoreError::Unauthorized);
+            };
+            if let Some(member) = self.inner.agreed.get(&user) {
+                if member.is_withdrawn() || member.id != live.member_id {
+                    return Err(CoreError::Unauthorized);
+                }
+                return Ok(Principal {
+                    member,
+                    session: live.row(&claims.sid),
+                });
+            }
+            legacy_read = Some((lid, user));
+        }
+        let Some((session, here, recorded_digest)) =
+            self.inner.store.session_read_for_cache(&claims.sid).await?
+        else {
             return Err(CoreError::Unauthorized);
         };
         let current =
-            LiveSession::of(&session, &member).is_some_and(|live| is_current(&live, &claims, now));
+            LiveSession::of(&session, &here).is_some_and(|live| is_current(&live, &claims, now));
         if !current {
             return Err(CoreError::Unauthorized);
         }
-        // While migrating, the legacy's session row must still be there (not ended on
-        // that side), and the member is read as the legacy has it now.
-        let member = match (link, session.legacy_session_id) {
-            (Some(link), Some(lid)) => {
-                let Some(user) = link.db.owner_of_live_session_batched(lid, now).await? else {
-                    return Err(CoreError::Unauthorized);
-                };
-                let member = self
-                    .member_as_legacy_has_it(
-                        &user,
-                        Some((&member, recorded_digest.as_deref())),
-                        dry_run,
-                    )
-                    .await?;
-                if member.is_withdrawn() || member.id != session.member_id {
-                    return Err(CoreError::Unauthorized);
-                }
-                member
-            }
-            _ => member,
+        let Some(lid) = session.legacy_session_id else {
+            return Ok(Principal {
+                member: here,
+                session,
+            });
         };
+        let user = match legacy_read {
+            Some((read, user)) if read == lid => user,
+            _ => match link.db.owner_of_live_session_batched(lid, now).await? {
+                Some(user) => user,
+                None => return Err(CoreError::Unauthorized),
+            },
+        };
+        let member = self
+            .member_as_legacy_has_it(&user, Some((&here, recorded_digest.as_deref())), dry_run)
+            .await?;
+        if member.is_withdrawn() || member.id != session.member_id {
+            return Err(CoreError::Unauthorized);
+        }
+        if member == here {
+            self.inner.agreed.keep(&user, &here);
+        }
         Ok(Principal { member, session })
     }
 

@@ -4,6 +4,7 @@
 //! transaction, so a dry run (a shadowed write) rolls back everything.
 
 mod access;
+mod agreed;
 mod changes;
 mod clock;
 mod error;
@@ -96,6 +97,8 @@ struct Inner {
     config: CoreConfig,
     /// The legacy database while migrating (write-through, legacy sessions).
     legacy: std::sync::RwLock<Option<LegacyLink>>,
+    /// Members seen to agree with the legacy (while migrating).
+    agreed: agreed::AgreedMembers,
 }
 
 impl Identity {
@@ -114,6 +117,7 @@ impl Identity {
                 clock,
                 config,
                 legacy: std::sync::RwLock::new(None),
+                agreed: agreed::AgreedMembers::default(),
             }),
         }
     }
@@ -123,6 +127,7 @@ impl Identity {
         if let Ok(mut g) = self.inner.legacy.write() {
             *g = Some(link);
         }
+        self.inner.agreed.clear();
     }
 
     pub fn store(&self) -> &Store {

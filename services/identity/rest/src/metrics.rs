@@ -161,7 +161,7 @@ impl Metrics {
         let session_cache_lookups = Family::<LookupLabel, Counter>::default();
         registry.register(
             "session_cache_serving",
-            "1 while VerifyAccessToken answers from the session cache (PostgreSQL, hearing every session end)",
+            "1 while VerifyAccessToken (and, while migrating, the access check) answers from the session cache (PostgreSQL, hearing every session end)",
             session_cache_serving.clone(),
         );
         registry.register(

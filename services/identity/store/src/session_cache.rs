@@ -1,24 +1,30 @@
-//! Live sessions as introspection (`VerifyAccessToken`) reads them, kept in memory: on
-//! PostgreSQL only, and only while this process hears every end of a session, its own
-//! and every other replica's (`LISTEN identity_session_ends`, see `signals`). A session
-//! ended, or whose access token was replaced by a refresh, is forgotten when its
-//! transaction commits here and when the notification arrives elsewhere; a lost
-//! listener forgets everything and stops the cache until it listens again. A read that
-//! raced an end is not kept (the generation moved meanwhile). Entries live at most
-//! `MAX_AGE` besides, and the cache holds at most `MAX_ENTRIES`.
+//! Live sessions as introspection (`VerifyAccessToken`) and, while migrating, the access
+//! check read them, kept in memory: on PostgreSQL only, and only while this process
+//! hears every end of a session, its own and every other replica's (`LISTEN
+//! identity_session_ends`, see `signals`). A session ended, or whose access token was
+//! replaced by a refresh, is forgotten when its transaction commits here and when the
+//! notification arrives elsewhere; a lost listener forgets everything and stops the
+//! cache until it listens again. A read that raced an end is not kept (the generation
+//! moved meanwhile). Entries live at most `MAX_AGE` besides, and the cache holds at most
+//! `MAX_ENTRIES`.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// What introspection needs of a live session (not ended, its member not withdrawn).
+/// What introspection and the access check need of a live session (not ended, its
+/// member not withdrawn).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveSession {
     pub member_id: i64,
     /// The `jti` of its current access token.
     pub access_jti: String,
     pub access_expires_at: i64,
+    pub created_at: i64,
+    pub refresh_expires_at: i64,
+    /// Its legacy row while migrating (a refresh replaces it, and forgets the entry).
+    pub legacy_session_id: Option<i64>,
 }
 
 impl LiveSession {
@@ -29,8 +35,25 @@ impl LiveSession {
                 member_id: session.member_id,
                 access_jti: session.access_jti.clone(),
                 access_expires_at: session.access_expires_at,
+                created_at: session.created_at,
+                refresh_expires_at: session.refresh_expires_at,
+                legacy_session_id: session.legacy_session_id,
             },
         )
+    }
+
+    /// The session's row, named `id` (live: not ended).
+    pub fn row(&self, id: &str) -> crate::SessionRow {
+        crate::SessionRow {
+            id: id.to_owned(),
+            member_id: self.member_id,
+            access_jti: self.access_jti.clone(),
+            created_at: self.created_at,
+            access_expires_at: self.access_expires_at,
+            refresh_expires_at: self.refresh_expires_at,
+            ended_at: None,
+            legacy_session_id: self.legacy_session_id,
+        }
     }
 }
 
@@ -211,6 +234,9 @@ mod tests {
             member_id: 1,
             access_jti: jti.into(),
             access_expires_at: 10,
+            created_at: 1,
+            refresh_expires_at: 20,
+            legacy_session_id: None,
         }
     }
 

@@ -122,20 +122,38 @@ impl Store {
     /// reads it: from the session cache when it may serve (see `session_cache`).
     #[tracing::instrument(target = "traced", name = "identity db live_session", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn live_session(&self, session_id: &str) -> Result<Option<LiveSession>, StoreError> {
-        let cache = &self.signals.sessions;
-        if let Some(live) = cache.get(session_id) {
+        if let Some(live) = self.signals.sessions.get(session_id) {
             return Ok(Some(live));
         }
+        Ok(self
+            .session_read_for_cache(session_id)
+            .await?
+            .and_then(|(s, m, _)| LiveSession::of(&s, &m)))
+    }
+
+    /// A live session from the session cache only (nothing read): `None` when the
+    /// cache does not hold it or may not serve.
+    pub fn cached_live_session(&self, session_id: &str) -> Option<LiveSession> {
+        self.signals.sessions.get(session_id)
+    }
+
+    /// [`Store::session_with_member_and_legacy_digest`], whose session, if live, the
+    /// session cache keeps for the reads after it (unless an end was heard meanwhile).
+    #[tracing::instrument(target = "traced", name = "identity db session_read_for_cache", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
+    pub async fn session_read_for_cache(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<(SessionRow, MemberRow, Option<String>)>, StoreError> {
+        let cache = &self.signals.sessions;
         self.listen();
         let generation = cache.generation();
-        let live = self
-            .session_with_member(session_id)
-            .await?
-            .and_then(|(s, m)| LiveSession::of(&s, &m));
-        if let (Some(live), Some(generation)) = (&live, generation) {
-            cache.keep(generation, session_id, live.clone());
+        let found = self.reads.sessions.get(session_id.to_owned()).await?;
+        if let (Some((s, m, _)), Some(generation)) = (&found, generation)
+            && let Some(live) = LiveSession::of(s, m)
+        {
+            cache.keep(generation, session_id, live);
         }
-        Ok(live)
+        Ok(found)
     }
 
     /// A session and its member, whatever their state (the caller decides).

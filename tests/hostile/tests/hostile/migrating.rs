@@ -492,3 +492,81 @@ async fn a_legacy_session_refreshed_here_before_the_sync_brought_its_member_live
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["email"], email.as_str());
 }
+
+/// While migrating, a request whose session the session cache holds, for a member seen
+/// to agree with the legacy's row, reads only the legacy's row. Whatever the legacy then
+/// changes (a profile change, a log-out, a withdrawal) is seen at the very next request
+/// to a service that answered that member from memory a moment before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_legacy_changes_is_seen_at_once_by_a_service_that_answered_from_memory() {
+    let m = migrating(true, &[]);
+    let email = email("agreed");
+    m.sign_up_on_legacy(&email, "password-1").await;
+    let (token, _) = m.log_in(false, &email, "password-1").await;
+    let (other, _) = m.log_in(false, &email, "password-1").await;
+    let (on_legacy, _) = m.log_in(true, &email, "password-1").await;
+    let hits = || {
+        crate::support::metric(
+            m.identity.http,
+            "identity_session_cache_lookups_total{result=\"hit\"}",
+        )
+    };
+    let me = |token: String| {
+        let url = m.url("/api/v1/users/me");
+        async move { call("GET", url, Some(&token), None).await }
+    };
+    let before = hits().await;
+    for _ in 0..3 {
+        let (s, v) = me(token.clone()).await;
+        assert_eq!((s, v["nickname"].as_str()), (200, Some("hostile")), "{v}");
+    }
+    assert!(
+        hits().await >= before + 2.0,
+        "the reads were not answered from the cache"
+    );
+
+    // A profile change on the legacy: seen at once, then served from memory again.
+    let (s, v) = call(
+        "PATCH",
+        m.legacy_url("/api/v1/users/me"),
+        Some(&on_legacy),
+        Some(json!({"user": {"nickname": "renamed"}})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    for _ in 0..3 {
+        let (s, v) = me(token.clone()).await;
+        assert_eq!((s, v["nickname"].as_str()), (200, Some("renamed")), "{v}");
+    }
+    let (s, v) = me(other.clone()).await;
+    assert_eq!((s, v["nickname"].as_str()), (200, Some("renamed")), "{v}");
+
+    // Our session logged out on the legacy (its row there carries our token).
+    let (s, _) = call(
+        "DELETE",
+        m.legacy_url("/api/v1/sessions"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+    let (s, v) = me(token.clone()).await;
+    assert_eq!(
+        s, 401,
+        "a session logged out on the legacy still served: {v}"
+    );
+
+    // The member withdrawn on the legacy: the other session, served a moment ago, ends.
+    let (s, v) = me(other.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = call(
+        "DELETE",
+        m.legacy_url("/api/v1/users/me"),
+        Some(&on_legacy),
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+    let (s, v) = me(other).await;
+    assert_eq!(s, 401, "a member withdrawn on the legacy still served: {v}");
+}
