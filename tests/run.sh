@@ -5,8 +5,9 @@
 #   2. the parity suite against the real Rails app, the Rust legacy simulator and the
 #      identity service (on SQLite and on PostgreSQL), transcripts compared; then a whole
 #      rollout rehearsed with the Rails app on PostgreSQL as the legacy;
-#   3. the hostile-client suite's cutover cases against the Rails app; the Python gRPC
-#      client and schemathesis against the identity service;
+#   3. the fault rehearsal at cluster shape (tests/fault-rehearsal); the hostile-client
+#      suite's cutover cases against the Rails app; the Python gRPC client and
+#      schemathesis against the identity service;
 #   4. a short fuzzing run of the proxy's manifest and config parsers, the manifests'
 #      validation (the PodMonitors and PrometheusRule against prometheus-operator's
 #      CRDs too), the alert rules' promtool unit tests, and the proxy's dashboard in
@@ -120,6 +121,14 @@ any=127.0.0.1:0
   --identity-database-url "postgres://postgres@127.0.0.1:$pg_port/identity_rollout" \
   --identity-http-addr $any --identity-grpc-addr $any --proxy-addr $any --admin-addr $any \
   --seed-members 100 --bcrypt-cost 4 --fast-hashing --clients 6 --pace-ms 20 --phase-secs 4
+
+section "fault rehearsal at cluster shape: two identity replicas, two proxies, HAProxy, the Rails app on PostgreSQL"
+# Every fault once, each at a random moment of its own step of the rollout: replicas
+# killed and stopped, both databases crashed, the identity service cut off from the
+# legacy's database; then every acknowledged write on both sides, verify and cutover.
+# The long variant, by hand: fault-rehearsal --rounds 2 --step-secs 40
+cargo build --locked -q -p fault-rehearsal -p identity -p migration-proxy
+"$bin/fault-rehearsal"
 
 section "hostile clients: sessions across the cutover, with the Rails app on PostgreSQL as the legacy"
 # The same cases `cargo test` ran on the simulator, now with the real Rails app (the

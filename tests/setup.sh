@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the tests need and the machine may lack: Debian's Rails packages (the
-# legacy oracle), Prometheus (promtool, for the alert rules' unit tests) and PyYAML;
+# legacy oracle), Prometheus (promtool, for the alert rules' unit tests), HAProxy (the
+# fault rehearsal's balancer, standing for the Kubernetes Services) and PyYAML;
 # Python is already there (the other Python suites make their own venvs).
 # Idempotent; as root it installs with apt-get, otherwise it only checks.
 set -euo pipefail
 
 need=()
-for pkg in ruby-rails ruby-bcrypt ruby-sqlite3 ruby-pg puma prometheus python3-yaml; do
+for pkg in ruby-rails ruby-bcrypt ruby-sqlite3 ruby-pg puma prometheus python3-yaml haproxy; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

@@ -43,9 +43,11 @@ pub struct GuardConfig {
     /// New side's error rate (5xx, connection failures, timeouts; not 4xx) at or above
     /// which the route aborts; in (0, 1].
     pub max_error_rate: f64,
-    /// When true, the new side's error rate must also be above the legacy's over the
-    /// same window: failures that both sides share (a common dependency down) are not
-    /// the new side's fault, and moving users back would not help them.
+    /// When true, the new side's error rate must be at least `max_error_rate` above the
+    /// legacy's over the same window: failures that both sides share (a common
+    /// dependency down, such as the legacy's database, which the new side writes
+    /// through to while migrating) are not the new side's fault, and moving users back
+    /// would not help them.
     pub error_rate_relative_to_legacy: bool,
     /// Mismatch rate (mismatches over compared pairs, noise not a mismatch) at or above
     /// which the route aborts; in (0, 1].

@@ -142,8 +142,9 @@ impl Guard {
     /// are checked in this order, the first crossed being the reason:
     ///
     /// 1. error rate: with at least `min_requests` new-side requests, the new side's
-    ///    error rate is at least `max_error_rate` (and above the legacy's, when
-    ///    `error_rate_relative_to_legacy`; the legacy's rate is 0 without requests);
+    ///    error rate is at least `max_error_rate` above the legacy's (when
+    ///    `error_rate_relative_to_legacy`; the legacy's rate is 0 without requests),
+    ///    or at least `max_error_rate` (when not);
     /// 2. mismatch rate: with at least `min_comparisons` compared pairs, mismatches over
     ///    compared pairs (match + noise + mismatch) is at least `max_mismatch_rate`.
     ///    Noise is compared but not a mismatch; legacy-5xx-against-new-4xx pairs and
@@ -183,8 +184,13 @@ impl Guard {
         let (new, legacy) = (totals.side(Side::New), totals.side(Side::Legacy));
         if new.requests >= c.min_requests {
             let (new_rate, legacy_rate) = (new.error_rate(), legacy.error_rate());
-            let worse = !c.error_rate_relative_to_legacy || new_rate > legacy_rate;
-            if new_rate >= c.max_error_rate && worse {
+            // Relative: only the share of failures beyond the legacy's is the new side's.
+            let own = if c.error_rate_relative_to_legacy {
+                new_rate - legacy_rate
+            } else {
+                new_rate
+            };
+            if own >= c.max_error_rate {
                 return Some(AbortReason::ErrorRate {
                     new: new_rate,
                     legacy: legacy_rate,

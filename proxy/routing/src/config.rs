@@ -103,6 +103,22 @@ pub struct ProxyConfig {
     /// Timeouts for rules of the VirtualService that set none.
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// Which side answers a safe request when the other fails it.
+    #[serde(default)]
+    pub fallback: Fallback,
+}
+
+/// Fallbacks between the sides, for safe requests (GET, HEAD, OPTIONS) only. The new
+/// side failing one (no answer, or a 5xx) is always answered by the legacy; the other
+/// way is chosen rule by rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Fallback {
+    /// Rules (by name) whose safe requests the legacy failed go to the new side, whose
+    /// answer is served unless it fails too (the legacy's is served then): while the
+    /// legacy or its database is down, a read the new side can answer from its own copy
+    /// (public profiles, kept in sync) is answered. Such an answer is not compared.
+    pub to_new: Vec<String>,
 }
 
 /// How a shadow answer is compared with the answer served.
@@ -408,21 +424,30 @@ impl ProxyConfig {
 
     /// Checks the settings that name the manifest's rules against `table`.
     pub fn check_rules(&self, table: &crate::RouteTable) -> Result<(), ConfigError> {
-        match self
+        if let Some(rule) = self
             .comparison
             .replay_first
             .keys()
             .find(|rule| table.get(rule).is_none())
         {
-            Some(rule) => invalid(
+            return invalid(
                 &format!("comparison.replay_first.{rule}"),
                 format!(
                     "names no rule of the VirtualService {}",
                     table.virtual_service()
                 ),
-            ),
-            None => Ok(()),
+            );
         }
+        if let Some(rule) = self.fallback.to_new.iter().find(|r| table.get(r).is_none()) {
+            return invalid(
+                "fallback.to_new",
+                format!(
+                    "{rule:?} names no rule of the VirtualService {}",
+                    table.virtual_service()
+                ),
+            );
+        }
+        Ok(())
     }
 
     /// Checks the ranges that the types do not.

@@ -1,8 +1,9 @@
 //! The tries of one request to its upstream: one send with its per-try timeout, retries
 //! as the rule allows (a connection that never reached the upstream always; a failure or
 //! a status listed in `retryOn` only for safe methods), the fallback to the legacy when
-//! the new side fails a safe request, and the record of every try for the metrics and
-//! the guard.
+//! the new side fails a safe request (and to the new side when the legacy fails one, for
+//! the rules of `fallback.to_new`), and the record of every try for the metrics and the
+//! guard.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -26,6 +27,9 @@ pub struct Target<'a> {
     pub route: &'a Route,
     pub side: Side,
     pub config: &'a ProxyConfig,
+    /// Whether the try counts for the guard: not a fallback's, tried only because the
+    /// other side failed (a sample of the failures alone).
+    pub guarded: bool,
 }
 
 impl Proxy {
@@ -44,6 +48,7 @@ impl Proxy {
             route,
             side,
             config,
+            guarded,
         } = target;
         let address = config.address_of(route, side).ok_or_else(|| {
             ForwardError::new(ErrorSource::Internal, false, "no destination for that side")
@@ -64,7 +69,7 @@ impl Proxy {
             e.source_kind = ErrorSource::Client;
             e.context = "client did not send its body in time";
         }
-        self.record(route, side, t.elapsed(), &result);
+        self.record(route, side, t.elapsed(), &result, guarded);
         result
     }
 
@@ -73,13 +78,12 @@ impl Proxy {
     /// status listed in `retryOn` only for safe methods (a retried write may apply twice).
     pub(crate) async fn forward_with_retries(
         &self,
-        route: &Route,
-        side: Side,
+        target: Target<'_>,
         inbound: &Inbound,
         body: &Bytes,
-        config: &ProxyConfig,
         deadline: Instant,
     ) -> Attempt {
+        let route = target.route;
         let retries = route.retries();
         let attempts = 1 + retries.map_or(0, |r| r.attempts);
         let per_try = retries
@@ -91,11 +95,7 @@ impl Proxy {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let result = self
                 .send_once(
-                    Target {
-                        route,
-                        side,
-                        config,
-                    },
+                    target,
                     inbound,
                     forward::full(body.clone()),
                     per_try.min(remaining),
@@ -122,7 +122,8 @@ impl Proxy {
     }
 
     /// Sends a buffered request to `side`; when the new side fails a safe request (no
-    /// answer, or a 5xx), the legacy answers instead. Returns the side that answered.
+    /// answer, or a 5xx), the legacy answers instead, and the other way for the rules
+    /// of `fallback.to_new`. Returns the side that answered.
     pub(crate) async fn forward_with_fallback(
         &self,
         route: &Route,
@@ -132,11 +133,22 @@ impl Proxy {
         config: &ProxyConfig,
         deadline: Instant,
     ) -> (Side, Attempt) {
+        let target = |side, guarded| Target {
+            route,
+            side,
+            config,
+            guarded,
+        };
         let result = self
-            .forward_with_retries(route, side, inbound, body, config, deadline)
+            .forward_with_retries(target(side, true), inbound, body, deadline)
             .await;
-        if side != Side::New || !is_safe(&inbound.method) {
+        if !is_safe(&inbound.method) {
             return (side, result);
+        }
+        if side == Side::Legacy {
+            return self
+                .legacy_failed(route, inbound, body, config, deadline, result)
+                .await;
         }
         let new_status = match &result {
             Ok(resp) if resp.status().is_server_error() => Some(resp.status().as_u16()),
@@ -165,13 +177,72 @@ impl Proxy {
         tracing::warn!(request_id = %inbound.request_id, route = route.name(), new_status, "new side failed a safe request: answering from the legacy");
         (
             Side::Legacy,
-            self.forward_with_retries(route, Side::Legacy, inbound, body, config, deadline)
+            self.forward_with_retries(target(Side::Legacy, false), inbound, body, deadline)
                 .await,
         )
     }
 
-    /// Records one upstream answer (or failure) for metrics and the guard.
-    fn record(&self, route: &Route, side: Side, elapsed: Duration, result: &Attempt) {
+    /// A safe request the legacy answered (`result`): when it failed (no answer, or a
+    /// 5xx) and the rule is one of `fallback.to_new`, the new side's answer, unless it
+    /// fails too.
+    async fn legacy_failed(
+        &self,
+        route: &Route,
+        inbound: &Inbound,
+        body: &Bytes,
+        config: &ProxyConfig,
+        deadline: Instant,
+        result: Attempt,
+    ) -> (Side, Attempt) {
+        let failed = match &result {
+            Ok(resp) => resp.status().is_server_error(),
+            Err(_) => true,
+        };
+        if !failed
+            || route.new_upstream().is_none()
+            || !config.fallback.to_new.iter().any(|r| r == route.name())
+            || Instant::now() >= deadline
+        {
+            return (Side::Legacy, result);
+        }
+        let new = self
+            .forward_with_retries(
+                Target {
+                    route,
+                    side: Side::New,
+                    config,
+                    guarded: false,
+                },
+                inbound,
+                body,
+                deadline,
+            )
+            .await;
+        match new {
+            Ok(resp) if !resp.status().is_server_error() => {
+                self.metrics
+                    .fallbacks_to_new
+                    .get_or_create(&crate::metrics::RouteLabel {
+                        route: route.name().to_owned(),
+                    })
+                    .inc();
+                tracing::warn!(request_id = %inbound.request_id, route = route.name(), "the legacy failed a safe request: answered by the new side");
+                (Side::New, Ok(resp))
+            }
+            _ => (Side::Legacy, result),
+        }
+    }
+
+    /// Records one upstream answer (or failure) for metrics and, when `guarded`, the
+    /// guard.
+    fn record(
+        &self,
+        route: &Route,
+        side: Side,
+        elapsed: Duration,
+        result: &Attempt,
+        guarded: bool,
+    ) {
         self.metrics.observe(route.name(), side.as_str(), elapsed);
         if let Err(e) = result {
             self.metrics
@@ -182,6 +253,9 @@ impl Proxy {
                     kind: e.source_kind.label(),
                 })
                 .inc();
+        }
+        if !guarded {
+            return;
         }
         // A client that did not send its body in time is not the upstream's failure.
         let failed = match result {

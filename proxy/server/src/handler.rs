@@ -141,6 +141,7 @@ impl Proxy {
                             route: &route,
                             side,
                             config: &snap.config,
+                            guarded: true,
                         },
                         &inbound,
                         stream,
@@ -156,8 +157,10 @@ impl Proxy {
             span.answered(response.status().as_u16(), served_by);
         }
         tracing::debug!(request_id = %inbound.request_id, route = route.name(), side = served_by.as_str(), status = response.status().as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "proxied");
+        // An answer of the new side in place of the failed legacy's: nothing to compare.
+        let fell_back_to_new = side == Side::Legacy && served_by == Side::New;
         let response = match buffered {
-            Some(buffered) => self.hand_to_replay(
+            Some(buffered) if !fell_back_to_new => self.hand_to_replay(
                 &snap,
                 route,
                 (served_by, response),
@@ -165,7 +168,7 @@ impl Proxy {
                 buffered,
                 early,
             ),
-            None => response,
+            _ => response,
         };
         response.map(|b| Served::new(b, Some(deadline), in_flight))
     }

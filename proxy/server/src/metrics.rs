@@ -88,6 +88,7 @@ pub struct Metrics {
     pub guard_aborted: Family<RouteLabel, Gauge<i64, AtomicI64>>,
     pub guard_aborts: Family<AbortLabels, Counter>,
     pub fallbacks: Family<RouteLabel, Counter>,
+    pub fallbacks_to_new: Family<RouteLabel, Counter>,
     pub reloads: Family<ReloadLabels, Counter>,
     /// Requests forwarded as a stream (not retried, replayed or compared), by cause.
     pub streamed: Family<CauseLabel, Counter>,
@@ -121,6 +122,7 @@ impl Metrics {
             guard_aborted: Family::default(),
             guard_aborts: Family::default(),
             fallbacks: Family::default(),
+            fallbacks_to_new: Family::default(),
             reloads: Family::default(),
             streamed: Family::default(),
             limited: Family::default(),
@@ -178,6 +180,11 @@ impl Metrics {
             "fallbacks",
             "Safe requests the new side failed, answered by the legacy instead",
             m.fallbacks.clone(),
+        );
+        registry.register(
+            "fallbacks_to_new",
+            "Safe requests the legacy failed, answered by the new side instead (fallback.to_new)",
+            m.fallbacks_to_new.clone(),
         );
         registry.register(
             "reloads",

@@ -9,4 +9,4 @@ pub mod stack;
 pub mod traffic;
 
 pub use stack::{LegacySource, Stack, StackOptions};
-pub use traffic::{Traffic, TrafficReport};
+pub use traffic::{Event, EventKind, Traffic, TrafficReport};

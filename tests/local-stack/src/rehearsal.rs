@@ -97,6 +97,12 @@ impl RehearsalReport {
                 self.traffic.stale_reads
             ));
         }
+        if self.traffic.resurrected > 0 {
+            p.push(format!(
+                "{} access tokens still worked after their log-out",
+                self.traffic.resurrected
+            ));
+        }
         if !self.verify.is_clean() {
             p.push(format!(
                 "verify: {} deviating members, e.g. {:?}",

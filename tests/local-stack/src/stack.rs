@@ -84,9 +84,10 @@ pub fn virtual_service(percent: u32) -> String {
         .expect("every member rule of the manifest has both sides")
 }
 
-fn proxy_config(legacy: SocketAddr, identity: SocketAddr) -> String {
+/// The proxy's config: the two sides, the comparison and the guard of a rehearsal.
+pub fn proxy_config(legacy: SocketAddr, identity: SocketAddr) -> String {
     format!(
-        "upstreams:\n  legacy-api.members.svc.cluster.local: {{address: \"{legacy}\", role: legacy}}\n  identity.members.svc.cluster.local: {{address: \"{identity}\", role: new}}\nadmin_token: {ADMIN_TOKEN}\nclient_address: {{trusted_hops: 1}}\ncomparison:\n  ignore: [\"$..token\", \"$..refresh_token\", \"$..expires_at\"]\n  learn_noise: true\n  replay_first: {{sessions: [refresh, log_out]}}\nguard:\n  window_secs: 60\n  min_requests: 50\n  min_comparisons: 50\n  max_error_rate: 0.05\n  max_mismatch_rate: 0.05\n  max_p99_ratio: 20\n  p99_floor_ms: 250\n"
+        "upstreams:\n  legacy-api.members.svc.cluster.local: {{address: \"{legacy}\", role: legacy}}\n  identity.members.svc.cluster.local: {{address: \"{identity}\", role: new}}\nadmin_token: {ADMIN_TOKEN}\nclient_address: {{trusted_hops: 1}}\ncomparison:\n  ignore: [\"$..token\", \"$..refresh_token\", \"$..expires_at\"]\n  learn_noise: true\n  replay_first: {{sessions: [refresh, log_out]}}\nfallback: {{to_new: [users-read, users-me-read]}}\nguard:\n  window_secs: 60\n  min_requests: 50\n  min_comparisons: 50\n  max_error_rate: 0.05\n  max_mismatch_rate: 0.05\n  max_p99_ratio: 20\n  p99_floor_ms: 250\n"
     )
 }
 

@@ -3,11 +3,14 @@
 //! newcomers sign up all along, and anonymous visitors read public profiles.
 //! Every answer is checked against what the contract promises, so that a rollout can be
 //! judged: unexpected errors, forced log-outs (a token refused that the client did not
-//! end), stale reads (a profile read that misses the client's own last write).
+//! end), stale reads (a profile read that misses the client's own last write), sessions
+//! that come back (a token that still works after its log-out was answered). Each such
+//! answer is also an [`Event`] with its time, so that a rehearsal with faults can tell
+//! which fault each came from.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -24,11 +27,36 @@ pub struct TrafficReport {
     /// Reads that missed the client's own last write (then seen on a later read).
     pub stale_reads: u64,
     pub writes: u64,
+    /// Access tokens that still worked after their log-out was answered.
+    pub resurrected: u64,
     /// A few unexpected answers (method, path template, status): no personal data.
     pub examples: Vec<String>,
     /// Each client's member: (id, email, nickname last written).
     pub members: Vec<(i64, String, String)>,
+    /// Every answer counted above but writes, with its time (at most `MAX_EVENTS`).
+    pub events: Vec<Event>,
 }
+
+/// One answer a client did not expect, when it came.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub at: Instant,
+    pub kind: EventKind,
+    /// Method, path template and status: no personal data.
+    pub what: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EventKind {
+    /// An answer the contract does not allow (5xx, a failed connection: status 0,
+    /// an unexpected 4xx).
+    Unexpected,
+    ForcedLogout,
+    StaleRead,
+    Resurrected,
+}
+
+const MAX_EVENTS: usize = 20_000;
 
 impl TrafficReport {
     fn merge(&mut self, other: TrafficReport) {
@@ -40,6 +68,9 @@ impl TrafficReport {
         self.forced_logouts += other.forced_logouts;
         self.stale_reads += other.stale_reads;
         self.writes += other.writes;
+        self.resurrected += other.resurrected;
+        let room = MAX_EVENTS.saturating_sub(self.events.len());
+        self.events.extend(other.events.into_iter().take(room));
         for e in other.examples {
             if self.examples.len() < 20 {
                 self.examples.push(e);
@@ -109,13 +140,23 @@ impl Client {
         *self.report.by_status.entry(status).or_default() += 1;
         if !ok.contains(&status) && status != 401 {
             self.report.unexpected += 1;
+            let what = format!("{method} {template} -> {status}");
             if self.report.examples.len() < 5 {
-                self.report
-                    .examples
-                    .push(format!("{method} {template} -> {status}"));
+                self.report.examples.push(what.clone());
             }
+            self.event(EventKind::Unexpected, what);
         }
         (status, value)
+    }
+
+    fn event(&mut self, kind: EventKind, what: String) {
+        if self.report.events.len() < MAX_EVENTS {
+            self.report.events.push(Event {
+                at: Instant::now(),
+                kind,
+                what,
+            });
+        }
     }
 
     /// Signs up with `nickname` and logs in: the member's id.
@@ -161,8 +202,9 @@ impl Client {
 
     /// A token refused that the client had not ended: counted, and the client logs in
     /// again.
-    async fn forced_out(&mut self) {
+    async fn forced_out(&mut self, template: &str) {
         self.report.forced_logouts += 1;
+        self.event(EventKind::ForcedLogout, format!("{template} -> 401"));
         self.log_in().await;
     }
 
@@ -181,9 +223,10 @@ impl Client {
             )
             .await;
         if s == 401 {
-            self.forced_out().await;
+            self.forced_out("GET /api/v1/users/me").await;
         } else if s == 200 && v["nickname"] != json!(nickname) {
             self.report.stale_reads += 1;
+            self.event(EventKind::StaleRead, "GET /api/v1/users/me".into());
         }
     }
 }
@@ -224,7 +267,7 @@ async fn one_client(
                 nickname = next;
                 c.report.writes += 1;
             } else if s == 401 {
-                c.forced_out().await;
+                c.forced_out("PATCH /api/v1/users/me").await;
             }
         } else if step == 40 {
             let refresh = json!({"refresh_token": c.refresh});
@@ -242,19 +285,37 @@ async fn one_client(
                 c.token = v["token"].as_str().unwrap_or("").to_owned();
                 c.refresh = v["refresh_token"].as_str().unwrap_or("").to_owned();
             } else if s == 401 {
-                c.forced_out().await;
+                c.forced_out("POST /api/v1/sessions/refresh").await;
             }
         } else if step == 49 {
-            c.call(
-                "DELETE",
-                "/api/v1/sessions",
-                "/api/v1/sessions",
-                Some(&token),
-                None,
-                &[204],
-            )
-            .await;
+            let (s, _) = c
+                .call(
+                    "DELETE",
+                    "/api/v1/sessions",
+                    "/api/v1/sessions",
+                    Some(&token),
+                    None,
+                    &[204],
+                )
+                .await;
             c.log_in().await;
+            // A session whose log-out was answered stays ended, whichever side is asked.
+            if s == 204 {
+                let (after, _) = c
+                    .call(
+                        "GET",
+                        "/api/v1/users/me",
+                        "/api/v1/users/me",
+                        Some(&token),
+                        None,
+                        &[401],
+                    )
+                    .await;
+                if after == 200 {
+                    c.report.resurrected += 1;
+                    c.event(EventKind::Resurrected, "GET /api/v1/users/me -> 200".into());
+                }
+            }
         } else if step % 3 == 2 {
             c.call("GET", &me, "/api/v1/users/:id", None, None, &[200])
                 .await;

@@ -9,4 +9,4 @@ pub mod otlp;
 pub mod postgres;
 pub mod tcp_gate;
 
-pub use postgres::fresh_postgres_database;
+pub use postgres::{OwnPostgres, fresh_postgres_database};

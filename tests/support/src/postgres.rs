@@ -61,7 +61,9 @@ fn bin_dir() -> Option<PathBuf> {
     versions.pop()
 }
 
-fn start() -> Result<Cluster, String> {
+/// A new cluster's directory, its data directory in it (owned by `postgres` as root),
+/// and the prefix of PostgreSQL's binaries.
+fn init_cluster() -> Result<(tempfile::TempDir, PathBuf, String), String> {
     let dir = tempfile::Builder::new()
         .prefix("test-pg-")
         .tempdir()
@@ -88,6 +90,11 @@ fn start() -> Result<Cluster, String> {
     if !init.success() {
         return Err("initdb failed (is PostgreSQL installed?)".into());
     }
+    Ok((dir, data, bin))
+}
+
+fn start() -> Result<Cluster, String> {
+    let (dir, data, bin) = init_cluster()?;
     let port = free_port();
     let mut server = shell(&format!(
         "{bin}postgres -D '{}' -p {port} -k '{}' -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
@@ -157,4 +164,76 @@ pub fn fresh_postgres_database() -> String {
     )
     .expect("create test database");
     format!("{base}/{name}")
+}
+
+/// A PostgreSQL cluster of a test's own, that it crashes and starts again (the fault
+/// rehearsal's two databases). Commits are durable against a crash of the server
+/// (`synchronous_commit` on; `fsync` off: the machine's page cache outlives the server);
+/// the port stays across restarts. Stopped and removed when dropped.
+pub struct OwnPostgres {
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    bin: String,
+    port: u16,
+}
+
+impl OwnPostgres {
+    /// A new cluster, started.
+    pub fn start() -> Result<Self, String> {
+        let (dir, data, bin) = init_cluster()?;
+        let pg = OwnPostgres {
+            dir,
+            data,
+            bin,
+            port: free_port(),
+        };
+        pg.start_again()?;
+        Ok(pg)
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/{database}`.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    pub fn create_database(&self, name: &str) -> Result<String, String> {
+        psql(&self.url("postgres"), &format!("CREATE DATABASE {name}"))?;
+        Ok(self.url(name))
+    }
+
+    /// The server killed as a crash kills it (`pg_ctl stop -m immediate`: no checkpoint,
+    /// every connection cut); it recovers from its WAL when started again.
+    pub fn crash(&self) -> Result<(), String> {
+        self.pg_ctl("stop -m immediate")
+    }
+
+    /// Starts the server (again), and waits until it accepts connections.
+    pub fn start_again(&self) -> Result<(), String> {
+        self.pg_ctl(&format!(
+            "start -w -t 60 -l '{}/log' -o \"-p {} -k '{}' -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300\"",
+            self.dir.path().display(),
+            self.port,
+            self.dir.path().display()
+        ))
+    }
+
+    fn pg_ctl(&self, args: &str) -> Result<(), String> {
+        let line = format!(
+            "{}pg_ctl -D '{}' {args} >/dev/null",
+            self.bin,
+            self.data.display()
+        );
+        let status = shell(&line).status().map_err(|e| format!("pg_ctl: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("pg_ctl {args}: {status}"))
+        }
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl("stop -m fast");
+    }
 }

@@ -86,6 +86,24 @@ fn errors_shared_with_the_legacy_do_not_abort_unless_configured() {
     }
 }
 
+/// A dependency both sides share fails (the legacy's database, which the new side
+/// writes through to): the new side fails a little more than the legacy, not by the
+/// threshold: no abort; by the threshold beyond the legacy's: abort.
+#[test]
+fn only_the_errors_beyond_the_legacys_are_the_new_sides() {
+    let t0 = Instant::now();
+    for (new_every, expect_abort) in [(6, false), (3, true)] {
+        let g = guard(small()); // max_error_rate 10%
+        traffic(&g, Side::Legacy, t0, 10, 120, 8, ms(5)); // 12.5% errors
+        traffic(&g, Side::New, t0, 10, 120, new_every, ms(5)); // 16.7%, then 33%
+        assert_eq!(
+            g.evaluate(ROUTE, t0 + Duration::from_secs(10)).is_abort(),
+            expect_abort,
+            "new side failing one in {new_every}"
+        );
+    }
+}
+
 #[test]
 fn resume_clears_the_abort_and_the_window() {
     let g = guard(small());

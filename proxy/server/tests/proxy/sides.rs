@@ -146,6 +146,86 @@ async fn a_safe_request_the_new_side_answers_5xx_is_answered_by_the_legacy() {
     );
 }
 
+/// `fallback.to_new`: while the legacy fails (a 5xx, or nothing listening), a safe
+/// request of a rule named there is answered by the new side; a write never is, nor a
+/// safe request of another rule; a rule name the manifest lacks is refused at reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_safe_request_the_legacy_fails_is_answered_by_the_new_side_when_its_rule_says_so() {
+    let s = stack(100, 0, 100.0).await;
+    // Replays to whichever side did not serve.
+    write_virtual_service(&s.vs_path, &mirrored_both_ways(0));
+    s.seed(s.identity, "one@example.com", "new-one").await;
+
+    let failing = failing_upstream().await;
+    let failing_legacy = s
+        .cfg_text
+        .replace(&format!("\"{}\"", s.legacy), &format!("\"{failing}\""));
+    assert_ne!(failing_legacy, s.cfg_text);
+    let reload = |text: String| {
+        write_virtual_service(&s.cfg_path, &text);
+        s.admin("POST", "/admin/reload", None)
+    };
+    // Not named: the legacy's 500 is the answer.
+    assert_eq!(reload(failing_legacy.clone()).await.0, 200);
+    let (status, _) = s.get_as("u1", "/api/v1/users/1").await;
+    assert_eq!(status, 500);
+    // A rule the manifest lacks: refused, and the config before stays.
+    let (status, body) = reload(format!(
+        "{failing_legacy}fallback: {{to_new: [reads, nowhere]}}\n"
+    ))
+    .await;
+    assert_ne!(status, 200, "{body}");
+    assert!(body.to_string().contains("fallback.to_new"), "{body}");
+    // Named: answered by the new side, counted, not replayed to the failing legacy.
+    assert_eq!(
+        reload(format!("{failing_legacy}fallback: {{to_new: [reads]}}\n"))
+            .await
+            .0,
+        200
+    );
+    for i in 0..5 {
+        let (status, body) = s.get_as(&format!("u{i}"), "/api/v1/users/1").await;
+        assert_eq!((status, body["nickname"].as_str()), (200, Some("new-one")));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains(r#"proxy_fallbacks_to_new_total{route="reads"} 5"#),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"proxy_shadow_requests_total{route="reads",side="legacy"}"#),
+        "{metrics}"
+    );
+    // A write is never sent to the other side after the legacy failed it.
+    let r = s
+        .client
+        .post(format!("http://{}/api/v1/users", s.proxy))
+        .json(&json!({"user": {"email": "two@example.com", "password": "password-2", "nickname": "two"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 500);
+    let (status, _) = s.get_as("u1", "/api/v1/users/2").await;
+    assert_eq!(status, 404, "the write reached the new side");
+    // Nothing listening where the legacy was: the same.
+    let gone = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let closed = s
+        .cfg_text
+        .replace(&format!("\"{}\"", s.legacy), &format!("\"{gone}\""));
+    assert_eq!(
+        reload(format!("{closed}fallback: {{to_new: [reads]}}\n"))
+            .await
+            .0,
+        200
+    );
+    let (status, body) = s.get_as("u1", "/api/v1/users/1").await;
+    assert_eq!((status, body["nickname"].as_str()), (200, Some("new-one")));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_send_every_user_to_the_same_side() {
     let s = stack(50, 50, 0.0).await;
