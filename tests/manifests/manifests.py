@@ -1,6 +1,7 @@
 """The rendered overlays and what the tests look up in them, shared by the test files:
-`kubectl kustomize` of each overlay (once per run), lookups of objects, containers,
-environments, mounted files and ports, and the two images' facts."""
+`kubectl kustomize` of each overlay (once per run), where each overlay places the
+migration proxy, lookups of objects, containers, environments, mounted files and ports,
+and the two images' facts."""
 
 from __future__ import annotations
 
@@ -22,14 +23,34 @@ OVERLAYS = sorted(p.parent.name for p in (ROOT / "k8s/overlays").glob("*/kustomi
 VIRTUAL_SERVICE = ROOT / "istio/virtualservice-member-api.yaml"
 NAMESPACE = "members"
 
-# The two images: their Dockerfile, crate, Deployment, and the variables that set their
-# listeners and their drain after SIGTERM.
+# Where each overlay places the migration proxy (the README compares the placements):
+# - "standalone": a Deployment of its own with its autoscaler, disruption budget, service
+#   account and the Service member-api (k8s/base/proxy);
+# - "sidecar": a native sidecar of the legacy app's pods (k8s/components/proxy-sidecar),
+#   none of those objects.
+# Every overlay is listed: a new one says where its proxy is.
+PLACEMENTS = {"local": "standalone", "production": "standalone", "sidecar": "sidecar"}
+# The standalone proxy's own objects, which the sidecar placement must not render.
+STANDALONE_PROXY_OBJECTS = [
+    ("Deployment", "migration-proxy"), ("Service", "member-api"),
+    ("HorizontalPodAutoscaler", "migration-proxy"), ("PodDisruptionBudget", "migration-proxy"),
+    ("ServiceAccount", "migration-proxy"), ("NetworkPolicy", "migration-proxy"),
+    ("DestinationRule", "member-api"),
+]
+# The label the sidecar component selects the app's Deployment and Service by, and puts
+# on the pods that carry the proxy.
+SIDECAR_LABEL = ("member-migration/proxy-sidecar", "enabled")
+
+# The two images: their Dockerfile, crate, Deployment, the variables that set their
+# listeners (and the one that serves their own HTTP routes) and their drain after SIGTERM.
 IMAGES = {
     "identity": dict(
         dockerfile="services/identity/Dockerfile",
         crate="services/identity/server",
         route_crates=["services/identity/rest"],
         listen=["IDENTITY_HTTP_ADDR", "IDENTITY_GRPC_ADDR"],
+        # The listener that serves the HTTP routes of route_crates.
+        routes_on="IDENTITY_HTTP_ADDR",
         drain="IDENTITY_SHUTDOWN_GRACE_SECS",
     ),
     "migration-proxy": dict(
@@ -37,6 +58,8 @@ IMAGES = {
         crate="proxy/server",
         route_crates=["proxy/server"],
         listen=["PROXY_LISTEN", "PROXY_ADMIN"],
+        # The admin API; the client listener forwards every path to an upstream.
+        routes_on="PROXY_ADMIN",
         drain="PROXY_DRAIN_SECS",
     ),
 }
@@ -89,6 +112,36 @@ def container(objs: list[dict], name: str) -> tuple[dict, dict]:
     return deployment, next(c for c in pod["containers"] if c["name"] == name)
 
 
+def sidecars(pod: dict) -> list[dict]:
+    """The pod's native sidecars: init containers that run for the pod's life."""
+    return [c for c in pod.get("initContainers", []) if c.get("restartPolicy") == "Always"]
+
+
+def long_running(pod: dict) -> list[dict]:
+    """Every container that serves while the pod runs: its containers and its sidecars."""
+    return pod["containers"] + sidecars(pod)
+
+
+def proxy_container(objs: list[dict], overlay: str) -> tuple[dict, dict]:
+    """The Deployment that runs the migration proxy, and the proxy's container: its own
+    Deployment's, or the sidecar in the legacy app's Deployment."""
+    if PLACEMENTS[overlay] == "standalone":
+        return container(objs, "migration-proxy")
+    found = [
+        (d, c)
+        for d in find(objs, "Deployment")
+        for c in d["spec"]["template"]["spec"].get("initContainers", [])
+        if c["name"] == "migration-proxy"
+    ]
+    assert len(found) == 1, f"expected the proxy in one Deployment's init containers, found {len(found)}"
+    return found[0]
+
+
+def workload_container(objs: list[dict], overlay: str, image: str) -> tuple[dict, dict]:
+    """The Deployment and container that run `image` (a key of IMAGES) in the overlay."""
+    return proxy_container(objs, overlay) if image == "migration-proxy" else container(objs, image)
+
+
 def matches(selector: dict, labels: dict) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
@@ -134,9 +187,39 @@ def port_of(ctr: dict, port) -> int:
     return found[0]
 
 
+def target_container(pod: dict, target) -> tuple[dict, int]:
+    """The container, and its port, that a Service's targetPort reaches in `pod`: a port
+    name or number that one of its long-running containers declares."""
+    found = [
+        (c, p["containerPort"])
+        for c in long_running(pod)
+        for p in c.get("ports", [])
+        if target in (p.get("name"), p["containerPort"])
+    ]
+    assert len(found) == 1, f"targetPort {target!r} is declared by {len(found)} containers of the pod, not one"
+    return found[0]
+
+
 def host_port(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+# Listener hosts: every interface of the pod, or its loopback only.
+ALL_INTERFACES = ("0.0.0.0", "::")
+LOOPBACK = ("127.0.0.1", "::1")
+# The listeners each placement keeps on the pod's loopback: the sidecar's admin API,
+# which only `kubectl port-forward` and Istio's agent (metrics) reach, from inside the pod.
+LOOPBACK_LISTENERS = {"standalone": set(), "sidecar": {"PROXY_ADMIN"}}
+
+
+def proxy_config_text(objs: list[dict], overlay: str) -> tuple[str, bool]:
+    """The proxy config the overlay's proxy reads, and whether the secret store provides
+    it (then the overlay's proxy-config.yaml, to which the store adds the admin token)."""
+    text = (secret_data(objs, "migration-proxy-config") or {}).get("proxy.yaml")
+    if text is not None:
+        return text, False
+    return (ROOT / "k8s/overlays" / overlay / "proxy-config.yaml").read_text(), True
 
 
 @functools.lru_cache(maxsize=None)

@@ -22,8 +22,10 @@ import yaml
 import istio_schema
 import sources
 from manifests import (
-    IMAGES, KUBERNETES_VERSION, NAMESPACE, OVERLAYS, ROOT, VIRTUAL_SERVICE, binary, container,
-    effective_env, find, host_port, matches, mounted_file, one, port_of, rendered, secret_data,
+    ALL_INTERFACES, IMAGES, KUBERNETES_VERSION, LOOPBACK, LOOPBACK_LISTENERS, NAMESPACE,
+    OVERLAYS, PLACEMENTS, ROOT, STANDALONE_PROXY_OBJECTS, VIRTUAL_SERVICE, binary, container,
+    effective_env, find, host_port, long_running, matches, mounted_file, one, port_of,
+    proxy_container, rendered, secret_data, target_container, workload_container,
 )
 
 
@@ -31,7 +33,8 @@ from manifests import (
 
 
 def test_the_overlays_are_there():
-    assert {"local", "production"} <= set(OVERLAYS), OVERLAYS
+    assert {"local", "production", "sidecar"} <= set(OVERLAYS), OVERLAYS
+    assert set(OVERLAYS) == set(PLACEMENTS), "manifests.PLACEMENTS says where each overlay's proxy is"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -40,17 +43,23 @@ def test_overlay_renders_every_part(overlay):
     keys = [(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objs]
     assert len(keys) == len(set(keys)), "duplicate objects"
     for kind, name in [
-        ("Deployment", "identity"), ("Deployment", "migration-proxy"),
-        ("Service", "identity"), ("Service", "member-api"),
-        ("HorizontalPodAutoscaler", "identity"), ("HorizontalPodAutoscaler", "migration-proxy"),
-        ("PodDisruptionBudget", "identity"), ("PodDisruptionBudget", "migration-proxy"),
-        ("ServiceAccount", "identity"), ("ServiceAccount", "migration-proxy"),
-        ("ConfigMap", "member-api-virtualservice"),
+        ("Deployment", "identity"), ("Service", "identity"),
+        ("HorizontalPodAutoscaler", "identity"), ("PodDisruptionBudget", "identity"),
+        ("ServiceAccount", "identity"),
+        ("ConfigMap", "member-api-virtualservice"), ("PodMonitor", "migration-proxy"),
+        ("AuthorizationPolicy", "migration-proxy"),
         ("PeerAuthentication", "default"), ("RequestAuthentication", "member-jwt"),
     ]:
         one(objs, kind, name)
     for kind in ("DestinationRule", "AuthorizationPolicy"):
         assert find(objs, kind), kind
+    # The proxy, where the overlay places it, with its own objects or none.
+    proxy_container(objs, overlay)
+    for kind, name in STANDALONE_PROXY_OBJECTS:
+        if PLACEMENTS[overlay] == "standalone":
+            one(objs, kind, name)
+        else:
+            assert not find(objs, kind, name), f"{kind} {name} belongs to the standalone placement"
     for o in objs:
         if o["kind"] not in ("Namespace",):
             assert o["metadata"].get("namespace"), f"{o['kind']} {o['metadata']['name']} has no namespace"
@@ -113,21 +122,31 @@ def test_monitoring_objects_pass_the_prometheus_operator_crd_schemas(overlay):
     failures = [f"{o['kind']} {o['metadata']['name']}: {e}" for o in monitoring for e in istio_schema.errors(o)]
     assert not failures, "\n".join(failures)
     assert len(find(objs, "PrometheusRule")) == 1
-    # Each workload is scraped, on the endpoint where Istio merges its metrics (mTLS
-    # stays strict on its own ports), and says there which of its ports serves them.
+    # Each workload is scraped (the proxy wherever the overlay places it: its own pods or
+    # the legacy app's), on the endpoint where Istio merges its metrics (mTLS stays strict
+    # on its own ports), and says there which of its listeners serves them: Istio's agent
+    # fetches them from localhost, inside the pod, so a listener on the pod's loopback
+    # serves as well as one on every interface.
+    deployments = find(objs, "Deployment")
     for workload in ("migration-proxy", "identity"):
         monitor = one(objs, "PodMonitor", workload)
-        deployment = one(objs, "Deployment", workload)
+        deployment, ctr = workload_container(objs, overlay, workload)
         template = deployment["spec"]["template"]
-        assert matches(monitor["spec"]["selector"]["matchLabels"], template["metadata"]["labels"]), workload
+        selected = [
+            d["metadata"]["name"] for d in deployments
+            if matches(monitor["spec"]["selector"]["matchLabels"], d["spec"]["template"]["metadata"]["labels"])
+        ]
+        assert selected == [deployment["metadata"]["name"]], (workload, selected)
         endpoint = monitor["spec"]["podMetricsEndpoints"][0]
         assert (endpoint.get("portNumber"), endpoint.get("path")) == (15020, "/stats/prometheus"), workload
         notes = template["metadata"].get("annotations", {})
         assert notes.get("prometheus.io/scrape") == "true", workload
-        ctr = template["spec"]["containers"][0]
-        ports = {p["containerPort"] for p in ctr.get("ports", [])}
-        assert int(notes.get("prometheus.io/port", 0)) in ports, workload
+        runtime = sources.dockerfile(IMAGES[workload]["dockerfile"])[-1]
+        env = effective_env(objs, ctr, sources.env_pairs(runtime))
+        listeners = {host_port(env[name])[1] for name in IMAGES[workload]["listen"]}
+        assert int(notes.get("prometheus.io/port", 0)) in listeners, (workload, listeners)
         assert notes.get("prometheus.io/path") == "/metrics", workload
+        assert "/metrics" in binary(workload).routes(IMAGES[workload]["route_crates"]), workload
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -201,8 +220,9 @@ def test_deployment_matches_image_and_binary(overlay, image):
     spec, bin_ = IMAGES[image], binary(image)
     objs = rendered(overlay)
     runtime = sources.dockerfile(spec["dockerfile"])[-1]
-    deployment, ctr = container(objs, image)
+    deployment, ctr = workload_container(objs, overlay, image)
     pod = deployment["spec"]["template"]["spec"]
+    placement = PLACEMENTS[overlay] if image == "migration-proxy" else "standalone"
 
     # Entrypoint: the image's, with its subcommand.
     assert "command" not in ctr, "the image's ENTRYPOINT is the binary"
@@ -212,22 +232,31 @@ def test_deployment_matches_image_and_binary(overlay, image):
     else:
         assert args == [], args
 
-    # Environment: only names the binary reads; listeners on every interface, on the
-    # ports that the image exposes and the container declares.
+    # Environment: only names the binary reads. Listeners: on every interface, on the
+    # ports the container declares; or, where the placement keeps one inside the pod
+    # (the sidecar's admin API), on the pod's loopback, declared nowhere. Together, the
+    # ports that the image exposes.
     env = effective_env(objs, ctr, sources.env_pairs(runtime))
     unknown = {n for n in env if n not in bin_.env}
     assert not unknown, f"variables the binary does not read: {sorted(unknown)}"
     exposed = sources.exposed_ports(runtime)
     container_ports = {p["containerPort"] for p in ctr["ports"]}
-    listening = set()
+    public, local = set(), set()
     for name in spec["listen"]:
         assert name in bin_.env, name
         host, port = host_port(env[name])
-        assert host in ("0.0.0.0", "::"), f"{name}={env[name]}: the pod's address must be reachable"
-        listening.add(port)
-    assert listening == exposed == container_ports, (listening, exposed, container_ports)
+        if name in LOOPBACK_LISTENERS[placement]:
+            assert host in LOOPBACK, f"{name}={env[name]}: must stay inside the pod, on its loopback"
+            local.add(port)
+        else:
+            assert host in ALL_INTERFACES, f"{name}={env[name]}: the pod's address must be reachable"
+            public.add(port)
+    assert public == container_ports and not public & local, (public, local, container_ports)
+    assert public | local == exposed, (public, local, exposed)
 
-    # Probes on declared ports, paths and services that exist.
+    # Probes on ports the kubelet reaches (a listener on every interface: the kubelet, or
+    # Istio's agent for it, connects to the pod's address), on paths and services that
+    # exist.
     routes = bin_.routes(spec["route_crates"])
     for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
         probe = ctr.get(kind)
@@ -235,16 +264,26 @@ def test_deployment_matches_image_and_binary(overlay, image):
             assert kind == "startupProbe", f"{image} has no {kind}"
             continue
         if "httpGet" in probe:
-            assert port_of(ctr, probe["httpGet"]["port"]) in container_ports
+            port = port_of(ctr, probe["httpGet"]["port"])
+            assert port in public, f"{kind}: port {port} is not a listener the kubelet reaches ({sorted(public)})"
+            served_on = host_port(env[spec["routes_on"]])[1]
+            assert port == served_on, f"{kind}: port {port} does not serve the binary's routes ({spec['routes_on']})"
             assert probe["httpGet"]["path"] in routes, f"{kind} {probe['httpGet']['path']} is not served"
+        elif "tcpSocket" in probe:
+            port = port_of(ctr, probe["tcpSocket"]["port"])
+            assert port in public, f"{kind}: port {port} is not a listener the kubelet reaches ({sorted(public)})"
         elif "grpc" in probe:
-            assert probe["grpc"]["port"] in container_ports
+            assert probe["grpc"]["port"] in public
             package, _, service = probe["grpc"]["service"].rpartition(".")
             proto = "\n".join(p.read_text() for p in (ROOT / "proto").rglob("*.proto"))
             assert f"package {package};" in proto and f"service {service} " in proto, probe["grpc"]
         else:
-            pytest.fail(f"{kind}: expected an HTTP or gRPC probe")
-    assert ctr["readinessProbe"].get("httpGet", {}).get("path") == "/readyz"
+            pytest.fail(f"{kind}: expected an HTTP, TCP or gRPC probe")
+    if placement == "standalone":
+        assert ctr["readinessProbe"].get("httpGet", {}).get("path") == "/readyz"
+    else:  # /readyz is on the loopback: TCP probes, which test_sidecar.py holds to their meaning
+        for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
+            assert "tcpSocket" in ctr[kind], f"{kind}: the sidecar's probes connect to its client port"
 
     # The user of the image; nothing writable but emptyDirs.
     security = {**pod.get("securityContext", {}), **ctr.get("securityContext", {})}
@@ -259,11 +298,14 @@ def test_deployment_matches_image_and_binary(overlay, image):
     assert "requests" in ctr["resources"] and "limits" in ctr["resources"]
 
     # Shutdown: the grace period covers the preStop pause and the drain; so does the
-    # sidecar's drain.
+    # Istio sidecar's drain. (The proxy as a sidecar stops after the app, whose pause
+    # covers its work: test_sidecar.py.)
     pause = ctr.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
     drain = int(env.get(spec["drain"]) or bin_.env[spec["drain"]])
     grace = pod["terminationGracePeriodSeconds"]
     assert grace > pause + drain, f"grace {grace}s <= preStop {pause}s + drain {drain}s"
+    if placement == "sidecar":
+        return
     sidecar = yaml.safe_load(deployment["spec"]["template"]["metadata"]["annotations"]["proxy.istio.io/config"])
     sidecar_drain = istio_schema.go_duration(sidecar["terminationDrainDuration"])
     assert pause + drain <= sidecar_drain < grace, (pause, drain, sidecar_drain, grace)
@@ -276,9 +318,8 @@ def test_services_and_policies_select_the_pods(overlay):
     for svc in find(objs, "Service"):
         selected = [n for n, t in pods.items() if matches(svc["spec"]["selector"], t["metadata"]["labels"])]
         assert len(selected) == 1, f"Service {svc['metadata']['name']} selects {selected}"
-        ctr = next(c for c in pods[selected[0]]["spec"]["containers"] if c["name"] == selected[0])
-        for p in svc["spec"]["ports"]:
-            port_of(ctr, p["targetPort"])
+        for p in svc["spec"]["ports"]:  # a port that a container of the pod declares
+            target_container(pods[selected[0]]["spec"], p.get("targetPort", p["port"]))
     for kind in ("PodDisruptionBudget", "NetworkPolicy"):
         for o in find(objs, kind):
             sel = o["spec"]["selector" if kind == "PodDisruptionBudget" else "podSelector"]["matchLabels"]
@@ -300,7 +341,7 @@ def test_services_and_policies_select_the_pods(overlay):
         if "selector" in spec:
             selected = [t for t in pods.values() if matches(spec["selector"]["matchLabels"], t["metadata"]["labels"])]
             assert selected, f"{o['kind']} {o['metadata']['name']} selects no pod"
-        ports = {p["containerPort"] for t in selected for c in t["spec"]["containers"] for p in c["ports"]}
+        ports = {p["containerPort"] for t in selected for c in long_running(t["spec"]) for p in c.get("ports", [])}
         if o["kind"] == "PeerAuthentication":
             assert spec["mtls"]["mode"] == "STRICT"
             assert {int(p) for p in spec.get("portLevelMtls", {})} <= ports
@@ -317,8 +358,11 @@ def test_services_and_policies_select_the_pods(overlay):
             host = spec["host"]
             svc_name = host.split(".")[0]
             assert host == f"{svc_name}.{NAMESPACE}.svc.cluster.local", host
-            if svc_name != "legacy-api":  # the legacy is deployed elsewhere
-                svc = one(objs, "Service", svc_name)
+            # The legacy's Service is deployed elsewhere, but in the example of the sidecar
+            # placement (a stand-in).
+            found = find(objs, "Service", svc_name)
+            assert found or svc_name == "legacy-api", f"DestinationRule {o['metadata']['name']}: no Service {svc_name}"
+            for svc in found:
                 for subset in spec.get("subsets", []):
                     labels = {**svc["spec"]["selector"], **subset["labels"]}
                     assert any(matches(labels, t["metadata"]["labels"]) for t in pods.values()), subset
@@ -364,7 +408,7 @@ def test_identity_secrets_and_database(overlay):
         assert hpa["maxReplicas"] == 1
         data_dir = effective_env(objs, ctr, {})["IDENTITY_DATA_DIR"]
         assert url.startswith(f"sqlite://{data_dir}/"), url
-    if overlay == "production":
+    if overlay != "local":  # every overlay but the laptop's runs as production does
         assert url is None, "production's database URL comes from the secret store, not from git"
         assert hpa["minReplicas"] >= 3
         assert "LEGACY_DATABASE_URL" in env, "writes go through to the legacy database until cutover"

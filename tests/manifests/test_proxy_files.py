@@ -1,6 +1,7 @@
-"""The migration proxy's files in the cluster: the VirtualService is istio/'s very file,
-mounted so that it hot-reloads; the proxy config fits the proxy's settings and the
-VirtualService's hosts; and, when a built binary is at hand, the proxy starts on both."""
+"""The migration proxy's files in the cluster, wherever the overlay places the proxy: the
+VirtualService is istio/'s very file, mounted so that it hot-reloads; the proxy config
+fits the proxy's settings, the VirtualService's hosts and the placement's upstreams; and,
+when a built binary is at hand, the proxy starts on both."""
 
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ import yaml
 
 import sources
 from manifests import (
-    OVERLAYS, ROOT, VIRTUAL_SERVICE, built_binary, container, find, host_port, mounted_file, one,
-    rendered, secret_data,
+    OVERLAYS, PLACEMENTS, VIRTUAL_SERVICE, built_binary, find, host_port, mounted_file, one,
+    proxy_config_text, proxy_container, rendered,
 )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_proxy_routing_is_the_istio_file_and_hot_reloads(overlay):
     objs = rendered(overlay)
-    deployment, ctr = container(objs, "migration-proxy")
+    deployment, ctr = proxy_container(objs, overlay)
     pod = deployment["spec"]["template"]["spec"]
     env = {e["name"]: e.get("value") for e in ctr["env"]}
 
@@ -36,14 +37,11 @@ def test_proxy_routing_is_the_istio_file_and_hot_reloads(overlay):
 
     volume, key = mounted_file(objs, pod, ctr, env["PROXY_CONFIG"])
     assert key == "proxy.yaml" and volume["secret"]["secretName"] == "migration-proxy-config"
-    text = (secret_data(objs, "migration-proxy-config") or {}).get(key)
-    if text is None:  # provided by the secret store from the overlay's file
-        assert overlay == "production"
-        text = (ROOT / "k8s/overlays" / overlay / "proxy-config.yaml").read_text()
-    check_proxy_config(objs, yaml.safe_load(text), needs_token=overlay != "production")
+    text, from_store = proxy_config_text(objs, overlay)
+    check_proxy_config(objs, yaml.safe_load(text), needs_token=not from_store, placement=PLACEMENTS[overlay], pod=pod)
 
 
-def check_proxy_config(objs: list[dict], config: dict, needs_token: bool):
+def check_proxy_config(objs: list[dict], config: dict, needs_token: bool, placement: str, pod: dict):
     structs = sources.rust_structs("proxy/routing")
     errors = sources.check_against_struct(config, "ProxyConfig", structs, "proxy config")
     assert not errors, "\n".join(errors)
@@ -59,10 +57,20 @@ def check_proxy_config(objs: list[dict], config: dict, needs_token: bool):
     assert roles == {"legacy", "new"}, roles
     for host, upstream in config["upstreams"].items():
         address_host, port = host_port(upstream["address"])
+        if placement == "sidecar" and upstream["role"] == "legacy":
+            # Beside the app: its container, the first of the pod, on the pod's loopback.
+            app_ports = {p["containerPort"] for p in pod["containers"][0].get("ports", [])}
+            assert address_host == "127.0.0.1" and port in app_ports, (
+                f"{host}: the legacy is the app container beside the proxy, 127.0.0.1 on one of its ports {sorted(app_ports)}"
+            )
+            continue
         assert address_host == host, f"{host}: the mesh routes by the Service name"
         svc = find(objs, "Service", host.split(".")[0])
-        if svc:  # the legacy's Service is not part of these manifests
-            assert port in {p["port"] for p in svc[0]["spec"]["ports"]}, (host, port)
+        assert svc or upstream["role"] == "legacy", f"{host}: no such Service"  # the legacy's is deployed elsewhere
+        if svc:  # a port of the Service, and its HTTP one: the proxy speaks HTTP to it
+            (entry,) = [p for p in svc[0]["spec"]["ports"] if p["port"] == port] or [None]
+            assert entry, f"{host}: port {port} is no port of Service {svc[0]['metadata']['name']}"
+            assert entry.get("appProtocol", entry.get("name")) == "http", f"{host}:{port} is not the Service's HTTP port"
     assert "listen" not in config and "admin_listen" not in config, "the Deployment sets the listeners"
     token = config.get("admin_token")
     if needs_token:
@@ -78,9 +86,8 @@ def test_the_proxy_binary_accepts_its_files(overlay, tmp_path):
     if proxy is None:
         pytest.skip("no migration-proxy built from the current sources (cargo build -p migration-proxy)")
     objs = rendered(overlay)
-    text = (secret_data(objs, "migration-proxy-config") or {}).get("proxy.yaml")
-    if text is None:  # the secret store adds the token to the overlay's file
-        text = (ROOT / "k8s/overlays" / overlay / "proxy-config.yaml").read_text()
+    text, from_store = proxy_config_text(objs, overlay)
+    if from_store:  # the secret store adds the token to the overlay's file
         text += "\nadmin_token: token-of-the-secret-store\n"
     (tmp_path / "proxy.yaml").write_text(text)
     (tmp_path / "vs.yaml").write_text(one(objs, "ConfigMap", "member-api-virtualservice")["data"]["virtualservice-member-api.yaml"])
