@@ -49,6 +49,10 @@ pub struct GuardConfig {
     /// through to while migrating) are not the new side's fault, and moving users back
     /// would not help them.
     pub error_rate_relative_to_legacy: bool,
+    /// New-side failures in a row (no success between them) at which the route aborts,
+    /// whatever `min_requests`: a route with little traffic can fail every request and
+    /// never reach `min_requests` in the window. 0: off.
+    pub max_consecutive_errors: u64,
     /// Mismatch rate (mismatches over compared pairs, noise not a mismatch) at or above
     /// which the route aborts; in (0, 1].
     pub max_mismatch_rate: f64,
@@ -76,6 +80,7 @@ impl Default for GuardConfig {
             min_comparisons: 50,
             max_error_rate: 0.05,
             error_rate_relative_to_legacy: true,
+            max_consecutive_errors: 10,
             max_mismatch_rate: 0.01,
             max_p99_ratio: 2.0,
             p99_floor_ms: 50.0,

@@ -10,8 +10,8 @@ use serde::Serialize;
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "metric", rename_all = "snake_case")]
 pub enum AbortReason {
-    /// The new side's error rate crossed the threshold (and, when so configured, was
-    /// above the legacy's).
+    /// The new side's error rate crossed the threshold (when so configured, beyond the
+    /// legacy's).
     ErrorRate {
         /// The new side's error rate over the window.
         new: f64,
@@ -19,6 +19,13 @@ pub enum AbortReason {
         legacy: f64,
         /// The configured `max_error_rate`.
         threshold: f64,
+    },
+    /// The new side failed this many requests in a row.
+    ConsecutiveErrors {
+        /// Failures since its last success.
+        count: u64,
+        /// The configured `max_consecutive_errors`.
+        threshold: u64,
     },
     /// Mismatches over compared pairs (noise excluded) crossed the threshold.
     MismatchRate {
@@ -41,11 +48,20 @@ pub enum AbortReason {
 }
 
 impl AbortReason {
-    /// The metric that crossed its threshold, as a stable label:
-    /// `error_rate`, `mismatch_rate` or `latency_p99`.
+    /// Every label [`AbortReason::metric`] gives.
+    pub const METRICS: [&'static str; 4] = [
+        "error_rate",
+        "consecutive_errors",
+        "mismatch_rate",
+        "latency_p99",
+    ];
+
+    /// The metric that crossed its threshold, as a stable label (one of
+    /// [`AbortReason::METRICS`]).
     pub fn metric(&self) -> &'static str {
         match self {
             AbortReason::ErrorRate { .. } => "error_rate",
+            AbortReason::ConsecutiveErrors { .. } => "consecutive_errors",
             AbortReason::MismatchRate { .. } => "mismatch_rate",
             AbortReason::LatencyP99 { .. } => "latency_p99",
         }
@@ -65,6 +81,10 @@ impl fmt::Display for AbortReason {
                 new * 100.0,
                 threshold * 100.0,
                 legacy * 100.0
+            ),
+            AbortReason::ConsecutiveErrors { count, threshold } => write!(
+                f,
+                "new side failed {count} requests in a row (limit {threshold})"
             ),
             AbortReason::MismatchRate { rate, threshold } => write!(
                 f,

@@ -21,6 +21,10 @@ use crate::window::{Totals, Window};
 pub(crate) struct RouteGuard {
     pub(crate) window: Window,
     state: RouteState,
+    /// The new side's failures since its last success.
+    new_failures_in_a_row: u64,
+    /// Whether the legacy's last request failed (a dependency both share may be down).
+    legacy_failing: bool,
 }
 
 /// Per-route sliding-window figures and abort states; see the crate documentation.
@@ -99,6 +103,8 @@ impl Guard {
             Mutex::new(RouteGuard {
                 window: Window::new(&config, now),
                 state: RouteState::Running,
+                new_failures_in_a_row: 0,
+                legacy_failing: false,
             })
         });
         let entry = entry.get_mut().unwrap_or_else(PoisonError::into_inner);
@@ -117,6 +123,11 @@ impl Guard {
     ) {
         self.with_route(route, Some(now), |r| {
             r.window.record_request(side, latency, is_error, now);
+            match side {
+                Side::New if is_error => r.new_failures_in_a_row += 1,
+                Side::New => r.new_failures_in_a_row = 0,
+                Side::Legacy => r.legacy_failing = is_error,
+            }
         });
     }
 
@@ -151,6 +162,10 @@ impl Guard {
     ///    skipped ones are in neither count;
     /// 3. latency: with at least `min_requests` requests on each side, the new side's
     ///    p99 is at least `p99_floor_ms` and at least `max_p99_ratio` times the legacy's.
+    ///
+    /// Before them, whatever the window holds: `max_consecutive_errors` new-side
+    /// failures in a row (a route too quiet to reach `min_requests` fails them all),
+    /// unless, when `error_rate_relative_to_legacy`, the legacy's last request failed too.
     pub fn evaluate(&self, route: &str, now: Instant) -> Decision {
         let decision = self.with_route(route, None, |r| {
             if let RouteState::Aborted { reason, at } = &r.state {
@@ -160,7 +175,15 @@ impl Guard {
                     newly: false,
                 };
             }
-            match self.check(&r.window.totals(now)) {
+            let c = self.config();
+            let in_a_row = (c.max_consecutive_errors > 0
+                && r.new_failures_in_a_row >= c.max_consecutive_errors
+                && !(c.error_rate_relative_to_legacy && r.legacy_failing))
+                .then_some(AbortReason::ConsecutiveErrors {
+                    count: r.new_failures_in_a_row,
+                    threshold: c.max_consecutive_errors,
+                });
+            match in_a_row.or_else(|| self.check(&r.window.totals(now))) {
                 None => Decision::Healthy,
                 Some(reason) => {
                     r.state = RouteState::Aborted {
@@ -238,6 +261,8 @@ impl Guard {
             let was = r.state.is_aborted();
             r.state = RouteState::Running;
             r.window.reset(now);
+            r.new_failures_in_a_row = 0;
+            r.legacy_failing = false;
             was
         })
         .unwrap_or(false)

@@ -122,8 +122,8 @@ impl Proxy {
     }
 
     /// Sends a buffered request to `side`; when the new side fails a safe request (no
-    /// answer, or a 5xx), the legacy answers instead, and the other way for the rules
-    /// of `fallback.to_new`. Returns the side that answered.
+    /// answer within half of the time left, or a 5xx), the legacy answers instead, and
+    /// the other way for the rules of `fallback.to_new`. Returns the side that answered.
     pub(crate) async fn forward_with_fallback(
         &self,
         route: &Route,
@@ -139,10 +139,20 @@ impl Proxy {
             config,
             guarded,
         };
+        // A safe request the legacy could answer if the new side fails it leaves the
+        // legacy half of its time: a new side too slow to answer at all must not take
+        // the fallback's time too.
+        let safe = is_safe(&inbound.method);
+        let first_deadline = if safe && side == Side::New && route.legacy_upstream().is_some() {
+            let now = Instant::now();
+            now + deadline.saturating_duration_since(now) / 2
+        } else {
+            deadline
+        };
         let result = self
-            .forward_with_retries(target(side, true), inbound, body, deadline)
+            .forward_with_retries(target(side, true), inbound, body, first_deadline)
             .await;
-        if !is_safe(&inbound.method) {
+        if !safe {
             return (side, result);
         }
         if side == Side::Legacy {

@@ -265,7 +265,7 @@ impl Proxy {
                 .get_or_create(&label)
                 .set(i64::from(aborted));
             // Every abort counter from 0, so that the first abort is an increase.
-            for reason in ["error_rate", "mismatch_rate", "latency_p99"] {
+            for reason in rollout_guard::AbortReason::METRICS {
                 drop(
                     self.metrics
                         .guard_aborts

@@ -24,7 +24,7 @@ struct Cli {
     /// Admin API address (default 127.0.0.1:9901, or `admin_listen` in the config).
     #[arg(long, env = "PROXY_ADMIN")]
     admin: Option<std::net::SocketAddr>,
-    /// Seconds between checks of the files for changes.
+    /// Milliseconds between checks of the files for changes.
     #[arg(long, env = "PROXY_RELOAD_INTERVAL_MS", default_value_t = 1000)]
     reload_interval_ms: u64,
     /// Seconds in-flight requests get to finish after SIGTERM.

@@ -18,6 +18,10 @@ use crate::processes::{Proc, free_port, until_answers};
 
 /// How long a replica may take to become ready after a start.
 pub const START_LIMIT: Duration = Duration::from_secs(90);
+/// As long as Kubernetes takes to start a killed container again, at best.
+const RESTART_AFTER: Duration = Duration::from_secs(1);
+/// The pods' termination grace period.
+const GRACE: Duration = Duration::from_secs(30);
 
 /// One replica: its process and ports.
 pub struct Replica {
@@ -35,6 +39,20 @@ impl Replica {
 
     pub fn metrics_url(&self) -> String {
         format!("http://127.0.0.1:{}/metrics", self.ready_port)
+    }
+
+    /// Stopped (SIGTERM and its grace when `graceful`, else SIGKILL), started again a
+    /// moment later, and ready.
+    pub async fn bounce(&mut self, graceful: bool) -> anyhow::Result<()> {
+        if graceful {
+            self.proc.terminate(GRACE).await;
+        } else {
+            self.proc.kill();
+        }
+        tokio::time::sleep(RESTART_AFTER).await;
+        self.proc.start()?;
+        self.wait_ready().await?;
+        Ok(())
     }
 
     pub async fn wait_ready(&self) -> anyhow::Result<Duration> {
@@ -64,6 +82,8 @@ pub struct Cluster {
     pub identity_database_url: String,
     /// Between the identity replicas and the legacy's database.
     pub legacy_db_gate: TcpGate,
+    /// Between the proxies and the identity service (its Service's address).
+    pub new_side_gate: TcpGate,
     _rails: Proc,
     pub rails_port: u16,
     pub identities: Vec<Replica>,
@@ -170,6 +190,8 @@ impl Cluster {
         let (legacy_db_gate, gated_legacy_url) = TcpGate::in_front_of(&legacy_database_url).await;
         let identity_front = free_port()?;
         let entry = free_port()?;
+        let new_side_gate =
+            TcpGate::start(SocketAddr::from(([127, 0, 0, 1], identity_front))).await;
 
         let mut identities = Vec::new();
         for i in 0..o.identities {
@@ -236,7 +258,7 @@ impl Cluster {
             &config,
             &local_stack::stack::proxy_config(
                 SocketAddr::from(([127, 0, 0, 1], rails_port)),
-                SocketAddr::from(([127, 0, 0, 1], identity_front)),
+                new_side_gate.addr,
             ),
         )?;
         let mut proxies = Vec::new();
@@ -303,6 +325,7 @@ impl Cluster {
             legacy_database_url,
             identity_database_url,
             legacy_db_gate,
+            new_side_gate,
             _rails: rails,
             rails_port,
             identities,
@@ -383,6 +406,52 @@ impl Cluster {
                 format!("{}: {}", field("route"), field("reason"))
             })
             .collect()
+    }
+
+    /// The routes each proxy's guard holds aborted now.
+    pub async fn aborted_by_guard(&self) -> Vec<Vec<String>> {
+        let http = reqwest::Client::new();
+        let mut all = Vec::new();
+        for p in &self.proxies {
+            let status: serde_json::Value = match http
+                .get(format!("http://127.0.0.1:{}/admin/status", p.ready_port))
+                .bearer_auth(local_stack::stack::ADMIN_TOKEN)
+                .send()
+                .await
+            {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
+            let routes = status["routes"].as_array().cloned().unwrap_or_default();
+            all.push(
+                routes
+                    .iter()
+                    .filter(|r| r["aborted_by"] == "guard")
+                    .filter_map(|r| r["name"].as_str().map(str::to_owned))
+                    .collect(),
+            );
+        }
+        all
+    }
+
+    /// Resumes every route each proxy's guard aborted (as the SRE does once the cause
+    /// is mended).
+    pub async fn resume_aborted(&self) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        for (p, routes) in self.proxies.iter().zip(self.aborted_by_guard().await) {
+            for route in routes {
+                let r = http
+                    .post(format!(
+                        "http://127.0.0.1:{}/admin/routes/{route}/resume",
+                        p.ready_port
+                    ))
+                    .bearer_auth(local_stack::stack::ADMIN_TOKEN)
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status().is_success(), "resume {route}: {}", r.status());
+            }
+        }
+        Ok(())
     }
 
     /// Whether every identity replica's metrics have the line `line`.

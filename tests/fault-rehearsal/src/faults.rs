@@ -9,12 +9,17 @@ use test_support::tcp_gate::Gate;
 use crate::cluster::{Cluster, START_LIMIT};
 use crate::processes::until_answers;
 
-/// As long as Kubernetes takes to start a killed container again, at best.
-const RESTART_AFTER: Duration = Duration::from_secs(1);
-/// The pods' termination grace period.
-const GRACE: Duration = Duration::from_secs(30);
 /// How long a crashed database stays down, and a partition lasts.
 const DOWN_FOR: Duration = Duration::from_secs(2);
+/// The new side made slow (each read between the proxies and it held this long) ...
+const SLOW_BY: Duration = Duration::from_secs(1);
+/// ... for this long, then failing (every connection closed) until the guards abort.
+const SLOW_FOR: Duration = Duration::from_secs(8);
+/// The longest the guards may take to abort (their window is 60 s).
+const ABORT_LIMIT: Duration = Duration::from_secs(120);
+/// The busiest rule: a guard must abort it when the new side degrades, and every
+/// proxy's guard some rule.
+const BUSIEST_RULE: &str = "users-me-read";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Fault {
@@ -36,10 +41,13 @@ pub enum Fault {
     /// The network between the identity replicas and the legacy's database passes
     /// nothing for a while (held, not dropped), then everything again.
     PartitionLegacyDb,
+    /// The new side slow, then failing, until the guards abort on their own; then
+    /// mended and the routes resumed.
+    DegradeNewSide,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 9] = [
         Fault::KillIdentity,
         Fault::KillSyncLeader,
         Fault::KillProxy,
@@ -48,6 +56,7 @@ impl Fault {
         Fault::RestartLegacyDb,
         Fault::RestartIdentityDb,
         Fault::PartitionLegacyDb,
+        Fault::DegradeNewSide,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,29 +69,32 @@ impl Fault {
             Fault::RestartLegacyDb => "legacy PostgreSQL crash",
             Fault::RestartIdentityDb => "identity PostgreSQL crash",
             Fault::PartitionLegacyDb => "partition identity | legacy DB",
+            Fault::DegradeNewSide => "new side slow, then failing",
         }
     }
 }
 
+/// How the cluster came through a fault.
+pub struct Outcome {
+    /// From the fault to the cluster whole again.
+    pub recovery: Duration,
+    /// From the new side's degradation to the guards' aborts (the busiest rule on one
+    /// proxy, some rule on every proxy).
+    pub guard_abort: Option<Duration>,
+}
+
 /// Injects `fault` (`pick` chooses among replicas) and waits until the cluster is whole
-/// again: the time from the fault to then.
-pub async fn inject(c: &mut Cluster, fault: Fault, pick: usize) -> anyhow::Result<Duration> {
+/// again.
+pub async fn inject(c: &mut Cluster, fault: Fault, pick: usize) -> anyhow::Result<Outcome> {
     let started = Instant::now();
+    let mut guard_abort = None;
     match fault {
         Fault::KillIdentity | Fault::KillSyncLeader | Fault::StopIdentity => {
             let i = match fault {
                 Fault::KillSyncLeader => c.sync_leader().await.context("no sync leader")?,
                 _ => pick % c.identities.len(),
             };
-            let r = &mut c.identities[i];
-            if fault == Fault::StopIdentity {
-                r.proc.terminate(GRACE).await;
-            } else {
-                r.proc.kill();
-            }
-            tokio::time::sleep(RESTART_AFTER).await;
-            r.proc.start()?;
-            r.wait_ready().await?;
+            c.identities[i].bounce(fault == Fault::StopIdentity).await?;
             if fault == Fault::KillSyncLeader {
                 let deadline = Instant::now() + START_LIMIT;
                 while c.sync_leader().await.is_none() {
@@ -93,15 +105,7 @@ pub async fn inject(c: &mut Cluster, fault: Fault, pick: usize) -> anyhow::Resul
         }
         Fault::KillProxy | Fault::StopProxy => {
             let i = pick % c.proxies.len();
-            let r = &mut c.proxies[i];
-            if fault == Fault::StopProxy {
-                r.proc.terminate(GRACE).await;
-            } else {
-                r.proc.kill();
-            }
-            tokio::time::sleep(RESTART_AFTER).await;
-            r.proc.start()?;
-            r.wait_ready().await?;
+            c.proxies[i].bounce(fault == Fault::StopProxy).await?;
         }
         Fault::RestartLegacyDb | Fault::RestartIdentityDb => {
             let pg = if fault == Fault::RestartLegacyDb {
@@ -120,8 +124,41 @@ pub async fn inject(c: &mut Cluster, fault: Fault, pick: usize) -> anyhow::Resul
             c.legacy_db_gate.set(Gate::Open);
             whole_again(c).await?;
         }
+        Fault::DegradeNewSide => {
+            // Every route running when the degradation starts: each abort is its own.
+            c.resume_aborted().await?;
+            c.new_side_gate.set(Gate::Delayed(SLOW_BY));
+            let slow_until = started + SLOW_FOR;
+            loop {
+                // Each proxy judges the traffic it carries (clients' connections stay
+                // where they were: one may carry only newcomers' sign-ups).
+                let aborted = c.aborted_by_guard().await;
+                if aborted.iter().any(|r| r.iter().any(|n| n == BUSIEST_RULE))
+                    && aborted.iter().all(|r| !r.is_empty())
+                {
+                    guard_abort = Some(started.elapsed());
+                    break;
+                }
+                if started.elapsed() > ABORT_LIMIT {
+                    c.new_side_gate.set(Gate::Open);
+                    anyhow::bail!(
+                        "the guards did not abort {BUSIEST_RULE} within {ABORT_LIMIT:?}: {aborted:?}"
+                    );
+                }
+                if Instant::now() >= slow_until {
+                    c.new_side_gate.set(Gate::Resetting);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            c.new_side_gate.set(Gate::Open);
+        }
     }
-    Ok(started.elapsed())
+    // As the SRE does once the cause is mended: every route a guard aborted resumed.
+    c.resume_aborted().await?;
+    Ok(Outcome {
+        recovery: started.elapsed(),
+        guard_abort,
+    })
 }
 
 /// Every identity replica ready, and the Rails app answering from its database.

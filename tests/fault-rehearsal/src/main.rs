@@ -76,6 +76,8 @@ struct Injected {
     weight: u32,
     at: Instant,
     recovery: Result<Duration, String>,
+    /// From the new side's degradation to every guard's abort.
+    guard_abort: Option<Duration>,
     /// Answers the clients did not expect, by kind and what (method, path, status).
     seen: BTreeMap<(EventKind, String), u64>,
 }
@@ -131,10 +133,20 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
         c.entry
     );
 
-    // Every fault `rounds` times, in a random order.
+    // Every fault `rounds` times, in a random order; the new side's degradation where
+    // it serves a share of users (the second half of the plan), for its guard to judge.
     let mut plan: Vec<Fault> = (0..cli.rounds).flat_map(|_| Fault::ALL).collect();
     for i in (1..plan.len()).rev() {
         plan.swap(i, draw.below(i as u64 + 1) as usize);
+    }
+    let half = plan.len().div_ceil(2);
+    for i in 0..half {
+        if plan[i] == Fault::DegradeNewSide {
+            let j = (half..plan.len())
+                .find(|&j| plan[j] != Fault::DegradeNewSide)
+                .unwrap_or(i);
+            plan.swap(i, j);
+        }
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -159,17 +171,24 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
         let wait = step.mul_f64(0.5 * draw.below(1000) as f64 / 1000.0);
         tokio::time::sleep(wait).await;
         let at = Instant::now();
-        let recovery = faults::inject(&mut c, *fault, draw.below(64) as usize)
+        let outcome = faults::inject(&mut c, *fault, draw.below(64) as usize)
             .await
             .map_err(|e| format!("{e:#}"));
+        let guard_abort = outcome.as_ref().ok().and_then(|o| o.guard_abort);
+        let recovery = outcome.map(|o| o.recovery);
         println!(
             "{:>6.1}s  {:>3}%  {:<32} {}",
             at.duration_since(started).as_secs_f64(),
             weight,
             fault.name(),
-            match &recovery {
-                Ok(d) => format!("whole again after {:.1} s", d.as_secs_f64()),
-                Err(e) => format!("NOT RECOVERED: {e}"),
+            match (&recovery, guard_abort) {
+                (Ok(d), Some(a)) => format!(
+                    "every guard aborted after {:.1} s; whole again after {:.1} s",
+                    a.as_secs_f64(),
+                    d.as_secs_f64()
+                ),
+                (Ok(d), None) => format!("whole again after {:.1} s", d.as_secs_f64()),
+                (Err(e), _) => format!("NOT RECOVERED: {e}"),
             }
         );
         let failed = recovery.is_err();
@@ -178,6 +197,7 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
             weight,
             at,
             recovery,
+            guard_abort,
             seen: BTreeMap::new(),
         });
         if failed {
@@ -230,9 +250,10 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
         report.by_status
     );
     println!(
-        "totals: {} unexpected answers, {} forced log-outs, {} stale reads, {} sessions back after their log-out, {} acknowledged writes lost",
+        "totals: {} unexpected answers, {} forced log-outs, {} refresh retries refused after a lost answer, {} stale reads, {} sessions back after their log-out, {} acknowledged writes lost",
         report.unexpected,
         report.forced_logouts,
+        report.refresh_retries_refused,
         report.stale_reads,
         report.resurrected,
         lost.len()
@@ -334,6 +355,7 @@ fn kind_name(k: EventKind) -> &'static str {
         EventKind::ForcedLogout => "forced log-out",
         EventKind::StaleRead => "stale read",
         EventKind::Resurrected => "session back",
+        EventKind::RefreshRetryRefused => "refresh retry refused",
     }
 }
 
@@ -343,49 +365,56 @@ fn print_table(
     quiet_for: Duration,
 ) {
     println!(
-        "\n| fault | share | recovery s | errors | forced log-outs | stale reads | what the clients saw |"
+        "\n| fault | share | recovery s | guard abort s | errors | forced log-outs | stale reads | what the clients saw |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
-    let row =
-        |name: &str, share: String, recovery: String, seen: &BTreeMap<(EventKind, String), u64>| {
-            let count = |k: EventKind| -> u64 {
-                seen.iter()
-                    .filter(|((kind, _), _)| *kind == k)
-                    .map(|(_, n)| n)
-                    .sum()
-            };
-            let what: Vec<String> = seen
-                .iter()
-                .map(|((k, w), n)| format!("{n}x {} {w}", kind_name(*k)))
-                .collect();
-            println!(
-                "| {name} | {share} | {recovery} | {} | {} | {} | {} |",
-                count(EventKind::Unexpected),
-                count(EventKind::ForcedLogout),
-                count(EventKind::StaleRead),
-                if what.is_empty() {
-                    "-".to_owned()
-                } else {
-                    what.join("; ")
-                }
-            );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let row = |cells: [String; 4], seen: &BTreeMap<(EventKind, String), u64>| {
+        let count = |k: EventKind| -> u64 {
+            seen.iter()
+                .filter(|((kind, _), _)| *kind == k)
+                .map(|(_, n)| n)
+                .sum()
         };
+        let what: Vec<String> = seen
+            .iter()
+            .map(|((k, w), n)| format!("{n}x {} {w}", kind_name(*k)))
+            .collect();
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            cells.join(" | "),
+            count(EventKind::Unexpected),
+            count(EventKind::ForcedLogout),
+            count(EventKind::StaleRead),
+            if what.is_empty() {
+                "-".to_owned()
+            } else {
+                what.join("; ")
+            }
+        );
+    };
     row(
-        &format!("(none: the first {:.0} s)", quiet_for.as_secs_f64()),
-        "0%".into(),
-        "-".into(),
+        [
+            format!("(none: the first {:.0} s)", quiet_for.as_secs_f64()),
+            "0%".into(),
+            "-".into(),
+            "-".into(),
+        ],
         quiet,
     );
     let mut sorted: Vec<&Injected> = injected.iter().collect();
     sorted.sort_by_key(|i| (i.fault, i.at));
     for i in sorted {
         row(
-            i.fault.name(),
-            format!("{}%", i.weight),
-            match &i.recovery {
-                Ok(d) => format!("{:.1}", d.as_secs_f64()),
-                Err(_) => "never".into(),
-            },
+            [
+                i.fault.name().to_owned(),
+                format!("{}%", i.weight),
+                match &i.recovery {
+                    Ok(d) => format!("{:.1}", d.as_secs_f64()),
+                    Err(_) => "never".into(),
+                },
+                i.guard_abort
+                    .map_or("-".into(), |a| format!("{:.1}", a.as_secs_f64())),
+            ],
             &i.seen,
         );
     }

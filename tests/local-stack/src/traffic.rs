@@ -29,6 +29,9 @@ pub struct TrafficReport {
     pub writes: u64,
     /// Access tokens that still worked after their log-out was answered.
     pub resurrected: u64,
+    /// Refreshes asked again after a lost answer and refused (the first try had
+    /// rotated the token: the contract's answer, not a forced log-out).
+    pub refresh_retries_refused: u64,
     /// A few unexpected answers (method, path template, status): no personal data.
     pub examples: Vec<String>,
     /// Each client's member: (id, email, nickname last written).
@@ -54,6 +57,7 @@ pub enum EventKind {
     ForcedLogout,
     StaleRead,
     Resurrected,
+    RefreshRetryRefused,
 }
 
 const MAX_EVENTS: usize = 20_000;
@@ -69,6 +73,7 @@ impl TrafficReport {
         self.stale_reads += other.stale_reads;
         self.writes += other.writes;
         self.resurrected += other.resurrected;
+        self.refresh_retries_refused += other.refresh_retries_refused;
         let room = MAX_EVENTS.saturating_sub(self.events.len());
         self.events.extend(other.events.into_iter().take(room));
         for e in other.examples {
@@ -200,6 +205,43 @@ impl Client {
         s == 201
     }
 
+    /// Refreshes its tokens, as an app does: an answer lost (no answer, or a 5xx) is
+    /// asked again once with the same refresh token. A retry refused after the first
+    /// try was lost is the contract's answer (the first may have rotated the token),
+    /// counted apart from forced log-outs; the client logs in again either way.
+    async fn refresh(&mut self) {
+        let body = json!({"refresh_token": self.refresh});
+        let path = "/api/v1/sessions/refresh";
+        let mut lost = false;
+        for _ in 0..2 {
+            let (s, v) = self
+                .call("POST", path, path, None, Some(body.clone()), &[201])
+                .await;
+            match s {
+                201 => {
+                    self.token = v["token"].as_str().unwrap_or("").to_owned();
+                    self.refresh = v["refresh_token"].as_str().unwrap_or("").to_owned();
+                    return;
+                }
+                401 if lost => {
+                    self.report.refresh_retries_refused += 1;
+                    self.event(
+                        EventKind::RefreshRetryRefused,
+                        format!("POST {path} -> 401"),
+                    );
+                    self.log_in().await;
+                    return;
+                }
+                401 => {
+                    self.forced_out("POST /api/v1/sessions/refresh").await;
+                    return;
+                }
+                0 | 500..=599 => lost = true,
+                _ => return,
+            }
+        }
+    }
+
     /// A token refused that the client had not ended: counted, and the client logs in
     /// again.
     async fn forced_out(&mut self, template: &str) {
@@ -208,25 +250,55 @@ impl Client {
         self.log_in().await;
     }
 
-    /// Reads its own profile: a refusal is a forced log-out, another nickname than the
-    /// last one written a stale read.
-    async fn read_me(&mut self, nickname: &str) {
+    /// `GET /api/v1/users/me` with `token`, expecting one of `ok`.
+    async fn me_with(&mut self, token: &str, ok: &[u16]) -> (u16, Value) {
+        let path = "/api/v1/users/me";
+        self.call("GET", path, path, Some(token), None, ok).await
+    }
+
+    /// Reads its own profile: a refusal is a forced log-out, a nickname it may not read
+    /// now a stale read.
+    async fn read_me(&mut self, known: &mut Known) {
         let token = self.token.clone();
-        let (s, v) = self
-            .call(
-                "GET",
-                "/api/v1/users/me",
-                "/api/v1/users/me",
-                Some(&token),
-                None,
-                &[200],
-            )
-            .await;
+        let (s, v) = self.me_with(&token, &[200]).await;
         if s == 401 {
             self.forced_out("GET /api/v1/users/me").await;
-        } else if s == 200 && v["nickname"] != json!(nickname) {
+        } else if s == 200 && !known.admits(&v["nickname"]) {
             self.report.stale_reads += 1;
             self.event(EventKind::StaleRead, "GET /api/v1/users/me".into());
+        }
+    }
+}
+
+/// What a client knows of its own nickname: the last one written, and one whose write
+/// lost its answer (no answer, 502, 504: it may have been applied, now or later).
+struct Known {
+    nickname: String,
+    unsure: Option<String>,
+}
+
+impl Known {
+    fn new(nickname: String) -> Self {
+        Self {
+            nickname,
+            unsure: None,
+        }
+    }
+
+    /// Whether the client may read `seen` now; reading the unsure one settles it.
+    fn admits(&mut self, seen: &Value) -> bool {
+        if *seen == json!(self.nickname) {
+            return true;
+        }
+        match self.unsure.take() {
+            Some(unsure) if *seen == json!(unsure) => {
+                self.nickname = unsure;
+                true
+            }
+            other => {
+                self.unsure = other;
+                false
+            }
         }
     }
 }
@@ -239,8 +311,8 @@ async fn one_client(
     mut stop: watch::Receiver<bool>,
 ) -> TrafficReport {
     let mut c = Client::new(base, format!("client-{run}-{n}@example.com"));
-    let mut nickname = format!("c{n}");
-    let Some(id) = c.join(&nickname).await else {
+    let mut known = Known::new(format!("c{n}"));
+    let Some(id) = c.join(&known.nickname.clone()).await else {
         return c.report;
     };
     let mut k: u64 = 0;
@@ -263,30 +335,17 @@ async fn one_client(
                     &[200],
                 )
                 .await;
-            if s == 200 {
-                nickname = next;
-                c.report.writes += 1;
-            } else if s == 401 {
-                c.forced_out("PATCH /api/v1/users/me").await;
+            match s {
+                200 => {
+                    known = Known::new(next);
+                    c.report.writes += 1;
+                }
+                401 => c.forced_out("PATCH /api/v1/users/me").await,
+                0 | 502 | 504 => known.unsure = Some(next),
+                _ => {}
             }
         } else if step == 40 {
-            let refresh = json!({"refresh_token": c.refresh});
-            let (s, v) = c
-                .call(
-                    "POST",
-                    "/api/v1/sessions/refresh",
-                    "/api/v1/sessions/refresh",
-                    None,
-                    Some(refresh),
-                    &[201],
-                )
-                .await;
-            if s == 201 {
-                c.token = v["token"].as_str().unwrap_or("").to_owned();
-                c.refresh = v["refresh_token"].as_str().unwrap_or("").to_owned();
-            } else if s == 401 {
-                c.forced_out("POST /api/v1/sessions/refresh").await;
-            }
+            c.refresh().await;
         } else if step == 49 {
             let (s, _) = c
                 .call(
@@ -301,16 +360,7 @@ async fn one_client(
             c.log_in().await;
             // A session whose log-out was answered stays ended, whichever side is asked.
             if s == 204 {
-                let (after, _) = c
-                    .call(
-                        "GET",
-                        "/api/v1/users/me",
-                        "/api/v1/users/me",
-                        Some(&token),
-                        None,
-                        &[401],
-                    )
-                    .await;
+                let (after, _) = c.me_with(&token, &[401]).await;
                 if after == 200 {
                     c.report.resurrected += 1;
                     c.event(EventKind::Resurrected, "GET /api/v1/users/me -> 200".into());
@@ -329,15 +379,19 @@ async fn one_client(
             )
             .await;
         } else {
-            c.read_me(&nickname).await;
+            c.read_me(&mut known).await;
         }
         tokio::select! {
             () = tokio::time::sleep(pace) => {},
             _ = stop.changed() => {},
         }
     }
+    // A write whose answer was lost: which nickname is the last one, read once more.
+    if known.unsure.is_some() {
+        c.read_me(&mut known).await;
+    }
     let email = std::mem::take(&mut c.email);
-    c.report.members.push((id, email, nickname));
+    c.report.members.push((id, email, known.nickname));
     c.report
 }
 
@@ -356,8 +410,9 @@ async fn one_sleeper(
     let Some(id) = c.join(&nickname).await else {
         return c.report;
     };
+    let mut known = Known::new(nickname.clone());
     while !*stop.borrow() {
-        c.read_me(&nickname).await;
+        c.read_me(&mut known).await;
         tokio::select! {
             () = tokio::time::sleep(pace * 4) => {},
             _ = stop.changed() => {},

@@ -4,7 +4,8 @@
 //! silently dropped by a firewall, while the others work). Stopped bytes are held, not
 //! dropped, and pass on when the gate opens again; no connection is closed. Or it can
 //! sever the connections open now for good (a black-holed connection: nothing ever
-//! passes again, nothing fails), while new ones pass.
+//! passes again, nothing fails), while new ones pass; delay every read (a slow server);
+//! or close every connection that has anything to pass (a failing one).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +23,11 @@ pub enum Gate {
     Closed,
     /// Only the connections whose client sent `LISTEN`.
     ClosedToListeners,
+    /// Every read passes this long after it came (a slow network or server).
+    Delayed(std::time::Duration),
+    /// Every connection that has anything to pass is closed instead (a server that
+    /// fails every request).
+    Resetting,
 }
 
 /// A running gate; its task ends when the runtime does.
@@ -127,7 +133,7 @@ async fn pass(
             listening.store(true, Ordering::Relaxed);
         }
         let held = |g: &Gate| match g {
-            Gate::Open => false,
+            Gate::Open | Gate::Delayed(_) | Gate::Resetting => false,
             Gate::Closed => true,
             Gate::ClosedToListeners => listening.load(Ordering::Relaxed),
         };
@@ -137,6 +143,12 @@ async fn pass(
         }
         if gate.wait_for(|g| !held(g)).await.is_err() {
             return;
+        }
+        let now = *gate.borrow();
+        match now {
+            Gate::Resetting => return,
+            Gate::Delayed(d) => tokio::time::sleep(d).await,
+            _ => {}
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;

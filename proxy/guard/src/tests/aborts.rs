@@ -58,7 +58,10 @@ fn new_side_errors_abort_within_the_window() {
 
 #[test]
 fn nothing_aborts_before_min_requests() {
-    let g = guard(small());
+    let g = guard(GuardConfig {
+        max_consecutive_errors: 0,
+        ..small()
+    });
     let t0 = Instant::now();
     traffic(&g, Side::New, t0, 5, 19, 1, ms(5)); // every request fails, but only 19
     assert_eq!(
@@ -102,6 +105,59 @@ fn only_the_errors_beyond_the_legacys_are_the_new_sides() {
             "new side failing one in {new_every}"
         );
     }
+}
+
+/// A quiet route (sign-ups at a small share) never reaches `min_requests`: every one
+/// of its requests failing aborts it all the same, after `max_consecutive_errors`; a
+/// success between resets the count, and a legacy failing too (a shared dependency)
+/// holds it back.
+#[test]
+fn a_quiet_route_failing_every_request_aborts_after_so_many_in_a_row() {
+    let t0 = Instant::now();
+    let config = GuardConfig {
+        max_consecutive_errors: 5,
+        min_requests: 1000,
+        ..small()
+    };
+    let g = guard(config.clone());
+    for i in 0..4 {
+        g.record_request(ROUTE, Side::New, ms(5), true, t0 + ms(i));
+    }
+    g.record_request(ROUTE, Side::New, ms(5), false, t0 + ms(4));
+    for i in 0..4 {
+        g.record_request(ROUTE, Side::New, ms(5), true, t0 + ms(5 + i));
+    }
+    assert_eq!(g.evaluate(ROUTE, t0 + ms(10)), Decision::Healthy);
+    g.record_request(ROUTE, Side::Legacy, ms(5), true, t0 + ms(10));
+    g.record_request(ROUTE, Side::New, ms(5), true, t0 + ms(11));
+    assert_eq!(
+        g.evaluate(ROUTE, t0 + ms(12)),
+        Decision::Healthy,
+        "the legacy fails too"
+    );
+    g.record_request(ROUTE, Side::Legacy, ms(5), false, t0 + ms(12));
+    g.record_request(ROUTE, Side::New, ms(5), true, t0 + ms(13));
+    let Decision::Abort { reason, .. } = g.evaluate(ROUTE, t0 + ms(14)) else {
+        panic!("expected an abort");
+    };
+    assert_eq!(
+        reason,
+        AbortReason::ConsecutiveErrors {
+            count: 6,
+            threshold: 5
+        }
+    );
+    assert_eq!(reason.metric(), "consecutive_errors");
+    assert!(AbortReason::METRICS.contains(&reason.metric()));
+    // Off: never.
+    let g = guard(GuardConfig {
+        max_consecutive_errors: 0,
+        ..config
+    });
+    for i in 0..100 {
+        g.record_request(ROUTE, Side::New, ms(5), true, t0 + ms(i));
+    }
+    assert_eq!(g.evaluate(ROUTE, t0 + ms(100)), Decision::Healthy);
 }
 
 #[test]
