@@ -129,6 +129,8 @@ section "fault rehearsal at cluster shape: two identity replicas, two proxies, H
 # The long variant, by hand: fault-rehearsal --rounds 2 --step-secs 40
 cargo build --locked -q -p fault-rehearsal -p identity -p migration-proxy
 "$bin/fault-rehearsal"
+# The same with one proxy beside each Rails replica (k8s/components/proxy-sidecar).
+"$bin/fault-rehearsal" --placement sidecar
 
 section "hostile clients: sessions across the cutover, with the Rails app on PostgreSQL as the legacy"
 # The same cases `cargo test` ran on the simulator, now with the real Rails app (the

@@ -68,11 +68,22 @@ impl Replica {
     }
 }
 
+/// Where the proxies run (README: "Where the proxy runs").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Placement {
+    /// Proxy replicas of their own in front of one Rails app.
+    Standalone,
+    /// One proxy beside each Rails replica (k8s/components/proxy-sidecar), sending the
+    /// legacy side to its own replica on localhost.
+    Sidecar,
+}
+
 pub struct Options {
     pub work: PathBuf,
     pub identities: usize,
     pub proxies: usize,
     pub seed_members: u32,
+    pub placement: Placement,
 }
 
 pub struct Cluster {
@@ -84,8 +95,8 @@ pub struct Cluster {
     pub legacy_db_gate: TcpGate,
     /// Between the proxies and the identity service (its Service's address).
     pub new_side_gate: TcpGate,
-    _rails: Proc,
-    pub rails_port: u16,
+    /// The Rails replicas (one, or one per proxy beside it) and their ports.
+    rails: Vec<(Proc, u16)>,
     pub identities: Vec<Replica>,
     pub proxies: Vec<Replica>,
     /// The member API's entry (the balancer in front of the proxies).
@@ -150,29 +161,37 @@ impl Cluster {
             .create_database("identity")
             .map_err(|e| anyhow::anyhow!("{e}"))?;
 
-        // The Rails app: creates its schema, then serves.
-        let rails_port = free_port()?;
-        let mut rails = Proc::new(
-            "rails",
-            &rails_script(),
-            &[
-                "--port".into(),
-                rails_port.to_string(),
-                "--database-url".into(),
-                legacy_database_url.clone(),
-            ],
-            &logs,
-        )
-        .env("BCRYPT_COST", "4")
-        .env("RAILS_MAX_THREADS", "5");
-        rails.start()?;
-        until_answers(
-            &format!("http://127.0.0.1:{rails_port}/api/v1/users/0"),
-            &[404],
-            START_LIMIT,
-        )
-        .await
-        .with_context(|| format!("the Rails app did not start:\n{}", rails.log_tail()))?;
+        // The Rails app: its first replica creates the schema, then each serves.
+        let legacy_replicas = match o.placement {
+            Placement::Standalone => 1,
+            Placement::Sidecar => o.proxies,
+        };
+        let mut rails = Vec::new();
+        for i in 0..legacy_replicas {
+            let port = free_port()?;
+            let mut app = Proc::new(
+                &format!("rails-{i}"),
+                &rails_script(),
+                &[
+                    "--port".into(),
+                    port.to_string(),
+                    "--database-url".into(),
+                    legacy_database_url.clone(),
+                ],
+                &logs,
+            )
+            .env("BCRYPT_COST", "4")
+            .env("RAILS_MAX_THREADS", "5");
+            app.start()?;
+            until_answers(
+                &format!("http://127.0.0.1:{port}/api/v1/users/0"),
+                &[404],
+                START_LIMIT,
+            )
+            .await
+            .with_context(|| format!("the Rails app did not start:\n{}", app.log_tail()))?;
+            rails.push((app, port));
+        }
 
         // Members the legacy has had for years, copied before the rollout.
         let sim = legacy_sim::connect(&legacy_database_url, 4).await?;
@@ -249,20 +268,22 @@ impl Cluster {
         }
 
         let virtual_service = o.work.join("virtualservice.yaml");
-        let config = o.work.join("proxy.yaml");
         local_stack::stack::write_atomically(
             &virtual_service,
             &local_stack::stack::virtual_service(0),
         )?;
-        local_stack::stack::write_atomically(
-            &config,
-            &local_stack::stack::proxy_config(
-                SocketAddr::from(([127, 0, 0, 1], rails_port)),
-                new_side_gate.addr,
-            ),
-        )?;
         let mut proxies = Vec::new();
         for i in 0..o.proxies {
+            // Beside its own Rails replica, or in front of the one app.
+            let (_, legacy_port) = &rails[i % rails.len()];
+            let config = o.work.join(format!("proxy-{i}.yaml"));
+            local_stack::stack::write_atomically(
+                &config,
+                &local_stack::stack::proxy_config(
+                    SocketAddr::from(([127, 0, 0, 1], *legacy_port)),
+                    new_side_gate.addr,
+                ),
+            )?;
             let (listen, admin) = (free_port()?, free_port()?);
             let args: Vec<String> = vec![
                 "--virtual-service".into(),
@@ -326,8 +347,7 @@ impl Cluster {
             identity_database_url,
             legacy_db_gate,
             new_side_gate,
-            _rails: rails,
-            rails_port,
+            rails,
             identities,
             proxies,
             entry: SocketAddr::from(([127, 0, 0, 1], entry)),
@@ -452,6 +472,11 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+
+    /// The Rails replicas' ports.
+    pub fn rails_ports(&self) -> Vec<u16> {
+        self.rails.iter().map(|(_, port)| *port).collect()
     }
 
     /// Whether every identity replica's metrics have the line `line`.

@@ -161,17 +161,19 @@ pub async fn inject(c: &mut Cluster, fault: Fault, pick: usize) -> anyhow::Resul
     })
 }
 
-/// Every identity replica ready, and the Rails app answering from its database.
+/// Every identity replica ready, and every Rails replica answering from its database.
 async fn whole_again(c: &Cluster) -> anyhow::Result<()> {
     for r in &c.identities {
         r.wait_ready().await?;
     }
-    until_answers(
-        &format!("http://127.0.0.1:{}/api/v1/users/1", c.rails_port),
-        &[200, 404],
-        START_LIMIT,
-    )
-    .await
-    .context("the Rails app did not come back")?;
+    for port in c.rails_ports() {
+        until_answers(
+            &format!("http://127.0.0.1:{port}/api/v1/users/1"),
+            &[200, 404],
+            START_LIMIT,
+        )
+        .await
+        .context("the Rails app did not come back")?;
+    }
     Ok(())
 }

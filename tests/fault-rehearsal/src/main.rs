@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use local_stack::{EventKind, Traffic, TrafficReport};
 
-use crate::cluster::{Cluster, Options};
+use crate::cluster::{Cluster, Options, Placement};
 use crate::faults::Fault;
 
 #[derive(Parser)]
@@ -34,6 +34,10 @@ struct Cli {
     /// Identity replicas and proxy replicas.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(2..=8))]
     replicas: u32,
+    /// Where the proxies run: replicas of their own in front of one Rails app, or one
+    /// beside each Rails replica.
+    #[arg(long, value_enum, default_value_t = Placement::Standalone)]
+    placement: Placement,
     /// Synthetic app clients.
     #[arg(long, default_value_t = 6)]
     clients: usize,
@@ -126,10 +130,15 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
         identities: replicas,
         proxies: replicas,
         seed_members: cli.seed_members,
+        placement: cli.placement,
     })
     .await?;
+    let proxies = match cli.placement {
+        Placement::Standalone => format!("{replicas} proxies in front of it"),
+        Placement::Sidecar => format!("{replicas} replicas, each with its proxy beside it"),
+    };
     println!(
-        "cluster: Rails on PostgreSQL, {replicas} identity replicas on PostgreSQL, {replicas} proxies, HAProxy at {}",
+        "cluster: Rails on PostgreSQL ({proxies}), {replicas} identity replicas on PostgreSQL, HAProxy at {}",
         c.entry
     );
 
