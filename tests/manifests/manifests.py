@@ -239,3 +239,20 @@ def built_binary(name: str, crate_dirs: list[str]) -> Path | None:
     )
     return newest if newest.stat().st_mtime >= sources_mtime else None
 
+
+def start_proxy(proxy, tmp_path, config_text: str, routing_text: str, drain_secs: int, log_format: str):
+    """The real proxy on a config and a VirtualService (written under `tmp_path`),
+    listening on free ports of 127.0.0.1: its process, stderr piped (it says where it
+    listens there)."""
+    (tmp_path / "proxy.yaml").write_text(config_text)
+    (tmp_path / "vs.yaml").write_text(routing_text)
+    env = {
+        **os.environ,
+        "PROXY_VIRTUAL_SERVICE": str(tmp_path / "vs.yaml"),
+        "PROXY_CONFIG": str(tmp_path / "proxy.yaml"),
+        "PROXY_LISTEN": "127.0.0.1:0",
+        "PROXY_ADMIN": "127.0.0.1:0",
+        "PROXY_DRAIN_SECS": str(drain_secs),
+        "PROXY_LOG_FORMAT": log_format,
+    }
+    return subprocess.Popen([str(proxy)], env=env, stderr=subprocess.PIPE, text=True)

@@ -5,8 +5,6 @@ when a built binary is at hand, the proxy starts on both."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 
 import pytest
 import yaml
@@ -14,7 +12,7 @@ import yaml
 import sources
 from manifests import (
     OVERLAYS, PLACEMENTS, VIRTUAL_SERVICE, built_binary, find, host_port, mounted_file, one,
-    proxy_config_text, proxy_container, rendered,
+    proxy_config_text, proxy_container, rendered, start_proxy,
 )
 
 
@@ -89,18 +87,8 @@ def test_the_proxy_binary_accepts_its_files(overlay, tmp_path):
     text, from_store = proxy_config_text(objs, overlay)
     if from_store:  # the secret store adds the token to the overlay's file
         text += "\nadmin_token: token-of-the-secret-store\n"
-    (tmp_path / "proxy.yaml").write_text(text)
-    (tmp_path / "vs.yaml").write_text(one(objs, "ConfigMap", "member-api-virtualservice")["data"]["virtualservice-member-api.yaml"])
-    env = {
-        **os.environ,
-        "PROXY_VIRTUAL_SERVICE": str(tmp_path / "vs.yaml"),
-        "PROXY_CONFIG": str(tmp_path / "proxy.yaml"),
-        "PROXY_LISTEN": "127.0.0.1:0",
-        "PROXY_ADMIN": "127.0.0.1:0",
-        "PROXY_DRAIN_SECS": "0",
-        "PROXY_LOG_FORMAT": "text",
-    }
-    process = subprocess.Popen([str(proxy)], env=env, stderr=subprocess.PIPE, text=True)
+    routing = one(objs, "ConfigMap", "member-api-virtualservice")["data"]["virtualservice-member-api.yaml"]
+    process = start_proxy(proxy, tmp_path, text, routing, drain_secs=0, log_format="text")
     try:
         lines = []
         for line in process.stderr:

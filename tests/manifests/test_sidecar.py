@@ -10,9 +10,7 @@ test_proxy_files.py, for every overlay.)"""
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
 import time
 
 import pytest
@@ -23,7 +21,7 @@ import sources
 from manifests import (
     IMAGES, LOOPBACK, NAMESPACE, OVERLAYS, PLACEMENTS, ROOT, SIDECAR_LABEL, VIRTUAL_SERVICE,
     binary, built_binary, effective_env, find, host_port, matches, one, port_of, proxy_config_text,
-    proxy_container, rendered, target_container,
+    proxy_container, rendered, start_proxy, target_container,
 )
 
 SIDECAR_OVERLAYS = [o for o in OVERLAYS if PLACEMENTS[o] == "sidecar"]
@@ -244,19 +242,8 @@ def test_the_tcp_probes_fail_when_the_proxy_stops_being_ready(overlay, tmp_path)
         if upstream["role"] == "legacy":
             upstream["address"] = f"127.0.0.1:{app.getsockname()[1]}"
     config["admin_token"] = "token-of-the-secret-store"
-    (tmp_path / "proxy.yaml").write_text(yaml.safe_dump(config))
-    routing = one(p["objs"], "ConfigMap", "member-api-virtualservice")["data"]
-    (tmp_path / "vs.yaml").write_text(routing["virtualservice-member-api.yaml"])
-    env = {
-        **os.environ,
-        "PROXY_VIRTUAL_SERVICE": str(tmp_path / "vs.yaml"),
-        "PROXY_CONFIG": str(tmp_path / "proxy.yaml"),
-        "PROXY_LISTEN": "127.0.0.1:0",
-        "PROXY_ADMIN": "127.0.0.1:0",
-        "PROXY_DRAIN_SECS": "10",
-        "PROXY_LOG_FORMAT": "json",
-    }
-    process = subprocess.Popen([str(proxy)], env=env, stderr=subprocess.PIPE, text=True)
+    routing = one(p["objs"], "ConfigMap", "member-api-virtualservice")["data"]["virtualservice-member-api.yaml"]
+    process = start_proxy(proxy, tmp_path, yaml.safe_dump(config), routing, drain_secs=10, log_format="json")
     try:
         listen = None
         for line in process.stderr:
