@@ -25,7 +25,8 @@ from manifests import (
     ALL_INTERFACES, IMAGES, KUBERNETES_VERSION, LOOPBACK, LOOPBACK_LISTENERS, NAMESPACE,
     OVERLAYS, PLACEMENTS, ROOT, STANDALONE_PROXY_OBJECTS, VIRTUAL_SERVICE, binary, container,
     effective_env, find, host_port, long_running, matches, mounted_file, one, port_of,
-    proxy_container, rendered, secret_data, target_container, workload_container,
+    proxy_config_text, proxy_container, rendered, secret_data, target_container,
+    workload_container,
 )
 
 
@@ -435,3 +436,23 @@ def test_dockerignore_keeps_the_workspace():
             assert not (path == bare or path.startswith(bare + "/") or path.endswith("/" + bare)), (
                 f".dockerignore {pattern!r} drops {path}, which the build needs"
             )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_identity_services_trusted_hops_follow_the_proxys_placement(overlay):
+    """Wherever the proxy runs, the identity service finds the client in X-Forwarded-For
+    where the chain in front of it put it: the hops the proxy trusts (the mesh's edge in
+    production, none on a laptop cluster), plus the one entry the proxy appends itself
+    (its peer). An identity service that counts otherwise would throttle and record
+    every client by a proxy's address, or by an address a client wrote (found so: the
+    laptop overlay's identity service trusted 2 hops behind a proxy that trusts none)."""
+    objs = rendered(overlay)
+    _, ctr = container(objs, "identity")
+    env = effective_env(objs, ctr, sources.env_pairs(sources.dockerfile(IMAGES["identity"]["dockerfile"])[-1]))
+    assert env.get("IDENTITY_TRUST_FORWARDED_FOR") == "true", "the identity service sits behind the mesh's edge"
+    text, _ = proxy_config_text(objs, overlay)
+    proxy_hops = yaml.safe_load(text).get("client_address", {}).get("trusted_hops", 0)
+    assert int(env["IDENTITY_TRUSTED_PROXY_HOPS"]) == proxy_hops + 1, (
+        f"{overlay} ({PLACEMENTS[overlay]}): the identity service trusts "
+        f"{env['IDENTITY_TRUSTED_PROXY_HOPS']} hops; the proxy trusts {proxy_hops} and appends one"
+    )
