@@ -442,17 +442,24 @@ def test_dockerignore_keeps_the_workspace():
 def test_the_identity_services_trusted_hops_follow_the_proxys_placement(overlay):
     """Wherever the proxy runs, the identity service finds the client in X-Forwarded-For
     where the chain in front of it put it: the hops the proxy trusts (the mesh's edge in
-    production, none on a laptop cluster), plus the one entry the proxy appends itself
-    (its peer). An identity service that counts otherwise would throttle and record
-    every client by a proxy's address, or by an address a client wrote (found so: the
-    laptop overlay's identity service trusted 2 hops behind a proxy that trusts none)."""
+    production, none on a laptop cluster), plus the entry the proxy appends itself (its
+    peer), unless that peer is its pod's own mesh sidecar, a local hop it does not
+    record. An identity service that counts otherwise would throttle and record every
+    client by a proxy's address, or by an address a client wrote (found so: the laptop
+    overlay's identity service trusted 2 hops behind a proxy that trusts none)."""
     objs = rendered(overlay)
     _, ctr = container(objs, "identity")
     env = effective_env(objs, ctr, sources.env_pairs(sources.dockerfile(IMAGES["identity"]["dockerfile"])[-1]))
     assert env.get("IDENTITY_TRUST_FORWARDED_FOR") == "true", "the identity service sits behind the mesh's edge"
     text, _ = proxy_config_text(objs, overlay)
-    proxy_hops = yaml.safe_load(text).get("client_address", {}).get("trusted_hops", 0)
-    assert int(env["IDENTITY_TRUSTED_PROXY_HOPS"]) == proxy_hops + 1, (
+    client_address = yaml.safe_load(text).get("client_address", {})
+    proxy_hops = client_address.get("trusted_hops", 0)
+    appended = 0 if client_address.get("peer_is_local_sidecar") else 1
+    assert int(env["IDENTITY_TRUSTED_PROXY_HOPS"]) == proxy_hops + appended, (
         f"{overlay} ({PLACEMENTS[overlay]}): the identity service trusts "
-        f"{env['IDENTITY_TRUSTED_PROXY_HOPS']} hops; the proxy trusts {proxy_hops} and appends one"
+        f"{env['IDENTITY_TRUSTED_PROXY_HOPS']} hops; the proxy trusts {proxy_hops} and appends {appended}"
     )
+    if PLACEMENTS[overlay] == "sidecar" or proxy_hops:
+        # Behind the mesh's edge, in a pod with Istio's sidecar: the proxy's peer is that
+        # sidecar, whose 127.0.0.6 names no hop the identity service could use.
+        assert client_address.get("peer_is_local_sidecar") is True, overlay

@@ -246,9 +246,21 @@ pub struct ClientAddress {
     /// than that falls back to the peer. `x-envoy-external-address` is never read: a
     /// client can send it past any hop that does not strip it.
     pub trusted_hops: usize,
+    /// Whether a loopback peer is this pod's own mesh sidecar (Istio's Envoy delivers
+    /// inbound traffic from 127.0.0.6), a local hop rather than the client or a proxy
+    /// worth recording: its address is then not appended to `X-Forwarded-For` for the
+    /// upstreams, so that the services behind count the same hops whether this proxy is
+    /// in the path or not. A peer that is not loopback is appended all the same. Needs
+    /// `trusted_hops` of at least 1: the client is in the header, written by the edge.
+    pub peer_is_local_sidecar: bool,
 }
 
 impl ClientAddress {
+    /// The peer to append to `X-Forwarded-For`, unless it is the local sidecar.
+    pub fn recorded_peer(&self, peer: std::net::IpAddr) -> Option<std::net::IpAddr> {
+        (!(self.peer_is_local_sidecar && peer.is_loopback())).then_some(peer)
+    }
+
     /// The client's address: the `X-Forwarded-For` entry written by the outermost
     /// trusted hop, else `peer`.
     pub fn client(&self, headers: &http::HeaderMap, peer: std::net::IpAddr) -> std::net::IpAddr {
@@ -466,6 +478,12 @@ impl ProxyConfig {
         }
         if self.virtual_service.as_deref() == Some("") {
             return invalid("virtual_service", "must not be empty");
+        }
+        if self.client_address.peer_is_local_sidecar && self.client_address.trusted_hops == 0 {
+            return invalid(
+                "client_address.peer_is_local_sidecar",
+                "needs trusted_hops of at least 1: the sidecar is not the client, the hop in front of it writes the client",
+            );
         }
         if let (Some(listen), Some(admin)) = (self.listen, self.admin_listen)
             && listen == admin

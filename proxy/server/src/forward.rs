@@ -121,15 +121,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` (kept if a
-/// trusted hop in front already set it).
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &str) {
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
-        _ => client.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+/// Appends the peer to `X-Forwarded-For` (none: a local hop, not recorded) and sets
+/// `X-Forwarded-Proto` (kept if a trusted hop in front already set it).
+pub fn add_forwarded(headers: &mut HeaderMap, peer: Option<IpAddr>, proto: &str) {
+    if let Some(peer) = peer {
+        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer}"),
+            _ => peer.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            headers.insert("x-forwarded-for", v);
+        }
     }
     if !headers.contains_key("x-forwarded-proto") {
         headers.insert(
@@ -252,9 +254,12 @@ mod tests {
     #[test]
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, "10.0.0.1".parse().unwrap(), "http");
-        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http");
+        add_forwarded(&mut h, "10.0.0.1".parse().ok(), "http");
+        add_forwarded(&mut h, "127.0.0.1".parse().ok(), "http");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
+        // A local hop: nothing appended.
+        add_forwarded(&mut h, None, "http");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
     }
 }

@@ -205,7 +205,8 @@ impl Proxy {
         let key = StickyKey::from_request(&snap.config.sticky_key, &headers, client_ip);
         route.headers().request().apply(&mut headers);
         let side = route.side_for(key.bucket());
-        forward::add_forwarded(&mut headers, client.ip(), "http");
+        let peer = snap.config.client_address.recorded_peer(client.ip());
+        forward::add_forwarded(&mut headers, peer, "http");
         Ok(Admitted {
             route,
             side,

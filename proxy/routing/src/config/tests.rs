@@ -242,9 +242,12 @@ fn the_client_is_the_entry_of_the_outermost_trusted_hop() {
     headers.append("x-forwarded-for", "192.0.2.4".parse().unwrap());
     headers.insert("x-envoy-external-address", "192.0.2.66".parse().unwrap());
     let at = |headers: &http::HeaderMap, hops| {
-        ClientAddress { trusted_hops: hops }
-            .client(headers, peer)
-            .to_string()
+        ClientAddress {
+            trusted_hops: hops,
+            ..ClientAddress::default()
+        }
+        .client(headers, peer)
+        .to_string()
     };
     assert_eq!(at(&headers, 0), "10.0.0.1");
     assert_eq!(at(&headers, 1), "192.0.2.4");
@@ -257,6 +260,25 @@ fn the_client_is_the_entry_of_the_outermost_trusted_hop() {
     assert_eq!(config.client_address.trusted_hops, 1);
     assert_eq!(config.path_normalization, PathNormalization::None);
     assert!(error("path_normalization: squeeze").contains("path_normalization: unknown variant"));
+}
+
+#[test]
+fn a_local_sidecar_peer_is_not_recorded_and_needs_a_hop_in_front() {
+    let config = with("client_address: {trusted_hops: 1, peer_is_local_sidecar: true}").unwrap();
+    let c = &config.client_address;
+    // Istio's inbound source: a local hop, not appended.
+    assert_eq!(c.recorded_peer("127.0.0.6".parse().unwrap()), None);
+    assert_eq!(c.recorded_peer("::1".parse().unwrap()), None);
+    // Anything else came past the sidecar: appended all the same.
+    let other: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+    assert_eq!(c.recorded_peer(other), Some(other));
+    // Without the setting, every peer is recorded.
+    let plain = ClientAddress::default();
+    let local: std::net::IpAddr = "127.0.0.6".parse().unwrap();
+    assert_eq!(plain.recorded_peer(local), Some(local));
+    // The sidecar is never the client: some hop in front must write it.
+    let e = error("client_address: {peer_is_local_sidecar: true}");
+    assert!(e.contains("client_address.peer_is_local_sidecar"), "{e}");
 }
 
 #[test]

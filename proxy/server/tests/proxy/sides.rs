@@ -146,6 +146,90 @@ async fn a_safe_request_the_new_side_answers_5xx_is_answered_by_the_legacy() {
     );
 }
 
+/// An upstream that answers every request with the `X-Forwarded-For` it received.
+async fn forwarded_for_echo() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = vec![0u8; 8192];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&seen[..end]).to_string();
+                        seen.drain(..end + 4);
+                        let xff = head
+                            .lines()
+                            .find_map(|l| {
+                                let (name, value) = l.split_once(':')?;
+                                name.eq_ignore_ascii_case("x-forwarded-for")
+                                    .then(|| value.trim().to_owned())
+                            })
+                            .unwrap_or_default();
+                        let body = json!({ "xff": xff }).to_string();
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if stream.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// `client_address.peer_is_local_sidecar`: a loopback peer (the pod's mesh sidecar) is
+/// a local hop, not appended to `X-Forwarded-For`: the upstream sees the edge's entry
+/// alone, as it would without the proxy in the path. Without the setting the peer is
+/// appended, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_sidecar_peer_is_not_appended_to_forwarded_for() {
+    let s = stack(100, 0, 0.0).await;
+    let echo = forwarded_for_echo().await;
+    let to_echo = s
+        .cfg_text
+        .replace(&format!("\"{}\"", s.legacy), &format!("\"{echo}\""));
+    let seen = |config: String| {
+        write_virtual_service(&s.cfg_path, &config);
+        let client = s.client.clone();
+        let (proxy, reload) = (s.proxy, s.admin("POST", "/admin/reload", None));
+        async move {
+            let (status, body) = reload.await;
+            assert_eq!(status, 200, "{body}");
+            let r = client
+                .get(format!("http://{proxy}/api/v1/users/1"))
+                .header("x-forwarded-for", "203.0.113.9")
+                .send()
+                .await
+                .unwrap();
+            r.json::<serde_json::Value>().await.unwrap()["xff"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    assert_eq!(
+        seen(format!("{to_echo}client_address: {{trusted_hops: 1}}\n")).await,
+        "203.0.113.9, 127.0.0.1"
+    );
+    assert_eq!(
+        seen(format!(
+            "{to_echo}client_address: {{trusted_hops: 1, peer_is_local_sidecar: true}}\n"
+        ))
+        .await,
+        "203.0.113.9"
+    );
+}
+
 /// A new side that never answers a safe request keeps at most half of its time: the
 /// legacy answers within the rule's timeout, however many tries the rule allows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
