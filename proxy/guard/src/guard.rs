@@ -183,7 +183,7 @@ impl Guard {
                     count: r.new_failures_in_a_row,
                     threshold: c.max_consecutive_errors,
                 });
-            match in_a_row.or_else(|| self.check(&r.window.totals(now))) {
+            match in_a_row.or_else(|| check(&c, &r.window.totals(now))) {
                 None => Decision::Healthy,
                 Some(reason) => {
                     r.state = RouteState::Aborted {
@@ -199,52 +199,6 @@ impl Guard {
             }
         });
         decision.unwrap_or(Decision::Healthy)
-    }
-
-    /// The first threshold crossed by these figures (see [`Guard::evaluate`]).
-    fn check(&self, totals: &Totals) -> Option<AbortReason> {
-        let c = &self.config();
-        let (new, legacy) = (totals.side(Side::New), totals.side(Side::Legacy));
-        if new.requests >= c.min_requests {
-            let (new_rate, legacy_rate) = (new.error_rate(), legacy.error_rate());
-            // Relative: only the share of failures beyond the legacy's is the new side's.
-            let own = if c.error_rate_relative_to_legacy {
-                new_rate - legacy_rate
-            } else {
-                new_rate
-            };
-            if own >= c.max_error_rate {
-                return Some(AbortReason::ErrorRate {
-                    new: new_rate,
-                    legacy: legacy_rate,
-                    threshold: c.max_error_rate,
-                });
-            }
-        }
-        if totals.compared() >= c.min_comparisons {
-            let rate = totals.mismatch_rate();
-            if rate >= c.max_mismatch_rate {
-                return Some(AbortReason::MismatchRate {
-                    rate,
-                    threshold: c.max_mismatch_rate,
-                });
-            }
-        }
-        if new.requests >= c.min_requests && legacy.requests >= c.min_requests {
-            let new_ms = new.latency.quantile_ms(0.99)?;
-            let legacy_ms = legacy.latency.quantile_ms(0.99)?;
-            // A legacy p99 under a microsecond would make any ratio huge.
-            let ratio = new_ms / legacy_ms.max(0.001);
-            if new_ms >= c.p99_floor_ms && ratio >= c.max_p99_ratio {
-                return Some(AbortReason::LatencyP99 {
-                    new_ms,
-                    legacy_ms,
-                    ratio,
-                    threshold: c.max_p99_ratio,
-                });
-            }
-        }
-        None
     }
 
     /// The state of `route` (`Running` for a route never seen).
@@ -290,4 +244,49 @@ impl Guard {
         out.sort_by(|a, b| a.route.cmp(&b.route));
         out
     }
+}
+
+/// The first threshold of `c` crossed by these figures (see [`Guard::evaluate`]).
+fn check(c: &GuardConfig, totals: &Totals) -> Option<AbortReason> {
+    let (new, legacy) = (totals.side(Side::New), totals.side(Side::Legacy));
+    if new.requests >= c.min_requests {
+        let (new_rate, legacy_rate) = (new.error_rate(), legacy.error_rate());
+        // Relative: only the share of failures beyond the legacy's is the new side's.
+        let own = if c.error_rate_relative_to_legacy {
+            new_rate - legacy_rate
+        } else {
+            new_rate
+        };
+        if own >= c.max_error_rate {
+            return Some(AbortReason::ErrorRate {
+                new: new_rate,
+                legacy: legacy_rate,
+                threshold: c.max_error_rate,
+            });
+        }
+    }
+    if totals.compared() >= c.min_comparisons {
+        let rate = totals.mismatch_rate();
+        if rate >= c.max_mismatch_rate {
+            return Some(AbortReason::MismatchRate {
+                rate,
+                threshold: c.max_mismatch_rate,
+            });
+        }
+    }
+    if new.requests >= c.min_requests && legacy.requests >= c.min_requests {
+        let new_ms = new.latency.quantile_ms(0.99)?;
+        let legacy_ms = legacy.latency.quantile_ms(0.99)?;
+        // A legacy p99 under a microsecond would make any ratio huge.
+        let ratio = new_ms / legacy_ms.max(0.001);
+        if new_ms >= c.p99_floor_ms && ratio >= c.max_p99_ratio {
+            return Some(AbortReason::LatencyP99 {
+                new_ms,
+                legacy_ms,
+                ratio,
+                threshold: c.max_p99_ratio,
+            });
+        }
+    }
+    None
 }
