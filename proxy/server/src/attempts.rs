@@ -139,11 +139,18 @@ impl Proxy {
             config,
             guarded,
         };
-        // A safe request the legacy could answer if the new side fails it leaves the
-        // legacy half of its time: a new side too slow to answer at all must not take
-        // the fallback's time too.
+        // A safe request the other side would answer if this one fails it leaves the
+        // other half of its time: a side too slow to answer at all (or stuck) must not
+        // take the fallback's time too.
         let safe = is_safe(&inbound.method);
-        let first_deadline = if safe && side == Side::New && route.legacy_upstream().is_some() {
+        let falls_back = match side {
+            Side::New => route.legacy_upstream().is_some(),
+            Side::Legacy => {
+                route.new_upstream().is_some()
+                    && config.fallback.to_new.iter().any(|r| r == route.name())
+            }
+        };
+        let first_deadline = if safe && falls_back {
             let now = Instant::now();
             now + deadline.saturating_duration_since(now) / 2
         } else {
@@ -156,6 +163,9 @@ impl Proxy {
             return (side, result);
         }
         if side == Side::Legacy {
+            if !falls_back {
+                return (side, result);
+            }
             return self
                 .legacy_failed(route, inbound, body, config, deadline, result)
                 .await;
@@ -192,9 +202,8 @@ impl Proxy {
         )
     }
 
-    /// A safe request the legacy answered (`result`): when it failed (no answer, or a
-    /// 5xx) and the rule is one of `fallback.to_new`, the new side's answer, unless it
-    /// fails too.
+    /// A safe request of a `fallback.to_new` rule the legacy answered (`result`): when
+    /// it failed (no answer, or a 5xx), the new side's answer, unless it fails too.
     async fn legacy_failed(
         &self,
         route: &Route,
@@ -208,11 +217,7 @@ impl Proxy {
             Ok(resp) => resp.status().is_server_error(),
             Err(_) => true,
         };
-        if !failed
-            || route.new_upstream().is_none()
-            || !config.fallback.to_new.iter().any(|r| r == route.name())
-            || Instant::now() >= deadline
-        {
+        if !failed || Instant::now() >= deadline {
             return (Side::Legacy, result);
         }
         let new = self

@@ -230,41 +230,79 @@ async fn a_local_sidecar_peer_is_not_appended_to_forwarded_for() {
     );
 }
 
+/// Takes connections and reads requests, never answers (a stuck upstream).
+async fn silent_upstream() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The test manifest at these weights, its reads tried three times of 2 s each: more
+/// than the rule's 5 s.
+fn three_tries_of_2s(legacy: u32, new: u32) -> String {
+    let manifest = virtual_service(legacy, new, 0.0).replace(
+        "retries: {attempts: 1, perTryTimeout: 2s, retryOn: connect-failure}",
+        "retries: {attempts: 2, perTryTimeout: 2s, retryOn: connect-failure}",
+    );
+    assert!(manifest.contains("attempts: 2"));
+    manifest
+}
+
+/// A legacy that never answers a safe request of a `fallback.to_new` rule keeps at most
+/// half of its time: the new side answers within the rule's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_safe_request_a_stuck_legacy_never_answers_is_answered_by_the_new_side_in_time() {
+    let s = stack(100, 0, 0.0).await;
+    s.seed(s.identity, "one@example.com", "new-one").await;
+    let silent = silent_upstream().await;
+    let config = s
+        .cfg_text
+        .replace(&format!("\"{}\"", s.legacy), &format!("\"{silent}\""));
+    write_virtual_service(
+        &s.cfg_path,
+        &format!("{config}fallback: {{to_new: [reads]}}\n"),
+    );
+    write_virtual_service(&s.vs_path, &three_tries_of_2s(100, 0));
+    assert_eq!(s.admin("POST", "/admin/reload", None).await.0, 200);
+    let started = std::time::Instant::now();
+    let (status, body) = s.get_as("u1", "/api/v1/users/1").await;
+    assert_eq!(
+        (status, body["nickname"].as_str()),
+        (200, Some("new-one")),
+        "after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        s.metrics()
+            .await
+            .contains(r#"proxy_fallbacks_to_new_total{route="reads"} 1"#)
+    );
+}
+
 /// A new side that never answers a safe request keeps at most half of its time: the
 /// legacy answers within the rule's timeout, however many tries the rule allows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_safe_request_the_new_side_never_answers_is_answered_by_the_legacy_in_time() {
     let s = stack(0, 100, 0.0).await;
     s.seed(s.legacy, "one@example.com", "legacy-one").await;
-    // Takes connections and reads requests, never answers.
-    let silent = {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = l.accept().await {
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    while let Ok(n) = stream.read(&mut buf).await {
-                        if n == 0 {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        addr
-    };
+    let silent = silent_upstream().await;
     let config = s
         .cfg_text
         .replace(&format!("\"{}\"", s.identity), &format!("\"{silent}\""));
     write_virtual_service(&s.cfg_path, &config);
-    // Three tries of 2 s each: more than the rule's 5 s.
-    let manifest = virtual_service(0, 100, 0.0).replace(
-        "retries: {attempts: 1, perTryTimeout: 2s, retryOn: connect-failure}",
-        "retries: {attempts: 2, perTryTimeout: 2s, retryOn: connect-failure}",
-    );
-    assert!(manifest.contains("attempts: 2"));
-    write_virtual_service(&s.vs_path, &manifest);
+    write_virtual_service(&s.vs_path, &three_tries_of_2s(0, 100));
     assert_eq!(s.admin("POST", "/admin/reload", None).await.0, 200);
     let started = std::time::Instant::now();
     let (status, body) = s.get_as("u1", "/api/v1/users/1").await;
