@@ -76,6 +76,16 @@ impl From<point_reads::BatchError<LegacyError>> for LegacyError {
 }
 
 impl LegacyError {
+    /// Whether the connection was gone, the statement not run (see
+    /// `point_reads::again_while_lost`).
+    pub fn connection_lost(&self) -> bool {
+        match self {
+            LegacyError::Database(e) => point_reads::connection_lost(e),
+            LegacyError::Shared(e) => e.connection_lost(),
+            _ => false,
+        }
+    }
+
     pub(crate) fn from_write(err: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &err {
             let text = format!("{} {}", db.message(), db.constraint().unwrap_or(""));
@@ -95,6 +105,10 @@ impl LegacyError {
         LegacyError::Database(err)
     }
 }
+
+/// How long a request waits for a connection, a new one included (a database
+/// restarting is waited for that long).
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A connection pool on the legacy database.
 #[derive(Clone)]
@@ -130,7 +144,7 @@ impl LegacyDb {
             // No ping before every query (see the identity store): every authenticated
             // request reads its legacy session while migrating.
             .test_before_acquire(false)
-            .acquire_timeout(std::time::Duration::from_secs(5))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -149,7 +163,7 @@ impl LegacyDb {
             &url,
             backend.engine(),
             max_connections.clamp(1, 4),
-            std::time::Duration::from_secs(5),
+            ACQUIRE_TIMEOUT,
         )
         .await?;
         let session_owners = std::sync::Arc::new(users::session_owners(readers, backend));
@@ -174,13 +188,34 @@ impl LegacyDb {
         schema::ensure(&self.pool, self.backend).await
     }
 
-    /// Starts a writing transaction (`BEGIN IMMEDIATE` on SQLite).
+    /// Starts a writing transaction (`BEGIN IMMEDIATE` on SQLite); begun again on
+    /// another connection when the first was cut by a restart of the database (nothing
+    /// was written on it).
     #[tracing::instrument(target = "traced", name = "legacy db begin", skip_all, fields(otel.kind = "client", db.namespace = "legacy"))]
     pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, LegacyError> {
-        Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+        point_reads::again_while_lost(ACQUIRE_TIMEOUT, point_reads::connection_lost, || async {
+            match self.backend {
+                Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+                Backend::Postgres => self.pool.begin().await,
+            }
         })
+        .await
+        .map_err(LegacyError::from)
+    }
+
+    /// A read on the pool (`read` is given it), read again on another connection when
+    /// the first was cut by a restart of the database.
+    pub async fn read<'a, T, Fut>(
+        &'a self,
+        read: impl Fn(&'a AnyPool) -> Fut,
+    ) -> Result<T, LegacyError>
+    where
+        Fut: std::future::Future<Output = Result<T, LegacyError>>,
+    {
+        point_reads::again_while_lost(ACQUIRE_TIMEOUT, LegacyError::connection_lost, || {
+            read(&self.pool)
+        })
+        .await
     }
 
     /// SQL that reads a timestamp column as text.

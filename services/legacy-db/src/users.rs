@@ -141,8 +141,14 @@ pub(crate) fn session_owners(pool: ReadPool, backend: Backend) -> SessionOwners 
             Ok(owners.into_iter().collect::<HashMap<_, _>>())
         })
     });
-    // A read that hangs fails its batch and frees the lane (see point_reads).
-    Batcher::start(1, std::time::Duration::from_secs(5), fetch)
+    // A read that hangs fails its batch and frees the lane; one that meets a connection
+    // a restart cut is read again (see point_reads).
+    Batcher::start(
+        1,
+        std::time::Duration::from_secs(5),
+        LegacyError::connection_lost,
+        fetch,
+    )
 }
 
 impl LegacyDb {

@@ -133,15 +133,15 @@ impl Identity {
         let Some(link) = self.legacy() else {
             return self.authorize_imported(token, now).await;
         };
-        let Some(ls) = link
-            .db
-            .live_session_by_token(link.db.pool(), token, now)
+        let db = &link.db;
+        let Some(ls) = db
+            .read(|pool| db.live_session_by_token(pool, token, now))
             .await?
         else {
             return Err(CoreError::Unauthorized);
         };
         // The member as the legacy has it now (imported or brought up to date).
-        let Some(user) = link.db.user_by_id(link.db.pool(), ls.user_id).await? else {
+        let Some(user) = db.read(|pool| db.user_by_id(pool, ls.user_id)).await? else {
             return Err(CoreError::Unauthorized);
         };
         let member = self.import_legacy_user(&user, dry_run).await?;
@@ -208,9 +208,9 @@ impl Identity {
         let Some(link) = self.legacy() else {
             return Ok(None);
         };
-        let found = link
-            .db
-            .live_session_by_token(link.db.pool(), access_token, now)
+        let db = &link.db;
+        let found = db
+            .read(|pool| db.live_session_by_token(pool, access_token, now))
             .await?;
         Ok(found.map(|ls| NamedSession {
             member_id: ls.user_id,

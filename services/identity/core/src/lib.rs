@@ -148,9 +148,9 @@ impl Identity {
         self.inner.clock.now()
     }
 
-    /// Whether the database answers.
+    /// Readiness: whether requests can be served (see `Store::ready`).
     pub async fn ready(&self) -> bool {
-        self.inner.store.ping().await.is_ok()
+        self.inner.store.ready().await
     }
 }
 

@@ -27,7 +27,8 @@ impl Identity {
         let Some(link) = self.legacy() else {
             return Ok(None);
         };
-        let Some(user) = link.db.active_user_by_email(link.db.pool(), email).await? else {
+        let db = &link.db;
+        let Some(user) = db.read(|pool| db.active_user_by_email(pool, email)).await? else {
             return Ok(None);
         };
         self.import_legacy_user(&user, dry_run).await.map(Some)
@@ -90,7 +91,11 @@ impl Identity {
     ) -> Result<(MemberRow, bool), CoreError> {
         tx.lock_member_even_absent(given.id).await?;
         let fresh = match self.legacy() {
-            Some(link) => link.db.user_by_id(link.db.pool(), given.id).await?,
+            Some(link) => {
+                link.db
+                    .read(|pool| link.db.user_by_id(pool, given.id))
+                    .await?
+            }
             None => None,
         };
         let user = fresh.as_ref().unwrap_or(given);
@@ -106,7 +111,7 @@ impl Identity {
         let link = self.legacy().ok_or(CoreError::InvalidCredentials)?;
         let user = link
             .db
-            .user_by_id(link.db.pool(), id)
+            .read(|pool| link.db.user_by_id(pool, id))
             .await?
             .ok_or(CoreError::InvalidCredentials)?;
         let (member, _) = self.apply_under_lock(tx, &user).await?;

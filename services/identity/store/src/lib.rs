@@ -93,6 +93,16 @@ impl From<point_reads::BatchError<StoreError>> for StoreError {
 }
 
 impl StoreError {
+    /// Whether the connection was gone, the statement not run (see
+    /// `point_reads::again_while_lost`).
+    pub fn connection_lost(&self) -> bool {
+        match self {
+            StoreError::Database(e) => point_reads::connection_lost(e),
+            StoreError::Shared(e) => e.connection_lost(),
+            _ => false,
+        }
+    }
+
     fn from_write(err: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &err {
             let text = format!("{} {}", db.message(), db.constraint().unwrap_or(""));
@@ -138,7 +148,12 @@ pub struct Store {
     signals: std::sync::Arc<signals::Signals>,
     /// Where the database is (PostgreSQL's listener connects on its own).
     url: String,
+    /// Since when the database has not answered a readiness ping (see `ready`).
+    unanswered_since: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
+
+/// How long a readiness ping may take (a probe's own timeout is a second or two).
+const READY_PING_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// The database URL for the embedded default: a SQLite file under `data_dir`.
 pub fn sqlite_url_in(data_dir: &Path) -> String {
@@ -204,6 +219,7 @@ impl Store {
             reads,
             signals: signals::Signals::new(),
             url: url.to_owned(),
+            unanswered_since: std::sync::Arc::default(),
         };
         migrate::run(&store.pool, backend).await?;
         Ok(store)
@@ -213,21 +229,52 @@ impl Store {
         self.backend
     }
 
-    /// Whether the database answers (readiness).
+    /// Whether the database answers (a ping; a connection a restart cut is pinged again
+    /// on another).
     #[tracing::instrument(target = "traced", name = "identity db ping", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        let budget = self.pool.options().get_acquire_timeout();
+        point_reads::again_while_lost(budget, point_reads::connection_lost, || {
+            sqlx::query("SELECT 1").execute(&self.pool)
+        })
+        .await?;
         Ok(())
     }
 
+    /// Readiness: whether requests can be served. The database answers a ping, or has
+    /// stopped answering for less than the time a request waits for it (the acquire
+    /// timeout): a restart of the database, which every replica shares, then costs the
+    /// requests of its moments a wait, instead of taking every replica out of its Service
+    /// at once so that they fail; a database gone for longer is reported.
+    pub async fn ready(&self) -> bool {
+        let answered = matches!(
+            tokio::time::timeout(READY_PING_TIMEOUT, self.ping()).await,
+            Ok(Ok(()))
+        );
+        let Ok(mut since) = self.unanswered_since.lock() else {
+            return answered;
+        };
+        if answered {
+            *since = None;
+            return true;
+        }
+        let first = *since.get_or_insert_with(std::time::Instant::now);
+        first.elapsed() < self.pool.options().get_acquire_timeout()
+    }
+
     /// Starts a writing transaction. On SQLite it takes the write lock at once
-    /// (`BEGIN IMMEDIATE`), so that two writers queue instead of deadlocking.
+    /// (`BEGIN IMMEDIATE`), so that two writers queue instead of deadlocking; begun
+    /// again on another connection when the first was cut by a restart of the database.
     #[tracing::instrument(target = "traced", name = "identity db begin", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        let tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        };
+        let budget = self.pool.options().get_acquire_timeout();
+        let tx = point_reads::again_while_lost(budget, point_reads::connection_lost, || async {
+            match self.backend {
+                Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+                Backend::Postgres => self.pool.begin().await,
+            }
+        })
+        .await?;
         Ok(Tx {
             tx,
             backend: self.backend,

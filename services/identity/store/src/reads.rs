@@ -108,8 +108,8 @@ impl Reads {
             })
         });
         Ok(Self {
-            members: Batcher::start(lanes, READ_TIMEOUT, members),
-            sessions: Batcher::start(lanes, READ_TIMEOUT, sessions),
+            members: Batcher::start(lanes, READ_TIMEOUT, StoreError::connection_lost, members),
+            sessions: Batcher::start(lanes, READ_TIMEOUT, StoreError::connection_lost, sessions),
             pool,
             backend,
         })

@@ -66,8 +66,17 @@ where
     E: Send + Sync + 'static,
 {
     /// Starts the dispatcher on the current runtime; it ends when the batcher is dropped.
-    /// A fetch that takes longer than `timeout` fails its reads and frees its lane.
-    pub fn start(lanes: usize, timeout: Duration, fetch: Fetch<K, V, E>) -> Self {
+    /// A fetch that takes longer than `timeout` fails its reads and frees its lane. A
+    /// fetch that fails by `lost` (its connection gone: see [`again_while_lost`]) is
+    /// fetched again within that time.
+    ///
+    /// [`again_while_lost`]: crate::again_while_lost
+    pub fn start(
+        lanes: usize,
+        timeout: Duration,
+        lost: fn(&E) -> bool,
+        fetch: Fetch<K, V, E>,
+    ) -> Self {
         let (requests, mut incoming) = mpsc::channel::<(K, Waiter<V, E>)>(MAX_WAITING);
         let lanes = Arc::new(Semaphore::new(lanes.max(1)));
         tokio::spawn(async move {
@@ -96,7 +105,9 @@ where
                         .filter(|(k, _)| unique.insert(k.clone()))
                         .map(|(k, _)| k.clone())
                         .collect();
-                    let failure = match tokio::time::timeout(timeout, fetch(keys)).await {
+                    let fetched =
+                        crate::again_while_lost(timeout, lost, move || fetch(keys.clone()));
+                    let failure = match tokio::time::timeout(timeout, fetched).await {
                         Ok(Ok(found)) => {
                             for (key, waiter) in batch {
                                 let _ = waiter.send(Ok(found.get(&key).cloned()));
@@ -147,7 +158,7 @@ mod tests {
                     .collect())
             })
         });
-        let batcher = Arc::new(Batcher::start(1, Duration::from_secs(5), fetch));
+        let batcher = Arc::new(Batcher::start(1, Duration::from_secs(5), |_| false, fetch));
         let reads: Vec<_> = (0..50)
             .map(|k| {
                 let b = Arc::clone(&batcher);
@@ -176,7 +187,7 @@ mod tests {
                 Ok(keys.into_iter().map(|k| (k, k)).collect())
             })
         });
-        let batcher = Batcher::start(1, Duration::from_millis(50), fetch);
+        let batcher = Batcher::start(1, Duration::from_millis(50), |_| false, fetch);
         assert!(matches!(batcher.get(1).await, Err(BatchError::TimedOut)));
         // The one lane is free again.
         assert_eq!(batcher.get(2).await.unwrap(), Some(2));

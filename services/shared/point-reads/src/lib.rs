@@ -6,13 +6,17 @@
 //! - [`ReadPool`] and [`rows_of!`]: a pool in PostgreSQL's or SQLite's own driver (the Any
 //!   driver copies every column's description into every row: measured on a read of 100
 //!   members, a tenth of the identity service's CPU went to those copies);
-//! - [`Decodes`]: one row decoding for the Any driver's rows and both engines' own.
+//! - [`Decodes`]: one row decoding for the Any driver's rows and both engines' own;
+//! - [`again_while_lost`]: a read, or a transaction's start, that met a connection a
+//!   database restart cut is run again on another (a restart costs a wait, not an error).
 
+mod again;
 mod batcher;
 mod keys;
 mod pool;
 mod rows;
 
+pub use again::{again_while_lost, connection_lost};
 pub use batcher::{BatchError, Batcher, Fetch};
 pub use keys::{Engine, keys_table};
 pub use pool::ReadPool;

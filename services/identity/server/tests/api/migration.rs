@@ -794,3 +794,140 @@ async fn legacy_changes_reach_the_change_stream() {
         assert_eq!(change.kind(), Kind::Updated);
     }
 }
+
+/// The legacy's database restarting (a crash, a failover) costs the requests that come
+/// meanwhile a wait, not an error: a read that meets a connection the restart cut is read
+/// again on a new one, a write whose transaction could not even begin begins again, and
+/// new connections wait for the database to accept them. Over a PostgreSQL cluster of
+/// the test's own, crashed as a crash kills it, with reads of one's own profile (our
+/// token and a legacy token) and a profile change sent while it is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_of_the_legacy_database_costs_waiting_not_errors() {
+    let pg = std::sync::Arc::new(
+        tokio::task::spawn_blocking(test_support::OwnPostgres::start)
+            .await
+            .unwrap()
+            .expect("a PostgreSQL cluster of the test's own"),
+    );
+    let legacy_db_url = pg.create_database("legacy").unwrap();
+    let legacy = legacy(&legacy_db_url).await;
+    let app = spawn_in(
+        Db::Sqlite,
+        tempfile::tempdir().unwrap(),
+        &[
+            "--legacy-database-url",
+            &legacy_db_url,
+            "--legacy-bcrypt-cost",
+            "4",
+            "--sync-interval-ms",
+            "100",
+        ],
+    )
+    .await;
+    let c = &app.client;
+    let (s, _) = call(c, "POST", app.url("/api/v1/users"), None, Some(json!({"user": {"email": "restart@example.com", "password": "password123", "nickname": "before"}}))).await;
+    assert_eq!(s, 201);
+    let login = json!({"email": "restart@example.com", "password": "password123"});
+    let (_, ours) = call(
+        c,
+        "POST",
+        app.url("/api/v1/sessions"),
+        None,
+        Some(login.clone()),
+    )
+    .await;
+    let (_, theirs) = call(
+        c,
+        "POST",
+        format!("{}/api/v1/sessions", legacy.url),
+        None,
+        Some(login),
+    )
+    .await;
+    let tokens = [
+        ours["token"].as_str().unwrap().to_owned(),
+        theirs["token"].as_str().unwrap().to_owned(),
+    ];
+    for t in &tokens {
+        let (s, _) = call(c, "GET", app.url("/api/v1/users/me"), Some(t), None).await;
+        assert_eq!(s, 200, "both tokens work before the restart");
+    }
+
+    let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let crashed = std::sync::Arc::clone(&pg);
+    tokio::task::spawn_blocking(move || crashed.crash())
+        .await
+        .unwrap()
+        .unwrap();
+    // Readers of one's own profile, each token, until the database is back.
+    let readers: Vec<_> = tokens
+        .iter()
+        .map(|t| {
+            let (c, url, t, down) = (
+                c.clone(),
+                app.url("/api/v1/users/me"),
+                t.clone(),
+                std::sync::Arc::clone(&down),
+            );
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                loop {
+                    let last = !down.load(std::sync::atomic::Ordering::SeqCst);
+                    statuses.push(call(&c, "GET", url.clone(), Some(&t), None).await.0);
+                    if last {
+                        return statuses;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            })
+        })
+        .collect();
+    let write = {
+        let (c, url, t) = (c.clone(), app.url("/api/v1/users/me"), tokens[0].clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            call(
+                &c,
+                "PATCH",
+                url,
+                Some(&t),
+                Some(json!({"user": {"nickname": "during"}})),
+            )
+            .await
+            .0
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let restarted = std::sync::Arc::clone(&pg);
+    tokio::task::spawn_blocking(move || restarted.start_again())
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+
+    for (reader, which) in readers.into_iter().zip(["our token", "a legacy token"]) {
+        let statuses = reader.await.unwrap();
+        assert!(
+            statuses.iter().all(|s| *s == 200),
+            "reads with {which} across the restart: {statuses:?}"
+        );
+        assert!(statuses.len() >= 2, "reads with {which}: {statuses:?}");
+    }
+    assert_eq!(
+        write.await.unwrap(),
+        200,
+        "the profile change sent while the database was down"
+    );
+    // On the legacy's database (its app's own pooled connections were cut too: its
+    // first answers after the restart are its own 500s).
+    let db = legacy_db::LegacyDb::connect(&legacy_db_url, 1)
+        .await
+        .unwrap();
+    let on_legacy: (String,) = sqlx::query_as("SELECT nickname FROM users WHERE email = $1")
+        .bind("restart@example.com")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(on_legacy.0, "during", "the change is on the legacy");
+}

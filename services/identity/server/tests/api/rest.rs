@@ -559,3 +559,83 @@ async fn arbitrary_bodies_never_get_5xx() {
         );
     }
 }
+
+/// A restart of the service's own database (PostgreSQL, crashed as a crash kills it):
+/// the replica stays ready while its requests can wait for the database (the acquire
+/// timeout), a sign-up sent meanwhile is answered once the database is back, and a
+/// database gone for longer makes the replica unready until it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_of_the_database_is_waited_for_a_longer_outage_is_unready() {
+    let pg = std::sync::Arc::new(
+        tokio::task::spawn_blocking(test_support::OwnPostgres::start)
+            .await
+            .unwrap()
+            .expect("a PostgreSQL cluster of the test's own"),
+    );
+    let url = pg.create_database("identity").unwrap();
+    let app = crate::support::spawn_on(&url, tempfile::tempdir().unwrap(), &[]).await;
+    let sign_up = |email: &'static str| {
+        let (client, url) = (app.client.clone(), app.url("/api/v1/users"));
+        async move {
+            let body = json!({"user": {"email": email, "password": "password123", "nickname": "restarted"}});
+            client
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(sign_up("before@example.com").await, 201);
+    let run = |f: fn(&test_support::OwnPostgres) -> Result<(), String>| {
+        let pg = std::sync::Arc::clone(&pg);
+        async move {
+            tokio::task::spawn_blocking(move || f(&pg))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+
+    run(test_support::OwnPostgres::crash).await;
+    assert_eq!(
+        app.send("GET", "/readyz", None, None).await.status,
+        200,
+        "a moment's outage"
+    );
+    let during = tokio::spawn(sign_up("during@example.com"));
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    run(test_support::OwnPostgres::start_again).await;
+    assert_eq!(
+        during.await.unwrap(),
+        201,
+        "the sign-up sent while the database was down"
+    );
+    assert_eq!(app.send("GET", "/readyz", None, None).await.status, 200);
+
+    run(test_support::OwnPostgres::crash).await;
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        let status = app.send("GET", "/readyz", None, None).await.status;
+        statuses.push(status);
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(statuses.first(), Some(&200), "{statuses:?}");
+    assert_eq!(
+        statuses.last(),
+        Some(&503),
+        "a longer outage is reported: {statuses:?}"
+    );
+    run(test_support::OwnPostgres::start_again).await;
+    assert_eq!(
+        app.send("GET", "/readyz", None, None).await.status,
+        200,
+        "ready again"
+    );
+    assert_eq!(sign_up("after@example.com").await, 201);
+}
