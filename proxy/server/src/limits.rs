@@ -201,14 +201,24 @@ impl Body for TimedRequest {
 pub struct ConnActivity {
     in_flight: AtomicUsize,
     started: AtomicU64,
+    /// The connection speaks HTTP/2 (seen on its first request).
+    http2: std::sync::atomic::AtomicBool,
 }
 
 impl ConnActivity {
-    /// A request starts; it is in flight until the guard is dropped.
-    pub fn begin(self: &Arc<Self>) -> InFlight {
+    /// A request of `version` starts; it is in flight until the guard is dropped.
+    pub fn begin(self: &Arc<Self>, version: http::Version) -> InFlight {
+        if version == http::Version::HTTP_2 {
+            self.http2.store(true, Ordering::Relaxed);
+        }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.started.fetch_add(1, Ordering::Relaxed);
         InFlight(Arc::clone(self))
+    }
+
+    /// Whether the connection speaks HTTP/2 (as far as its requests have shown).
+    pub fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Relaxed)
     }
 
     /// (requests in flight, requests started so far).
@@ -326,7 +336,7 @@ mod tests {
         let served = Served::new(
             Stalled.boxed(),
             Some(Instant::now() + Duration::from_millis(50)),
-            Some(activity.begin()),
+            Some(activity.begin(http::Version::HTTP_11)),
         );
         assert_eq!(activity.state(), (1, 1));
         let error = served.collect().await.err().unwrap();

@@ -166,10 +166,24 @@ where
     let activity = Arc::new(ConnActivity::default());
     let h = handler.clone();
     let requests = Arc::clone(&activity);
-    let service = service_fn(move |req| {
+    let draining = watch.drain.clone();
+    let service = service_fn(move |req: http::Request<Incoming>| {
         let h = h.clone();
-        let in_flight = requests.begin();
-        async move { Ok::<_, Infallible>(h(req, peer, Some(in_flight)).await) }
+        let version = req.version();
+        let in_flight = requests.begin(version);
+        let draining = draining.clone();
+        async move {
+            let mut response = h(req, peer, Some(in_flight)).await;
+            // Draining, an HTTP/1 client is told to take its next request elsewhere
+            // (hyper closes the connection once this answer is written).
+            if version < http::Version::HTTP_2 && *draining.borrow() {
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            Ok::<_, Infallible>(response)
+        }
     });
     let conn = builder
         .serve_connection(TokioIo::new(stream), service)
@@ -177,6 +191,24 @@ where
     // Graceful end of an `auto` connection: HTTP/1 after the answer in flight, HTTP/2
     // GOAWAY then the streams in flight.
     tokio::spawn(drive(conn, |c| c.graceful_shutdown(), activity, watch))
+}
+
+/// Draining, an HTTP/1 connection with nothing in flight is closed once it has been
+/// quiet for one to two of these. Not at once: a kept-alive client may have sent its
+/// next request already, which a close would cut (it would see the connection reset,
+/// without an answer); a request that arrives meanwhile is answered with
+/// `Connection: close`. HTTP/2 connections get GOAWAY at once, which names the last
+/// stream served, so that a client knows what to send again.
+const DRAIN_QUIET: Duration = Duration::from_millis(500);
+
+/// The next tick of `ticks`, or never when there are none.
+async fn tick_of(ticks: &mut Option<tokio::time::Interval>) {
+    match ticks {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Drives a connection to its end; true when the idle watchdog closed it.
@@ -192,12 +224,33 @@ async fn drive<C: std::future::Future>(
     let mut ticks = tokio::time::interval(watch.idle_timeout / 2);
     ticks.tick().await;
     let (mut last_started, mut quiet, mut closing, mut idle) = (0, 0, false, false);
+    // Draining an HTTP/1 connection: (ticks, quiet ticks, requests started at the last).
+    let mut drain_ticks: Option<tokio::time::Interval> = None;
+    let (mut drain_quiet, mut drain_started) = (0, 0);
     loop {
         tokio::select! {
             _ = conn.as_mut() => break,
-            _ = watch.drain.wait_for(|d| *d), if !closing => {
-                shutdown(conn.as_mut());
-                closing = true;
+            _ = watch.drain.wait_for(|d| *d), if !closing && drain_ticks.is_none() => {
+                if activity.is_http2() {
+                    shutdown(conn.as_mut());
+                    closing = true;
+                } else {
+                    let start = tokio::time::Instant::now() + DRAIN_QUIET;
+                    drain_ticks = Some(tokio::time::interval_at(start, DRAIN_QUIET));
+                    drain_started = activity.state().1;
+                }
+            }
+            _ = tick_of(&mut drain_ticks), if !closing => {
+                let (in_flight, started) = activity.state();
+                if in_flight == 0 && started == drain_started {
+                    drain_quiet += 1;
+                    if drain_quiet >= 2 {
+                        shutdown(conn.as_mut());
+                        closing = true;
+                    }
+                } else {
+                    (drain_quiet, drain_started) = (0, started);
+                }
             }
             _ = ticks.tick(), if !closing => {
                 let (in_flight, started) = activity.state();

@@ -118,3 +118,110 @@ async fn a_request_in_flight_at_shutdown_is_answered_and_then_the_proxy_stops() 
         .await;
     assert!(refused.is_err(), "a stopped proxy accepts nothing");
 }
+
+/// Reads one HTTP/1 answer from `stream`: its head, lowercased, and whether a body of its
+/// `content-length` followed. `None` when the connection ended before a whole answer.
+async fn read_answer(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&seen[..end]).to_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if seen.len() >= end + 4 + length {
+                return Some(head);
+            }
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A kept-alive HTTP/1 client may have sent its next request at the very moment the
+/// drain begins: it is answered, with `Connection: close`, not cut (the client would see
+/// the connection reset, without an answer, and an app cannot tell whether to send it
+/// again). A connection that stays quiet is closed soon after, not at the end of the
+/// drain period.
+#[tokio::test]
+async fn a_request_sent_on_a_kept_alive_connection_as_the_drain_begins_is_answered() {
+    let (upstream, _arrivals) = slow_upstream(Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (vs, cfg) = (dir.path().join("vs.yaml"), dir.path().join("proxy.yaml"));
+    std::fs::write(
+        &vs,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: quick}\n\
+         spec:\n  hosts: [member-api]\n  http:\n  - name: all\n    route:\n    \
+         - destination: {host: quick.test}\n    timeout: 5s\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &cfg,
+        format!("upstreams:\n  quick.test: {{address: \"{upstream}\", role: legacy}}\n"),
+    )
+    .unwrap();
+    let bound = Proxy::build(Settings {
+        drain: Duration::from_secs(30),
+        ..crate::support::settings(&vs, &cfg)
+    })
+    .await
+    .unwrap();
+    let addr = bound.addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(bound.run_until(async {
+        let _ = stopped.await;
+    }));
+
+    let request = b"GET /api/v1/users/1 HTTP/1.1\r\nhost: member-api\r\n\r\n";
+    let mut answered = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut quiet = tokio::net::TcpStream::connect(addr).await.unwrap();
+    for stream in [&mut answered, &mut quiet] {
+        stream.write_all(request).await.unwrap();
+        let head = read_answer(stream)
+            .await
+            .expect("an answer before the drain");
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+    }
+
+    let signalled = Instant::now();
+    stop.send(()).unwrap();
+    // The drain has begun; the client sends its next request on the kept-alive connection.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    answered.write_all(request).await.unwrap();
+    let head = read_answer(&mut answered)
+        .await
+        .expect("the request sent as the drain began is answered, not cut");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains("connection: close"),
+        "the client is told to go: {head}"
+    );
+    let mut rest = [0u8; 16];
+    assert_eq!(
+        answered.read(&mut rest).await.unwrap(),
+        0,
+        "then the connection ends"
+    );
+
+    // The quiet connection is closed by the proxy soon, and the proxy stops.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), quiet.read(&mut rest))
+            .await
+            .is_ok_and(|r| r.is_ok_and(|n| n == 0)),
+        "a quiet connection is closed once the drain has seen it quiet"
+    );
+    tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("the proxy stops once drained")
+        .unwrap()
+        .unwrap();
+    assert!(
+        signalled.elapsed() < Duration::from_secs(15),
+        "stopped once its connections were quiet, not at the end of the drain period"
+    );
+}
