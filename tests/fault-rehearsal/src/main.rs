@@ -2,7 +2,8 @@
 //! normally has are injected, one in each step at a random moment of it. App clients
 //! that speak only the contract check every answer; each answer they did not expect is
 //! put down to the fault whose window it came in. At the end: every acknowledged write
-//! on both sides, `migrate verify`, the cutover.
+//! on both sides, `migrate verify`, the cutover, and no member with a session nobody
+//! asked for (a log-in or refresh applied twice).
 //!
 //! Short (CI): `fault-rehearsal` (every fault once, 8 s steps). Long (by hand):
 //! `fault-rehearsal --rounds 2 --step-secs 40` (every fault twice, over 10 minutes).
@@ -250,6 +251,13 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
         false
     };
 
+    // After the cutover every session is in the identity database, the legacy's imported.
+    let (duplicated, live_sessions) = if left {
+        sessions_nobody_asked_for(&c, &report).await?
+    } else {
+        (Vec::new(), 0)
+    };
+
     print_table(&injected, &quiet, quiet_until.duration_since(started));
     println!(
         "\ntraffic: {} requests in {:.0} s, {} acknowledged writes; by status {:?}",
@@ -259,16 +267,23 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
         report.by_status
     );
     println!(
-        "totals: {} unexpected answers, {} forced log-outs, {} refresh retries refused after a lost answer, {} stale reads, {} sessions back after their log-out, {} acknowledged writes lost",
+        "totals: {} unexpected answers, {} forced log-outs, {} refresh retries refused after a lost answer, {} stale reads, {} sessions back after their log-out, {} acknowledged writes lost, {} duplicated (members with sessions nobody asked for: {} live sessions of {} members, at most {} asked for)",
         report.unexpected,
         report.forced_logouts,
         report.refresh_retries_refused,
         report.stale_reads,
         report.resurrected,
-        lost.len()
+        lost.len(),
+        duplicated.len(),
+        live_sessions,
+        report.sessions_at_most.len(),
+        report.sessions_at_most.iter().map(|(_, n)| n).sum::<u64>()
     );
     for l in lost.iter().take(10) {
         println!("  lost: {l}");
+    }
+    for d in duplicated.iter().take(10) {
+        println!("  duplicated: {d}");
     }
     let aborts = c.guard_aborts();
     println!("guard aborts: {}", aborts.len());
@@ -297,6 +312,15 @@ async fn run(cli: &Cli) -> anyhow::Result<bool> {
     }
     if !lost.is_empty() {
         problems.push(format!("{} acknowledged writes lost", lost.len()));
+    }
+    if !duplicated.is_empty() {
+        problems.push(format!(
+            "{} members with sessions nobody asked for (a write applied twice)",
+            duplicated.len()
+        ));
+    }
+    if report.forced_logouts > 0 {
+        problems.push(format!("{} members logged out", report.forced_logouts));
     }
     if report.resurrected > 0 {
         problems.push(format!(
@@ -356,6 +380,32 @@ async fn lost_writes(c: &Cluster, report: &TrafficReport) -> anyhow::Result<Vec<
         }
     }
     Ok(lost)
+}
+
+/// Members with more live sessions than their client can account for (see
+/// `TrafficReport::sessions_at_most`): a log-in or a refresh applied twice; and the live
+/// sessions of the clients' members in all.
+async fn sessions_nobody_asked_for(
+    c: &Cluster,
+    report: &TrafficReport,
+) -> anyhow::Result<(Vec<String>, u64)> {
+    let store = identity_store::Store::connect(
+        &c.identity_database_url,
+        &identity_store::StoreConfig::default(),
+    )
+    .await?;
+    let (mut found, mut total) = (Vec::new(), 0);
+    for (id, at_most) in &report.sessions_at_most {
+        let sessions = store.sessions_of_member(*id, i64::MAX).await?;
+        let live = sessions.iter().filter(|(_, _, live)| *live).count() as u64;
+        total += live;
+        if live > *at_most {
+            found.push(format!(
+                "member {id}: {live} live sessions, at most {at_most} asked for"
+            ));
+        }
+    }
+    Ok((found, total))
 }
 
 fn kind_name(k: EventKind) -> &'static str {

@@ -36,6 +36,11 @@ pub struct TrafficReport {
     pub examples: Vec<String>,
     /// Each client's member: (id, email, nickname last written).
     pub members: Vec<(i64, String, String)>,
+    /// Each client's member: (id, the most sessions it may have live at the end). That is
+    /// the one the client holds, plus one for each request that could have started or
+    /// kept a session but whose answer was lost (a log-in, a refresh try, a log-out). A
+    /// member with more live sessions has one nobody asked for: a write applied twice.
+    pub sessions_at_most: Vec<(i64, u64)>,
     /// Every answer counted above but writes, with its time (at most `MAX_EVENTS`).
     pub events: Vec<Event>,
 }
@@ -82,6 +87,7 @@ impl TrafficReport {
             }
         }
         self.members.extend(other.members);
+        self.sessions_at_most.extend(other.sessions_at_most);
     }
 }
 
@@ -95,6 +101,10 @@ struct Client {
     email: String,
     token: String,
     refresh: String,
+    /// Whether the client holds a session it believes live.
+    live: bool,
+    /// Requests that could have started or kept a session, whose answer was lost.
+    unsettled: u64,
     /// The address the gateway in front recorded for this client, if any.
     forwarded_for: Option<String>,
 }
@@ -108,6 +118,8 @@ impl Client {
             email,
             token: String::new(),
             refresh: String::new(),
+            live: false,
+            unsettled: 0,
             forwarded_for: None,
         }
     }
@@ -201,6 +213,9 @@ impl Client {
         if s == 201 {
             self.token = v["token"].as_str().unwrap_or("").to_owned();
             self.refresh = v["refresh_token"].as_str().unwrap_or("").to_owned();
+            self.live = true;
+        } else if lost(s) {
+            self.unsettled += 1;
         }
         s == 201
     }
@@ -229,6 +244,7 @@ impl Client {
                         EventKind::RefreshRetryRefused,
                         format!("POST {path} -> 401"),
                     );
+                    self.live = false;
                     self.log_in().await;
                     return;
                 }
@@ -236,7 +252,10 @@ impl Client {
                     self.forced_out("POST /api/v1/sessions/refresh").await;
                     return;
                 }
-                0 | 500..=599 => lost = true,
+                0 | 500..=599 => {
+                    lost = true;
+                    self.unsettled += 1;
+                }
                 _ => return,
             }
         }
@@ -247,6 +266,7 @@ impl Client {
     async fn forced_out(&mut self, template: &str) {
         self.report.forced_logouts += 1;
         self.event(EventKind::ForcedLogout, format!("{template} -> 401"));
+        self.live = false;
         self.log_in().await;
     }
 
@@ -357,6 +377,10 @@ async fn one_client(
                     &[204],
                 )
                 .await;
+            if lost(s) {
+                c.unsettled += 1;
+            }
+            c.live = false;
             c.log_in().await;
             // A session whose log-out was answered stays ended, whichever side is asked.
             if s == 204 {
@@ -392,7 +416,14 @@ async fn one_client(
     }
     let email = std::mem::take(&mut c.email);
     c.report.members.push((id, email, known.nickname));
+    let at_most = u64::from(c.live) + c.unsettled;
+    c.report.sessions_at_most.push((id, at_most));
     c.report
+}
+
+/// An answer that says nothing of what the request did: none, or a 5xx.
+fn lost(status: u16) -> bool {
+    status == 0 || (500..=599).contains(&status)
 }
 
 /// A client that logs in once and then only reads its profile with that first access
