@@ -105,6 +105,9 @@ struct Client {
     live: bool,
     /// Requests that could have started or kept a session, whose answer was lost.
     unsettled: u64,
+    /// The client asked to end the session of the token it still holds (a log-out, then
+    /// a log-in that failed): a refusal of it is that log-out's doing.
+    ending: bool,
     /// The address the gateway in front recorded for this client, if any.
     forwarded_for: Option<String>,
 }
@@ -120,6 +123,7 @@ impl Client {
             refresh: String::new(),
             live: false,
             unsettled: 0,
+            ending: false,
             forwarded_for: None,
         }
     }
@@ -214,6 +218,7 @@ impl Client {
             self.token = v["token"].as_str().unwrap_or("").to_owned();
             self.refresh = v["refresh_token"].as_str().unwrap_or("").to_owned();
             self.live = true;
+            self.ending = false;
         } else if lost(s) {
             self.unsettled += 1;
         }
@@ -261,11 +266,13 @@ impl Client {
         }
     }
 
-    /// A token refused that the client had not ended: counted, and the client logs in
-    /// again.
+    /// A token refused that the client had not ended nor asked to end: counted; the
+    /// client logs in again either way.
     async fn forced_out(&mut self, template: &str) {
-        self.report.forced_logouts += 1;
-        self.event(EventKind::ForcedLogout, format!("{template} -> 401"));
+        if !self.ending {
+            self.report.forced_logouts += 1;
+            self.event(EventKind::ForcedLogout, format!("{template} -> 401"));
+        }
         self.live = false;
         self.log_in().await;
     }
@@ -381,6 +388,7 @@ async fn one_client(
                 c.unsettled += 1;
             }
             c.live = false;
+            c.ending = s == 204 || lost(s);
             c.log_in().await;
             // A session whose log-out was answered stays ended, whichever side is asked.
             if s == 204 {
