@@ -191,6 +191,26 @@ impl OwnPostgres {
         Ok(pg)
     }
 
+    /// [`OwnPostgres::start`] from async code (off the runtime's threads), shared so
+    /// that a test can crash and start it again from tasks.
+    pub async fn start_shared() -> Result<std::sync::Arc<Self>, String> {
+        tokio::task::spawn_blocking(Self::start)
+            .await
+            .map_err(|e| format!("starting PostgreSQL: {e}"))?
+            .map(std::sync::Arc::new)
+    }
+
+    /// Runs `step` ([`OwnPostgres::crash`], [`OwnPostgres::start_again`]) from async code.
+    pub async fn run(
+        self: &std::sync::Arc<Self>,
+        step: fn(&Self) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let pg = std::sync::Arc::clone(self);
+        tokio::task::spawn_blocking(move || step(&pg))
+            .await
+            .map_err(|e| format!("PostgreSQL: {e}"))?
+    }
+
     /// `postgres://postgres@127.0.0.1:PORT/{database}`.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)

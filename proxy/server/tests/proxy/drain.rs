@@ -56,9 +56,16 @@ async fn slow_upstream(
     (addr, arrivals)
 }
 
-#[tokio::test]
-async fn a_request_in_flight_at_shutdown_is_answered_and_then_the_proxy_stops() {
-    let (upstream, mut arrivals) = slow_upstream(Duration::from_millis(600)).await;
+/// A proxy in front of `upstream` (its one route, 5 s), with a 30 s drain period: its
+/// address, the signal that stops it, its run, and the directory of its files.
+async fn draining_proxy(
+    upstream: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().unwrap();
     let (vs, cfg) = (dir.path().join("vs.yaml"), dir.path().join("proxy.yaml"));
     std::fs::write(
@@ -84,6 +91,13 @@ async fn a_request_in_flight_at_shutdown_is_answered_and_then_the_proxy_stops() 
     let running = tokio::spawn(bound.run_until(async {
         let _ = stopped.await;
     }));
+    (addr, stop, running, dir)
+}
+
+#[tokio::test]
+async fn a_request_in_flight_at_shutdown_is_answered_and_then_the_proxy_stops() {
+    let (upstream, mut arrivals) = slow_upstream(Duration::from_millis(600)).await;
+    let (addr, stop, running, _dir) = draining_proxy(upstream).await;
 
     let client = reqwest::Client::new();
     let in_flight = tokio::spawn({
@@ -150,31 +164,7 @@ async fn read_answer(stream: &mut tokio::net::TcpStream) -> Option<String> {
 #[tokio::test]
 async fn a_request_sent_on_a_kept_alive_connection_as_the_drain_begins_is_answered() {
     let (upstream, _arrivals) = slow_upstream(Duration::ZERO).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (vs, cfg) = (dir.path().join("vs.yaml"), dir.path().join("proxy.yaml"));
-    std::fs::write(
-        &vs,
-        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: quick}\n\
-         spec:\n  hosts: [member-api]\n  http:\n  - name: all\n    route:\n    \
-         - destination: {host: quick.test}\n    timeout: 5s\n",
-    )
-    .unwrap();
-    std::fs::write(
-        &cfg,
-        format!("upstreams:\n  quick.test: {{address: \"{upstream}\", role: legacy}}\n"),
-    )
-    .unwrap();
-    let bound = Proxy::build(Settings {
-        drain: Duration::from_secs(30),
-        ..crate::support::settings(&vs, &cfg)
-    })
-    .await
-    .unwrap();
-    let addr = bound.addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let running = tokio::spawn(bound.run_until(async {
-        let _ = stopped.await;
-    }));
+    let (addr, stop, running, _dir) = draining_proxy(upstream).await;
 
     let request = b"GET /api/v1/users/1 HTTP/1.1\r\nhost: member-api\r\n\r\n";
     let mut answered = tokio::net::TcpStream::connect(addr).await.unwrap();

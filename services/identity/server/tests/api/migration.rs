@@ -51,6 +51,25 @@ async fn call(
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// A member signed up on the identity service (nickname "before"), logged in on it and on
+/// the legacy: [our access token, the legacy's].
+async fn signed_up_with_a_session_on_each_side(
+    app: &TestApp,
+    legacy: &Legacy,
+    email: &str,
+) -> [String; 2] {
+    let c = &app.client;
+    let user = json!({"user": {"email": email, "password": "password123", "nickname": "before"}});
+    let (s, _) = call(c, "POST", app.url("/api/v1/users"), None, Some(user)).await;
+    assert_eq!(s, 201);
+    let login = json!({"email": email, "password": "password123"});
+    let here = app.url("/api/v1/sessions");
+    let (_, ours) = call(c, "POST", here, None, Some(login.clone())).await;
+    let there = format!("{}/api/v1/sessions", legacy.url);
+    let (_, theirs) = call(c, "POST", there, None, Some(login)).await;
+    [ours, theirs].map(|s| s["token"].as_str().unwrap().to_owned())
+}
+
 async fn setup() -> (TestApp, Legacy) {
     setup_with_sync_interval_ms("100").await
 }
@@ -496,29 +515,8 @@ async fn members_read_their_own_profile_as_the_legacy_has_it() {
     // A sync that does not come in this test's time: what is seen is read-through.
     let (app, legacy) = setup_with_sync_interval_ms("600000").await;
     let c = &app.client;
-    let (s, _) = call(c, "POST", app.url("/api/v1/users"), None, Some(json!({"user": {"email": "fresh@example.com", "password": "password123", "nickname": "before"}}))).await;
-    assert_eq!(s, 201);
-    let login = json!({"email": "fresh@example.com", "password": "password123"});
-    let (_, ours) = call(
-        c,
-        "POST",
-        app.url("/api/v1/sessions"),
-        None,
-        Some(login.clone()),
-    )
-    .await;
-    let (_, theirs) = call(
-        c,
-        "POST",
-        format!("{}/api/v1/sessions", legacy.url),
-        None,
-        Some(login),
-    )
-    .await;
-    let (ours, theirs) = (
-        ours["token"].as_str().unwrap().to_owned(),
-        theirs["token"].as_str().unwrap().to_owned(),
-    );
+    let [ours, theirs] =
+        signed_up_with_a_session_on_each_side(&app, &legacy, "fresh@example.com").await;
     // The member changes the profile on the legacy (still routed there)...
     let (s, _) = call(
         c,
@@ -803,12 +801,9 @@ async fn legacy_changes_reach_the_change_stream() {
 /// token and a legacy token) and a profile change sent while it is down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_of_the_legacy_database_costs_waiting_not_errors() {
-    let pg = std::sync::Arc::new(
-        tokio::task::spawn_blocking(test_support::OwnPostgres::start)
-            .await
-            .unwrap()
-            .expect("a PostgreSQL cluster of the test's own"),
-    );
+    let pg = test_support::OwnPostgres::start_shared()
+        .await
+        .expect("a PostgreSQL cluster of the test's own");
     let legacy_db_url = pg.create_database("legacy").unwrap();
     let legacy = legacy(&legacy_db_url).await;
     let app = spawn_in(
@@ -825,40 +820,14 @@ async fn a_restart_of_the_legacy_database_costs_waiting_not_errors() {
     )
     .await;
     let c = &app.client;
-    let (s, _) = call(c, "POST", app.url("/api/v1/users"), None, Some(json!({"user": {"email": "restart@example.com", "password": "password123", "nickname": "before"}}))).await;
-    assert_eq!(s, 201);
-    let login = json!({"email": "restart@example.com", "password": "password123"});
-    let (_, ours) = call(
-        c,
-        "POST",
-        app.url("/api/v1/sessions"),
-        None,
-        Some(login.clone()),
-    )
-    .await;
-    let (_, theirs) = call(
-        c,
-        "POST",
-        format!("{}/api/v1/sessions", legacy.url),
-        None,
-        Some(login),
-    )
-    .await;
-    let tokens = [
-        ours["token"].as_str().unwrap().to_owned(),
-        theirs["token"].as_str().unwrap().to_owned(),
-    ];
+    let tokens = signed_up_with_a_session_on_each_side(&app, &legacy, "restart@example.com").await;
     for t in &tokens {
         let (s, _) = call(c, "GET", app.url("/api/v1/users/me"), Some(t), None).await;
         assert_eq!(s, 200, "both tokens work before the restart");
     }
 
     let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let crashed = std::sync::Arc::clone(&pg);
-    tokio::task::spawn_blocking(move || crashed.crash())
-        .await
-        .unwrap()
-        .unwrap();
+    pg.run(test_support::OwnPostgres::crash).await.unwrap();
     // Readers of one's own profile, each token, until the database is back.
     let readers: Vec<_> = tokens
         .iter()
@@ -898,10 +867,8 @@ async fn a_restart_of_the_legacy_database_costs_waiting_not_errors() {
         })
     };
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let restarted = std::sync::Arc::clone(&pg);
-    tokio::task::spawn_blocking(move || restarted.start_again())
+    pg.run(test_support::OwnPostgres::start_again)
         .await
-        .unwrap()
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     down.store(false, std::sync::atomic::Ordering::SeqCst);

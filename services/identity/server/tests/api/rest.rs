@@ -566,12 +566,9 @@ async fn arbitrary_bodies_never_get_5xx() {
 /// database gone for longer makes the replica unready until it returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_of_the_database_is_waited_for_a_longer_outage_is_unready() {
-    let pg = std::sync::Arc::new(
-        tokio::task::spawn_blocking(test_support::OwnPostgres::start)
-            .await
-            .unwrap()
-            .expect("a PostgreSQL cluster of the test's own"),
-    );
+    let pg = test_support::OwnPostgres::start_shared()
+        .await
+        .expect("a PostgreSQL cluster of the test's own");
     let url = pg.create_database("identity").unwrap();
     let app = crate::support::spawn_on(&url, tempfile::tempdir().unwrap(), &[]).await;
     let sign_up = |email: &'static str| {
@@ -589,17 +586,7 @@ async fn a_restart_of_the_database_is_waited_for_a_longer_outage_is_unready() {
         }
     };
     assert_eq!(sign_up("before@example.com").await, 201);
-    let run = |f: fn(&test_support::OwnPostgres) -> Result<(), String>| {
-        let pg = std::sync::Arc::clone(&pg);
-        async move {
-            tokio::task::spawn_blocking(move || f(&pg))
-                .await
-                .unwrap()
-                .unwrap()
-        }
-    };
-
-    run(test_support::OwnPostgres::crash).await;
+    pg.run(test_support::OwnPostgres::crash).await.unwrap();
     assert_eq!(
         app.send("GET", "/readyz", None, None).await.status,
         200,
@@ -607,7 +594,9 @@ async fn a_restart_of_the_database_is_waited_for_a_longer_outage_is_unready() {
     );
     let during = tokio::spawn(sign_up("during@example.com"));
     tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
-    run(test_support::OwnPostgres::start_again).await;
+    pg.run(test_support::OwnPostgres::start_again)
+        .await
+        .unwrap();
     assert_eq!(
         during.await.unwrap(),
         201,
@@ -615,7 +604,7 @@ async fn a_restart_of_the_database_is_waited_for_a_longer_outage_is_unready() {
     );
     assert_eq!(app.send("GET", "/readyz", None, None).await.status, 200);
 
-    run(test_support::OwnPostgres::crash).await;
+    pg.run(test_support::OwnPostgres::crash).await.unwrap();
     let mut statuses = Vec::new();
     for _ in 0..40 {
         let status = app.send("GET", "/readyz", None, None).await.status;
@@ -631,7 +620,9 @@ async fn a_restart_of_the_database_is_waited_for_a_longer_outage_is_unready() {
         Some(&503),
         "a longer outage is reported: {statuses:?}"
     );
-    run(test_support::OwnPostgres::start_again).await;
+    pg.run(test_support::OwnPostgres::start_again)
+        .await
+        .unwrap();
     assert_eq!(
         app.send("GET", "/readyz", None, None).await.status,
         200,
