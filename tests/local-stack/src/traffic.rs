@@ -106,7 +106,8 @@ struct Client {
     /// Requests that could have started or kept a session, whose answer was lost.
     unsettled: u64,
     /// The client asked to end the session of the token it still holds (a log-out, then
-    /// a log-in that failed): a refusal of it is that log-out's doing.
+    /// a log-in that failed; a refresh whose every answer was lost, which may have
+    /// rotated it): a refusal of it is that request's doing.
     ending: bool,
     /// The address the gateway in front recorded for this client, if any.
     forwarded_for: Option<String>,
@@ -264,6 +265,9 @@ impl Client {
                 _ => return,
             }
         }
+        // Every try's answer lost: the first may have rotated the pair, and the access
+        // token held now is one the client asked to end.
+        self.ending = true;
     }
 
     /// A token refused that the client had not ended nor asked to end: counted; the

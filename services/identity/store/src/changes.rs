@@ -197,10 +197,13 @@ impl Store {
              WHERE c.seq > $1 ORDER BY c.seq LIMIT $2",
             member_columns!()
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(after)
-            .bind(limit)
-            .fetch_all(self.pool())
+        let rows = self
+            .read(|pool| {
+                sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(pool)
+            })
             .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -227,12 +230,14 @@ impl Store {
     /// The first change kept and the last one written.
     #[tracing::instrument(target = "traced", name = "identity db change_bounds", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn change_bounds(&self) -> Result<ChangeBounds, StoreError> {
-        let last: i64 =
-            sqlx::query_scalar("SELECT last_seq FROM member_change_counter WHERE id = 1")
-                .fetch_one(self.pool())
-                .await?;
-        let first: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM member_changes")
-            .fetch_one(self.pool())
+        let last: i64 = self
+            .read(|pool| {
+                sqlx::query_scalar("SELECT last_seq FROM member_change_counter WHERE id = 1")
+                    .fetch_one(pool)
+            })
+            .await?;
+        let first: Option<i64> = self
+            .read(|pool| sqlx::query_scalar("SELECT MIN(seq) FROM member_changes").fetch_one(pool))
             .await?;
         Ok(ChangeBounds {
             first: first.unwrap_or(last + 1),

@@ -15,14 +15,15 @@ impl Store {
     /// A value of the migration's state.
     #[tracing::instrument(target = "traced", name = "identity db migration_value", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn migration_value(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT value FROM migration_state WHERE key = $1")
-                .bind(key)
-                .fetch_all(self.pool())
-                .await?
-                .into_iter()
-                .next(),
-        )
+        Ok(self
+            .read(|pool| {
+                sqlx::query_scalar("SELECT value FROM migration_state WHERE key = $1")
+                    .bind(key)
+                    .fetch_all(pool)
+            })
+            .await?
+            .into_iter()
+            .next())
     }
 
     /// The legacy digests recorded for members with ids in `from..=to`.
@@ -32,11 +33,11 @@ impl Store {
         from: i64,
         to: i64,
     ) -> Result<Vec<(i64, String)>, StoreError> {
-        Ok(sqlx::query_as("SELECT member_id, digest FROM legacy_digests WHERE member_id BETWEEN $1 AND $2 ORDER BY member_id")
+        self.read(|pool| sqlx::query_as("SELECT member_id, digest FROM legacy_digests WHERE member_id BETWEEN $1 AND $2 ORDER BY member_id")
             .bind(from)
             .bind(to)
-            .fetch_all(self.pool())
-            .await?)
+            .fetch_all(pool))
+            .await
     }
 
     /// Members with `id > after`, in id order, at most `limit` (withdrawn ones included).
@@ -51,10 +52,8 @@ impl Store {
             member_columns!(),
             " FROM members m WHERE m.id > $1 ORDER BY m.id LIMIT $2"
         );
-        let rows = sqlx::query(sql)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(self.pool())
+        let rows = self
+            .read(|pool| sqlx::query(sql).bind(after).bind(limit).fetch_all(pool))
             .await?;
         rows.iter()
             .map(|r| MemberRow::from_row(r).map_err(StoreError::from))
@@ -88,8 +87,8 @@ impl Store {
     /// The highest member id, 0 when there is none.
     #[tracing::instrument(target = "traced", name = "identity db max_member_id", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn max_member_id(&self) -> Result<i64, StoreError> {
-        let n: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM members")
-            .fetch_one(self.pool())
+        let n: Option<i64> = self
+            .read(|pool| sqlx::query_scalar("SELECT MAX(id) FROM members").fetch_one(pool))
             .await?;
         Ok(n.unwrap_or(0))
     }

@@ -233,12 +233,29 @@ impl Store {
     /// on another).
     #[tracing::instrument(target = "traced", name = "identity db ping", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let budget = self.pool.options().get_acquire_timeout();
-        point_reads::again_while_lost(budget, point_reads::connection_lost, || {
-            sqlx::query("SELECT 1").execute(&self.pool)
-        })
-        .await?;
+        self.read(|pool| sqlx::query("SELECT 1").execute(pool))
+            .await?;
         Ok(())
+    }
+
+    /// A read on the pool (`read` is given it), read again on another connection when
+    /// the first was cut by a restart of the database: the pool hands out its idle
+    /// connections without a ping, and after a restart every one of them is dead. Only
+    /// for statements that change nothing.
+    pub(crate) async fn read<'a, T, E, Fut>(
+        &'a self,
+        read: impl Fn(&'a AnyPool) -> Fut,
+    ) -> Result<T, StoreError>
+    where
+        Fut: std::future::Future<Output = Result<T, E>>,
+        StoreError: From<E>,
+    {
+        let budget = self.pool.options().get_acquire_timeout();
+        point_reads::again_while_lost(budget, StoreError::connection_lost, || {
+            let reading = read(&self.pool);
+            async move { Ok(reading.await?) }
+        })
+        .await
     }
 
     /// Readiness: whether requests can be served. The database answers a ping, or has

@@ -42,9 +42,8 @@ impl Store {
             member_columns!(),
             " FROM members m WHERE m.email = $1"
         );
-        let row = sqlx::query(sql)
-            .bind(email)
-            .fetch_all(self.pool())
+        let row = self
+            .read(|pool| sqlx::query(sql).bind(email).fetch_all(pool))
             .await?
             .into_iter()
             .next();
@@ -58,9 +57,8 @@ impl Store {
             member_columns!(),
             " FROM members m WHERE m.phone_number = $1"
         );
-        let row = sqlx::query(sql)
-            .bind(phone)
-            .fetch_all(self.pool())
+        let row = self
+            .read(|pool| sqlx::query(sql).bind(phone).fetch_all(pool))
             .await?
             .into_iter()
             .next();
@@ -82,23 +80,29 @@ impl Store {
     /// Whether another member holds this email (`except` excludes a member's own row).
     #[tracing::instrument(target = "traced", name = "identity db email_taken", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn email_taken(&self, email: &str, except: Option<i64>) -> Result<bool, StoreError> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM members WHERE email = $1 AND id <> $2")
-                .bind(email)
-                .bind(except.unwrap_or(0))
-                .fetch_one(self.pool())
-                .await?;
+        let n: i64 = self
+            .read(|pool| {
+                sqlx::query_scalar("SELECT COUNT(*) FROM members WHERE email = $1 AND id <> $2")
+                    .bind(email)
+                    .bind(except.unwrap_or(0))
+                    .fetch_one(pool)
+            })
+            .await?;
         Ok(n > 0)
     }
 
     #[tracing::instrument(target = "traced", name = "identity db phone_taken", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn phone_taken(&self, phone: &str, except: Option<i64>) -> Result<bool, StoreError> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM members WHERE phone_number = $1 AND id <> $2")
+        let n: i64 = self
+            .read(|pool| {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM members WHERE phone_number = $1 AND id <> $2",
+                )
                 .bind(phone)
                 .bind(except.unwrap_or(0))
-                .fetch_one(self.pool())
-                .await?;
+                .fetch_one(pool)
+            })
+            .await?;
         Ok(n > 0)
     }
 
@@ -110,15 +114,13 @@ impl Store {
         since: i64,
         limit: i64,
     ) -> Result<Vec<i64>, StoreError> {
-        Ok(
-            sqlx::query_scalar(
-                "SELECT id FROM members WHERE updated_at >= $1 ORDER BY id LIMIT $2",
-            )
-            .bind(since)
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await?,
-        )
+        self.read(|pool| {
+            sqlx::query_scalar("SELECT id FROM members WHERE updated_at >= $1 ORDER BY id LIMIT $2")
+                .bind(since)
+                .bind(limit)
+                .fetch_all(pool)
+        })
+        .await
     }
 }
 

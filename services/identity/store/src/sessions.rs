@@ -62,7 +62,8 @@ impl Store {
         &self,
         access_hash: &str,
     ) -> Result<Option<(SessionRow, MemberRow)>, StoreError> {
-        one_session_and_member(self.pool(), IMPORTED_WITH_MEMBER, access_hash).await
+        self.read(|pool| one_session_and_member(pool, IMPORTED_WITH_MEMBER, access_hash))
+            .await
     }
 
     /// Live sessions linked to a legacy row, after `after` in id order, at most
@@ -74,14 +75,16 @@ impl Store {
         after: &str,
         limit: i64,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, legacy_session_id FROM sessions WHERE id > $1 AND ended_at IS NULL \
+        self.read(|pool| {
+            sqlx::query_as(
+                "SELECT id, legacy_session_id FROM sessions WHERE id > $1 AND ended_at IS NULL \
              AND legacy_session_id IS NOT NULL ORDER BY id LIMIT $2",
-        )
-        .bind(after)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?)
+            )
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+        })
+        .await
     }
 
     /// Every session of a member created up to `created_by` (micros): its id, its
@@ -93,14 +96,17 @@ impl Store {
         member_id: i64,
         created_by: i64,
     ) -> Result<Vec<(String, Option<i64>, bool)>, StoreError> {
-        let rows: Vec<(String, Option<i64>, Option<i64>)> = sqlx::query_as(
-            "SELECT id, legacy_session_id, ended_at FROM sessions \
+        let rows: Vec<(String, Option<i64>, Option<i64>)> = self
+            .read(|pool| {
+                sqlx::query_as(
+                    "SELECT id, legacy_session_id, ended_at FROM sessions \
              WHERE member_id = $1 AND created_at <= $2 ORDER BY id",
-        )
-        .bind(member_id)
-        .bind(created_by)
-        .fetch_all(self.pool())
-        .await?;
+                )
+                .bind(member_id)
+                .bind(created_by)
+                .fetch_all(pool)
+            })
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(id, legacy, ended)| (id, legacy, ended.is_none()))

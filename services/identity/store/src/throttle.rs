@@ -12,17 +12,20 @@ impl Store {
         buckets: &[String; 3],
         windows: [i64; 2],
     ) -> Result<[[i64; 2]; 3], StoreError> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT bucket, window_start, failures FROM login_failures \
+        let rows: Vec<(String, i64, i64)> = self
+            .read(|pool| {
+                sqlx::query_as(
+                    "SELECT bucket, window_start, failures FROM login_failures \
              WHERE bucket IN ($1, $2, $3) AND window_start IN ($4, $5)",
-        )
-        .bind(&buckets[0])
-        .bind(&buckets[1])
-        .bind(&buckets[2])
-        .bind(windows[0])
-        .bind(windows[1])
-        .fetch_all(self.pool())
-        .await?;
+                )
+                .bind(&buckets[0])
+                .bind(&buckets[1])
+                .bind(&buckets[2])
+                .bind(windows[0])
+                .bind(windows[1])
+                .fetch_all(pool)
+            })
+            .await?;
         let mut out = [[0i64; 2]; 3];
         for (bucket, window, n) in rows {
             if let (Some(b), Some(w)) = (
@@ -43,13 +46,13 @@ impl Store {
         client: &str,
         since: i64,
     ) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query_scalar(
+        let n: i64 = self.read(|pool| sqlx::query_scalar(
             "SELECT COUNT(*) FROM known_clients WHERE member_id = $1 AND client = $2 AND last_success_at >= $3",
         )
         .bind(member_id)
         .bind(client)
         .bind(since)
-        .fetch_one(self.pool())
+        .fetch_one(pool))
         .await?;
         Ok(n > 0)
     }

@@ -560,6 +560,55 @@ async fn arbitrary_bodies_never_get_5xx() {
     }
 }
 
+/// After a restart of the service's own database every idle connection of its pool is
+/// dead, and the pool hands them out without a ping: a log-in, a sign-up and a profile
+/// change sent at once (their look-ups of an email, a phone number, failed log-ins and
+/// known clients are plain reads) are read again on a live connection instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_on_connections_a_restart_cut_are_read_again() {
+    let pg = test_support::OwnPostgres::start_shared()
+        .await
+        .expect("a PostgreSQL cluster of the test's own");
+    let url = pg.create_database("identity").unwrap();
+    let app = crate::support::spawn_on(&url, tempfile::tempdir().unwrap(), &[]).await;
+    let member =
+        |n: usize| json!({"email": format!("m{n}@example.com"), "password": "password123"});
+    let sign_up = |n: usize| {
+        let mut body = member(n);
+        body["nickname"] = json!(format!("member{n}"));
+        body["phone_number"] = json!(format!("+82101234{n:04}"));
+        app.send("POST", "/api/v1/users", None, Some(json!({ "user": body })))
+    };
+    assert_eq!(sign_up(0).await.status, 201);
+    // Requests at the same instant: the pool holds several connections, idle afterwards.
+    let logins = (0..6).map(|_| app.send("POST", "/api/v1/sessions", None, Some(member(0))));
+    let mut token = String::new();
+    for login in futures_util::future::join_all(logins).await {
+        assert_eq!(login.status, 201, "{}", login.text);
+        token = login.json()["token"].as_str().unwrap().to_owned();
+    }
+
+    pg.run(test_support::OwnPostgres::crash).await.unwrap();
+    pg.run(test_support::OwnPostgres::start_again)
+        .await
+        .unwrap();
+
+    let login = app
+        .send("POST", "/api/v1/sessions", None, Some(member(0)))
+        .await;
+    assert_eq!(
+        login.status, 201,
+        "a log-in after the restart: {}",
+        login.text
+    );
+    assert_eq!(sign_up(1).await.status, 201, "a sign-up after the restart");
+    let change = json!({"user": {"phone_number": "+821099990000"}});
+    let changed = app
+        .send("PATCH", "/api/v1/users/me", Some(&token), Some(change))
+        .await;
+    assert_eq!(changed.status, 200, "a profile change after the restart");
+}
+
 /// A restart of the service's own database (PostgreSQL, crashed as a crash kills it):
 /// the replica stays ready while its requests can wait for the database (the acquire
 /// timeout), a sign-up sent meanwhile is answered once the database is back, and a
