@@ -94,6 +94,20 @@ async fn draining_proxy(
     (addr, stop, running, dir)
 }
 
+/// Waits for the proxy's run to end, well before its 30 s drain period (`why` otherwise).
+async fn stopped_before_the_drain_period(
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+    signalled: Instant,
+    why: &str,
+) {
+    tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("the proxy stops once drained")
+        .unwrap()
+        .unwrap();
+    assert!(signalled.elapsed() < Duration::from_secs(15), "{why}");
+}
+
 #[tokio::test]
 async fn a_request_in_flight_at_shutdown_is_answered_and_then_the_proxy_stops() {
     let (upstream, mut arrivals) = slow_upstream(Duration::from_millis(600)).await;
@@ -116,15 +130,12 @@ async fn a_request_in_flight_at_shutdown_is_answered_and_then_the_proxy_stops() 
     stop.send(()).unwrap();
 
     assert_eq!(in_flight.await.unwrap().unwrap(), 200);
-    tokio::time::timeout(Duration::from_secs(20), running)
-        .await
-        .expect("the proxy stops once drained")
-        .unwrap()
-        .unwrap();
-    assert!(
-        signalled.elapsed() < Duration::from_secs(15),
-        "stopped when the request finished, not at the end of the drain period"
-    );
+    stopped_before_the_drain_period(
+        running,
+        signalled,
+        "stopped when the request finished, not at the end of the drain period",
+    )
+    .await;
     // The listener is closed: a new client is refused.
     let refused = reqwest::Client::new()
         .get(format!("http://{addr}/api/v1/users/1"))
@@ -205,13 +216,10 @@ async fn a_request_sent_on_a_kept_alive_connection_as_the_drain_begins_is_answer
             .is_ok_and(|r| r.is_ok_and(|n| n == 0)),
         "a quiet connection is closed once the drain has seen it quiet"
     );
-    tokio::time::timeout(Duration::from_secs(20), running)
-        .await
-        .expect("the proxy stops once drained")
-        .unwrap()
-        .unwrap();
-    assert!(
-        signalled.elapsed() < Duration::from_secs(15),
-        "stopped once its connections were quiet, not at the end of the drain period"
-    );
+    stopped_before_the_drain_period(
+        running,
+        signalled,
+        "stopped once its connections were quiet, not at the end of the drain period",
+    )
+    .await;
 }

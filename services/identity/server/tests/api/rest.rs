@@ -6,7 +6,7 @@
 use serde_json::json;
 
 use crate::on_both_databases;
-use crate::support::{Db, spawn, spawn_with};
+use crate::support::{Db, TestApp, spawn, spawn_with};
 
 on_both_databases!(
     sign_up_validates_normalises_and_renders,
@@ -560,17 +560,23 @@ async fn arbitrary_bodies_never_get_5xx() {
     }
 }
 
+/// The service on a PostgreSQL cluster of the test's own, which the test may crash.
+async fn on_a_cluster_of_its_own() -> (std::sync::Arc<test_support::OwnPostgres>, TestApp) {
+    let pg = test_support::OwnPostgres::start_shared()
+        .await
+        .expect("a PostgreSQL cluster of the test's own");
+    let url = pg.create_database("identity").unwrap();
+    let app = crate::support::spawn_on(&url, tempfile::tempdir().unwrap(), &[]).await;
+    (pg, app)
+}
+
 /// After a restart of the service's own database every idle connection of its pool is
 /// dead, and the pool hands them out without a ping: a log-in, a sign-up and a profile
 /// change sent at once (their look-ups of an email, a phone number, failed log-ins and
 /// known clients are plain reads) are read again on a live connection instead of failing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_on_connections_a_restart_cut_are_read_again() {
-    let pg = test_support::OwnPostgres::start_shared()
-        .await
-        .expect("a PostgreSQL cluster of the test's own");
-    let url = pg.create_database("identity").unwrap();
-    let app = crate::support::spawn_on(&url, tempfile::tempdir().unwrap(), &[]).await;
+    let (pg, app) = on_a_cluster_of_its_own().await;
     let member =
         |n: usize| json!({"email": format!("m{n}@example.com"), "password": "password123"});
     let sign_up = |n: usize| {
@@ -615,11 +621,7 @@ async fn reads_on_connections_a_restart_cut_are_read_again() {
 /// database gone for longer makes the replica unready until it returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_of_the_database_is_waited_for_a_longer_outage_is_unready() {
-    let pg = test_support::OwnPostgres::start_shared()
-        .await
-        .expect("a PostgreSQL cluster of the test's own");
-    let url = pg.create_database("identity").unwrap();
-    let app = crate::support::spawn_on(&url, tempfile::tempdir().unwrap(), &[]).await;
+    let (pg, app) = on_a_cluster_of_its_own().await;
     let sign_up = |email: &'static str| {
         let (client, url) = (app.client.clone(), app.url("/api/v1/users"));
         async move {
