@@ -67,14 +67,18 @@ impl Store {
         &self,
         ids: &[i64],
     ) -> Result<std::collections::HashMap<i64, (MemberRow, Option<String>)>, StoreError> {
-        let mut conn = self.pool().acquire().await?;
-        let rows = crate::fetch_for_ids(&mut conn, ids, |list| {
-            format!(
-                "SELECT {}, d.digest AS legacy_digest FROM members m LEFT JOIN legacy_digests d ON d.member_id = m.id WHERE m.id IN ({list})",
-                member_columns!()
-            )
-        })
-        .await?;
+        let rows = self
+            .read(|pool| async move {
+                let mut conn = pool.acquire().await?;
+                crate::fetch_for_ids(&mut conn, ids, |list| {
+                    format!(
+                        "SELECT {}, d.digest AS legacy_digest FROM members m LEFT JOIN legacy_digests d ON d.member_id = m.id WHERE m.id IN ({list})",
+                        member_columns!()
+                    )
+                })
+                .await
+            })
+            .await?;
         let mut out = std::collections::HashMap::with_capacity(rows.len());
         for row in rows {
             let member = MemberRow::from_row(&row)?;

@@ -55,6 +55,9 @@ async fn sessions(
 pub(crate) struct Reads {
     pool: ReadPool,
     backend: Backend,
+    /// How long a read not batched is read again while its connections were cut by a
+    /// restart of the database (the pool's acquire timeout).
+    again_for: std::time::Duration,
     pub(crate) members: Batcher<i64, MemberRow, StoreError>,
     pub(crate) sessions: Batcher<String, SessionView, StoreError>,
 }
@@ -112,17 +115,22 @@ impl Reads {
             sessions: Batcher::start(lanes, READ_TIMEOUT, StoreError::connection_lost, sessions),
             pool,
             backend,
+            again_for: config.acquire_timeout,
         })
     }
 
     /// The active members among `ids` (sorted, each once), ordered by id: one query,
-    /// one index look-up per id.
+    /// one index look-up per id; read again on another connection when the first was
+    /// cut by a restart of the database.
     pub(crate) async fn active_members(&self, ids: &[i64]) -> Result<Vec<MemberRow>, StoreError> {
         let (keys, param) = keys_table(self.backend.engine(), "bigint", ids);
         let sql = format!(
             "SELECT {} FROM {keys} JOIN members m ON m.id = k.value WHERE m.deleted_at IS NULL ORDER BY m.id",
             member_columns!()
         );
-        members(&self.pool, sql, param).await
+        point_reads::again_while_lost(self.again_for, StoreError::connection_lost, || {
+            members(&self.pool, sql.clone(), param.clone())
+        })
+        .await
     }
 }

@@ -571,9 +571,10 @@ async fn on_a_cluster_of_its_own() -> (std::sync::Arc<test_support::OwnPostgres>
 }
 
 /// After a restart of the service's own database every idle connection of its pool is
-/// dead, and the pool hands them out without a ping: a log-in, a sign-up and a profile
-/// change sent at once (their look-ups of an email, a phone number, failed log-ins and
-/// known clients are plain reads) are read again on a live connection instead of failing.
+/// dead, and the pools hand them out without a ping: a list of members, a log-in, a
+/// sign-up and a profile change sent at once (their look-ups of an email, a phone
+/// number, failed log-ins and known clients are plain reads) are read again on a live
+/// connection instead of failing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_on_connections_a_restart_cut_are_read_again() {
     let (pg, app) = on_a_cluster_of_its_own().await;
@@ -599,6 +600,13 @@ async fn reads_on_connections_a_restart_cut_are_read_again() {
         .await
         .unwrap();
 
+    // The readers' pool (every read above used it too), then the writers'.
+    let listed = app.send("GET", "/api/v1/users?ids=1,2", None, None).await;
+    assert_eq!(
+        listed.status, 200,
+        "members listed after the restart: {}",
+        listed.text
+    );
     let login = app
         .send("POST", "/api/v1/sessions", None, Some(member(0)))
         .await;
