@@ -250,12 +250,22 @@ impl Store {
         Fut: std::future::Future<Output = Result<T, E>>,
         StoreError: From<E>,
     {
-        let budget = self.pool.options().get_acquire_timeout();
-        point_reads::again_while_lost(budget, StoreError::connection_lost, || {
+        self.again(|| {
             let reading = read(&self.pool);
             async move { Ok(reading.await?) }
         })
         .await
+    }
+
+    /// Runs `op` (a read, or the start of a transaction: nothing that may have taken
+    /// effect) again while it fails because its connection was gone, within the time a
+    /// request waits for a connection (see `point_reads::again_while_lost`).
+    pub(crate) async fn again<T, Fut>(&self, op: impl FnMut() -> Fut) -> Result<T, StoreError>
+    where
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let budget = self.pool.options().get_acquire_timeout();
+        point_reads::again_while_lost(budget, StoreError::connection_lost, op).await
     }
 
     /// Readiness: whether requests can be served. The database answers a ping, or has
@@ -284,14 +294,14 @@ impl Store {
     /// again on another connection when the first was cut by a restart of the database.
     #[tracing::instrument(target = "traced", name = "identity db begin", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        let budget = self.pool.options().get_acquire_timeout();
-        let tx = point_reads::again_while_lost(budget, point_reads::connection_lost, || async {
-            match self.backend {
-                Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-                Backend::Postgres => self.pool.begin().await,
-            }
-        })
-        .await?;
+        let tx = self
+            .again(|| async {
+                Ok(match self.backend {
+                    Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+                    Backend::Postgres => self.pool.begin().await?,
+                })
+            })
+            .await?;
         Ok(Tx {
             tx,
             backend: self.backend,

@@ -65,7 +65,8 @@ impl Store {
         Ok(row.as_ref().map(MemberRow::from_row).transpose()?)
     }
 
-    /// The active members among `ids`, ordered by id, each once.
+    /// The active members among `ids`, ordered by id, each once (read again on another
+    /// connection when the first was cut by a restart of the database).
     #[tracing::instrument(target = "traced", name = "identity db active_members_by_ids", skip_all, fields(otel.kind = "client", db.namespace = "identity"))]
     pub async fn active_members_by_ids(&self, ids: &[i64]) -> Result<Vec<MemberRow>, StoreError> {
         if ids.is_empty() {
@@ -74,7 +75,7 @@ impl Store {
         let mut unique: Vec<i64> = ids.to_vec();
         unique.sort_unstable();
         unique.dedup();
-        self.reads.active_members(&unique).await
+        self.again(|| self.reads.active_members(&unique)).await
     }
 
     /// Whether another member holds this email (`except` excludes a member's own row).

@@ -55,9 +55,6 @@ async fn sessions(
 pub(crate) struct Reads {
     pool: ReadPool,
     backend: Backend,
-    /// How long a read not batched is read again while its connections were cut by a
-    /// restart of the database (the pool's acquire timeout).
-    again_for: std::time::Duration,
     pub(crate) members: Batcher<i64, MemberRow, StoreError>,
     pub(crate) sessions: Batcher<String, SessionView, StoreError>,
 }
@@ -115,22 +112,17 @@ impl Reads {
             sessions: Batcher::start(lanes, READ_TIMEOUT, StoreError::connection_lost, sessions),
             pool,
             backend,
-            again_for: config.acquire_timeout,
         })
     }
 
     /// The active members among `ids` (sorted, each once), ordered by id: one query,
-    /// one index look-up per id; read again on another connection when the first was
-    /// cut by a restart of the database.
+    /// one index look-up per id.
     pub(crate) async fn active_members(&self, ids: &[i64]) -> Result<Vec<MemberRow>, StoreError> {
         let (keys, param) = keys_table(self.backend.engine(), "bigint", ids);
         let sql = format!(
             "SELECT {} FROM {keys} JOIN members m ON m.id = k.value WHERE m.deleted_at IS NULL ORDER BY m.id",
             member_columns!()
         );
-        point_reads::again_while_lost(self.again_for, StoreError::connection_lost, || {
-            members(&self.pool, sql.clone(), param.clone())
-        })
-        .await
+        members(&self.pool, sql, param).await
     }
 }
