@@ -572,9 +572,9 @@ async fn on_a_cluster_of_its_own() -> (std::sync::Arc<test_support::OwnPostgres>
 
 /// After a restart of the service's own database every idle connection of its pool is
 /// dead, and the pools hand them out without a ping: a list of members, a log-in, a
-/// sign-up and a profile change sent at once (their look-ups of an email, a phone
-/// number, failed log-ins and known clients are plain reads) are read again on a live
-/// connection instead of failing.
+/// sign-up and a profile change sent right after it (their look-ups of an email, a
+/// phone number, failed log-ins and known clients are plain reads) are read again on a
+/// live connection instead of failing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_on_connections_a_restart_cut_are_read_again() {
     let (pg, app) = on_a_cluster_of_its_own().await;
@@ -678,6 +678,28 @@ async fn a_restart_of_the_database_is_waited_for_a_longer_outage_is_unready() {
         statuses.last(),
         Some(&503),
         "a longer outage is reported: {statuses:?}"
+    );
+    // Requests sent at the same instant while it stays down wait for a connection within
+    // the acquire timeout (3 s), then are refused: none is held until the request
+    // deadline (15 s, which would answer 503 too).
+    let started = std::time::Instant::now();
+    let login = json!({"email": "before@example.com", "password": "password123"});
+    let refused = futures_util::future::join_all([
+        app.send("POST", "/api/v1/sessions", None, Some(login)),
+        app.send("GET", "/api/v1/users?ids=1,2", None, None),
+    ])
+    .await;
+    for r in &refused {
+        assert_eq!(
+            r.status, 503,
+            "refused while the database is down: {}",
+            r.text
+        );
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(12),
+        "refused after the tries' bound, not at the request deadline: {:?}",
+        started.elapsed()
     );
     pg.run(test_support::OwnPostgres::start_again)
         .await
