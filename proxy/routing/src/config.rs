@@ -155,12 +155,22 @@ pub struct Comparison {
     /// `limits.replay_timeout`, within which the whole comparison runs.
     #[serde(deserialize_with = "duration::deserialize")]
     pub write_effects_settle: Duration,
-    /// The field that carries a record's version in the answers (`updated_at`; empty:
-    /// none). A read that still differs when `write_effects_settle` has passed, while
-    /// the legacy's answer shows a newer version than the new side's, is counted
-    /// `lagging` (the new side had not caught up: the sync's lag, watched on its own),
-    /// neither a match nor a mismatch.
-    pub version_field: String,
+    /// The fields that carry a record's version in the answers, newest first by nature
+    /// (`[updated_at, created_at]`: a view without `updated_at` still shows when its
+    /// record was created; one name is accepted too; empty: none). A read that still
+    /// differs when `write_effects_settle` has passed, while the legacy's answer shows
+    /// a newer version than the new side's, or a record the new side does not find
+    /// (`404`), is counted `lagging` (the new side had not caught up: the sync's lag,
+    /// watched on its own), neither a match nor a mismatch; when the version is a
+    /// timestamp, only while it is at most `max_lag` old.
+    #[serde(alias = "version_field", deserialize_with = "one_or_more")]
+    pub version_fields: Vec<String>,
+    /// The longest the new side may lag behind the legacy's records before a read that
+    /// shows it counts as a mismatch (`60s`): a record the legacy changed longer ago
+    /// that the new side still lacks, or holds older, is a difference clients see, not
+    /// a moment of the sync's lag.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub max_lag: Duration,
     /// Writes whose answer is compared by a dry run sent to the new side *before* the
     /// legacy serves them, while the state they consume is still there (a refresh's
     /// token, a log-out's session), by rule: `{sessions: [refresh, log_out]}`. Each is a
@@ -206,7 +216,8 @@ impl Default for Comparison {
             learn_noise: true,
             write_effects: true,
             write_effects_settle: Duration::from_secs(5),
-            version_field: "updated_at".into(),
+            version_fields: vec!["updated_at".into(), "created_at".into()],
+            max_lag: Duration::from_secs(60),
             replay_first: BTreeMap::new(),
             replay_first_timeout: Duration::from_millis(250),
         }
@@ -519,19 +530,17 @@ impl ProxyConfig {
             ("limits.body_read_timeout", self.limits.body_read_timeout),
             ("limits.idle_timeout", self.limits.idle_timeout),
             ("limits.replay_timeout", self.limits.replay_timeout),
+            (
+                "comparison.write_effects_settle",
+                comparison.write_effects_settle,
+            ),
+            ("comparison.max_lag", comparison.max_lag),
         ] {
             if value < Duration::from_millis(1) {
                 return invalid(setting, format!("must be at least 1ms, got {value:?}"));
             }
         }
         self.limits.validate()?;
-        let settle = comparison.write_effects_settle;
-        if settle < Duration::from_millis(1) {
-            return invalid(
-                "comparison.write_effects_settle",
-                format!("must be at least 1ms, got {settle:?}"),
-            );
-        }
         for (rule, kinds) in &comparison.replay_first {
             if let Some(kind) = kinds
                 .iter()
@@ -620,6 +629,21 @@ fn header_names<'de, D: serde::Deserializer<'de>>(
         .into_iter()
         .map(|Header(name)| name)
         .collect())
+}
+
+/// A list of names, or one name alone.
+fn one_or_more<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMore {
+        One(String),
+        More(Vec<String>),
+    }
+    Ok(match OneOrMore::deserialize(deserializer)? {
+        OneOrMore::One(name) if name.is_empty() => Vec::new(),
+        OneOrMore::One(name) => vec![name],
+        OneOrMore::More(names) => names,
+    })
 }
 
 #[cfg(test)]

@@ -465,10 +465,14 @@ async fn compare_answers(proxy: &Proxy, job: &ReplayJob, primary: &Exchange, sha
     // the other side (`comparison.write_effects_settle`) has passed; count a mismatch
     // only if it persists that long.
     if safe && matches!(outcome, Outcome::Mismatch { .. }) {
-        let (settle, version_field) = {
+        let (settle, version_fields, max_lag) = {
             let snap = proxy.live.snapshot();
             let c = &snap.config;
-            (c.write_effects_settle(), c.comparison.version_field.clone())
+            (
+                c.write_effects_settle(),
+                c.comparison.version_fields.clone(),
+                c.comparison.max_lag,
+            )
         };
         let deadline = Instant::now() + settle;
         let mut pause = CONFIRM_DELAY;
@@ -494,13 +498,14 @@ async fn compare_answers(proxy: &Proxy, job: &ReplayJob, primary: &Exchange, sha
             outcome = next;
             pause *= 2;
             if Instant::now() + pause > deadline {
-                // Still different, the new side's record older: it has not caught up.
-                let behind = shadow_compare::new_side_behind(
-                    &legacy_again.exchange.body,
-                    &new_again.exchange.body,
-                    &version_field,
+                // Still different, the new side's record older or not there yet: it
+                // has not caught up, unless the legacy's is older than `max_lag`.
+                let lagging = shadow_compare::lagging_version(
+                    &legacy_again.exchange,
+                    &new_again.exchange,
+                    &version_fields,
                 );
-                if behind {
+                if lagging.is_some_and(|version| within_lag(&version, max_lag)) {
                     proxy.metrics.count_comparison(route, "lagging");
                     return;
                 }
@@ -541,6 +546,18 @@ async fn compare_answers(proxy: &Proxy, job: &ReplayJob, primary: &Exchange, sha
     }
 }
 
+/// Whether the record at `version` changed at most `max_lag` ago, by the proxy's
+/// clock; a version that is no timestamp is not judged by age.
+fn within_lag(version: &str, max_lag: Duration) -> bool {
+    let Some(changed) = member_contract::Timestamp::parse_db_text(version) else {
+        return true;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_micros() as i64 - changed.as_micros() <= max_lag.as_micros() as i64
+}
+
 fn write_label(outcome: &Outcome) -> &'static str {
     match outcome.category() {
         shadow_compare::Category::Match => "write_match",
@@ -554,6 +571,19 @@ fn write_label(outcome: &Outcome) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_is_lag_while_it_is_younger_than_the_lag_allowed() {
+        let minute = Duration::from_secs(60);
+        let now = member_contract::Timestamp::now_from_system();
+        let ago = |secs: i64| now.plus_secs(-secs).to_json_string();
+        assert!(within_lag(&ago(1), minute));
+        assert!(within_lag(&ago(-5), minute), "a clock a little ahead");
+        assert!(!within_lag(&ago(61), minute));
+        assert!(!within_lag(&ago(3600), minute));
+        // A version that is no timestamp is not judged by age.
+        assert!(within_lag("17", minute));
+    }
 
     #[test]
     fn copied_headers_are_equal_and_hold_no_part_of_the_original_buffer() {

@@ -46,7 +46,7 @@ pub use fields::field_name;
 pub use noise::{LearnSkip, Learned, NoiseField, NoiseModel, NoiseReport};
 pub use outcome::{Category, Outcome, SkipReason};
 pub use sample::{MaskedSample, Samples, path_template};
-pub use version::{new_side_behind, newest_version};
+pub use version::{lagging_version, newest_version};
 
 #[cfg(test)]
 mod tests;

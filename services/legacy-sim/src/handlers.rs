@@ -148,6 +148,14 @@ async fn authenticate(
     Ok(matches!(verdict, Verdict::Match { .. }))
 }
 
+/// When a row is written: as ActiveRecord stamps a row when it saves it, after the
+/// password hashing or checking before it, not when the request came in (a log-in that
+/// checked the old password while a password change went through then inserts its
+/// session stamped after the change, as on Rails).
+fn written_at() -> Timestamp {
+    Timestamp::now_from_system()
+}
+
 async fn dispatch(
     state: &SimState,
     endpoint: Endpoint<'_>,
@@ -155,7 +163,6 @@ async fn dispatch(
     authorization: Option<&str>,
 ) -> Answer {
     let db = &state.db;
-    let now = Timestamp::now_from_system();
     match endpoint {
         Endpoint::SignUp => {
             let form = SignUpForm::from_params(params)?;
@@ -187,7 +194,7 @@ async fn dispatch(
                 nickname: valid.nickname.into_inner(),
                 phone_number: valid.phone_number.map(|p| p.into_inner()),
                 profile_image_url: valid.profile_image_url.map(|u| u.into_inner()),
-                now,
+                now: written_at(),
             };
             let id = match db.insert_user(db.pool(), &new).await {
                 Ok(id) => id,
@@ -259,7 +266,7 @@ async fn dispatch(
                 return Err(ContractError::Validation(errors));
             }
             if next != user {
-                next.updated_at = now;
+                next.updated_at = written_at();
                 db.update_profile(db.pool(), &next)
                     .await
                     .map_err(|e| match e {
@@ -287,7 +294,7 @@ async fn dispatch(
             db.delete_user_sessions(&mut *tx, user.id, None)
                 .await
                 .map_err(internal)?;
-            db.withdraw_user(&mut *tx, user.id, &digest, now)
+            db.withdraw_user(&mut *tx, user.id, &digest, written_at())
                 .await
                 .map_err(internal)?;
             tx.commit().await.map_err(internal)?;
@@ -310,7 +317,7 @@ async fn dispatch(
                     .legacy_bcrypt(password.expose(), state.bcrypt_cost)
                     .await
                     .map_err(internal)?;
-                db.update_digest(&mut *tx, user.id, &digest, now)
+                db.update_digest(&mut *tx, user.id, &digest, written_at())
                     .await
                     .map_err(internal)?;
             }
@@ -340,7 +347,7 @@ async fn dispatch(
             }
             let mut conn = db.pool().acquire().await.map_err(internal)?;
             let session = db
-                .create_session(&mut conn, user.id, now)
+                .create_session(&mut conn, user.id, written_at())
                 .await
                 .map_err(internal)?;
             Ok((
@@ -356,7 +363,7 @@ async fn dispatch(
         Endpoint::Refresh => {
             let token = forms::refresh_token_param(params).unwrap_or_default();
             let Some(old) = db
-                .refreshable_session(db.pool(), &token, now)
+                .refreshable_session(db.pool(), &token, Timestamp::now_from_system())
                 .await
                 .map_err(internal)?
             else {
@@ -373,7 +380,7 @@ async fn dispatch(
                 return Err(ContractError::InvalidRefreshToken);
             }
             let fresh = db
-                .create_session(&mut tx, old.user_id, now)
+                .create_session(&mut tx, old.user_id, written_at())
                 .await
                 .map_err(internal)?;
             tx.commit().await.map_err(internal)?;

@@ -60,6 +60,22 @@ fn defaults_fill_every_section_but_upstreams() {
 }
 
 #[test]
+fn version_fields_are_a_list_or_one_name() {
+    let fields = |extra: &str| with(extra).unwrap().comparison.version_fields;
+    assert_eq!(fields(""), ["updated_at", "created_at"]);
+    assert_eq!(fields("comparison: {version_field: version}"), ["version"]);
+    assert_eq!(fields("comparison: {version_fields: [a, b]}"), ["a", "b"]);
+    assert!(fields("comparison: {version_field: \"\"}").is_empty());
+    assert_eq!(
+        with("comparison: {max_lag: 2m}")
+            .unwrap()
+            .comparison
+            .max_lag,
+        Duration::from_secs(120)
+    );
+}
+
+#[test]
 fn sticky_keys_are_a_word_or_a_header_or_a_cookie() {
     assert_eq!(
         with("sticky_key: {header: X-Member-Id}")
@@ -174,6 +190,10 @@ fn ranges_are_checked_with_the_setting_named() {
         (
             "comparison: {write_effects_settle: 0s}",
             "comparison.write_effects_settle must be at least 1ms, got 0ns",
+        ),
+        (
+            "comparison: {max_lag: 0s}",
+            "comparison.max_lag must be at least 1ms, got 0ns",
         ),
         ("virtual_service: \"\"", "virtual_service must not be empty"),
         (

@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use test_support::tcp_gate::{Gate, TcpGate};
 
 use crate::support::{
-    ADMIN_TOKEN, Migrating, ProxyProcess, call, email, manifest, metric, migrating, proxy,
-    proxy_config, replace_file, until,
+    ADMIN_TOKEN, Migrating, ProxyProcess, call, email, legacy_sim_costing, manifest, metric,
+    migrating, proxy, proxy_config, replace_file, until,
 };
 
 struct Rollout {
@@ -33,14 +33,15 @@ fn rollout(postgres: bool, percent: u32) -> Rollout {
     rollout_through(m, percent, identity, "")
 }
 
-/// The same, the proxy reaching the new side at `identity`, with `extra` config.
+/// The same, the proxy reaching the new side at `identity`, with `extra` config (placed
+/// within `comparison:`, so that it may go on with settings of its own, indented).
 fn rollout_through(m: Migrating, percent: u32, identity: SocketAddr, extra: &str) -> Rollout {
     let dir = tempfile::tempdir().unwrap();
     let config = proxy_config(
         m.legacy.addr,
         identity,
         &format!(
-            "guard:\n  min_requests: 1000000\n  min_comparisons: 1\n  max_mismatch_rate: 0.01\n{extra}"
+            "{extra}guard:\n  min_requests: 1000000\n  min_comparisons: 1\n  max_mismatch_rate: 0.01\n"
         ),
     );
     let proxy = proxy(dir.path(), &manifest(percent), &config);
@@ -489,6 +490,76 @@ async fn two_writes_of_one_member_at_the_same_instant_are_not_held_against_each_
     }
 }
 
+/// The judge of a password change holds against it only the sessions created before it
+/// came in, by the legacy's `created_at`. A log-in that checked the old password while
+/// the change went through inserts its session after the change's: the legacy (Rails)
+/// stamps the row when it saves it, so it is not held against the change. The legacy
+/// simulator stamped it when the log-in came in, before its password check, and a busy
+/// machine made the racing writes above differ once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_in_that_checked_its_password_while_a_write_committed_is_stamped_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = legacy_sim_costing(dir.path(), 13);
+    let url = |path: &str| format!("http://{}{path}", legacy.addr);
+    let email = email("stamp");
+    let log_in = || {
+        call(
+            "POST",
+            url("/api/v1/sessions"),
+            None,
+            Some(json!({"email": email, "password": "password-1"})),
+        )
+    };
+    let (s, v) = call(
+        "POST",
+        url("/api/v1/users"),
+        None,
+        Some(json!({"user": {"email": email, "password": "password-1", "nickname": "stamp"}})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = log_in().await;
+    assert_eq!(s, 201, "{v}");
+    let token = v["token"].as_str().unwrap().to_owned();
+    let stamp = |v: &Value, field: &str| {
+        member_contract::Timestamp::parse_db_text(v[field].as_str().unwrap()).unwrap()
+    };
+    let mut judged = false;
+    for round in 0..5 {
+        // A log-in checking its password (cost 13: a good part of a second) while a
+        // profile change commits.
+        let racing = tokio::spawn(log_in());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (s, changed) = call(
+            "PATCH",
+            url("/api/v1/users/me"),
+            Some(&token),
+            Some(json!({"user": {"nickname": format!("stamp{round}")}})),
+        )
+        .await;
+        assert_eq!(s, 200, "{changed}");
+        let pending = !racing.is_finished();
+        let (s, session) = racing.await.unwrap();
+        assert_eq!(s, 201, "{session}");
+        if !pending {
+            continue; // the machine was too slow to race them: once more
+        }
+        // The access token lives one hour from the session's creation.
+        let created = stamp(&session, "expires_at").plus_secs(-3600);
+        assert!(
+            created >= stamp(&changed, "updated_at"),
+            "the session is stamped {created}, before the change that committed during its \
+             log-in ({changed})"
+        );
+        judged = true;
+        break;
+    }
+    assert!(
+        judged,
+        "no log-in was still checking its password when the change committed"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_side_that_never_answers_the_question_holds_no_client_and_no_slot() {
     let m = migrating(false, &[]);
@@ -610,10 +681,10 @@ async fn a_sync_that_lags_is_no_difference_and_its_waiting_questions_crowd_out_n
     }
     // Meanwhile reads are replayed and compared as ever: no replay slot is held. (The
     // member is not on the new side yet, the sync being slow: the reads differ, and
-    // are compared all the same.)
+    // are judged the sync's lag.)
     let compared = || async {
         let mut n = 0.0;
-        for result in ["match", "mismatch", "transient"] {
+        for result in ["match", "mismatch", "transient", "lagging"] {
             n += metric(
                 r.proxy.admin,
                 &format!(r#"proxy_comparisons_total{{route="users-read",result="{result}"}}"#),
@@ -633,6 +704,14 @@ async fn a_sync_that_lags_is_no_difference_and_its_waiting_questions_crowd_out_n
         })
         .await,
         "reads were not compared while the questions waited"
+    );
+    // A member the legacy has just written and the new side does not find yet is the
+    // sync's lag, not a difference: no mismatch, no abort of the route.
+    assert_eq!(reads(&r.proxy, "users-read", "lagging").await, 20.0);
+    assert_eq!(reads(&r.proxy, "users-read", "mismatch").await, 0.0);
+    assert_eq!(
+        metric(r.proxy.admin, r#"proxy_guard_aborted{route="users-read"}"#).await,
+        0.0
     );
     assert_eq!(
         metric(
@@ -668,6 +747,66 @@ async fn a_sync_that_lags_is_no_difference_and_its_waiting_questions_crowd_out_n
         metric(r.proxy.admin, r#"proxy_guard_aborted{route="users-me"}"#).await,
         0.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_the_new_side_lacks_for_longer_than_the_lag_allowed_is_a_difference() {
+    // No sync at all: the new side never gets the member the legacy creates.
+    let m = migrating(false, &["--sync-interval-ms", "600000"]);
+    let identity = m.identity.http;
+    let r = rollout_through(
+        m,
+        0,
+        identity,
+        "  max_lag: 5s\nlimits:\n  replay_timeout: 4s\n",
+    );
+    let member = r.sign_up(&email("stale"), &phone()).await;
+    let signed_up = std::time::Instant::now();
+    let read = || async {
+        let (s, _) = call("GET", r.url(&format!("/api/v1/users/{member}")), None, None).await;
+        assert_eq!(s, 200);
+    };
+    let judged = |result: &'static str| {
+        let proxy = &r.proxy;
+        async move { reads(proxy, "users-read", result).await >= 1.0 }
+    };
+    // Within the lag allowed: the sync's lag.
+    read().await;
+    assert!(until(Duration::from_secs(10), || judged("lagging")).await);
+    assert_eq!(reads(&r.proxy, "users-read", "mismatch").await, 0.0);
+    assert_eq!(
+        metric(r.proxy.admin, r#"proxy_guard_aborted{route="users-read"}"#).await,
+        0.0
+    );
+    // Past it, the member still missing: a difference clients see, and the guard's.
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(signed_up.elapsed())).await;
+    read().await;
+    assert!(
+        until(Duration::from_secs(10), || judged("mismatch")).await,
+        "{}",
+        r.samples().await
+    );
+    assert_eq!(reads(&r.proxy, "users-read", "lagging").await, 1.0);
+    assert!(
+        r.samples().await.contains("$.error"),
+        "{}",
+        r.samples().await
+    );
+    assert!(
+        until(Duration::from_secs(5), || async {
+            metric(r.proxy.admin, r#"proxy_guard_aborted{route="users-read"}"#).await == 1.0
+        })
+        .await
+    );
+}
+
+/// `proxy_comparisons_total` of reads of `route` with `result`.
+async fn reads(proxy: &ProxyProcess, route: &str, result: &str) -> f64 {
+    metric(
+        proxy.admin,
+        &format!(r#"proxy_comparisons_total{{route="{route}",result="{result}"}}"#),
+    )
+    .await
 }
 
 /// `proxy_writes_total` of `route`, `kind`, compared by `compared`, with `result`.

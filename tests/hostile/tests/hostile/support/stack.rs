@@ -56,6 +56,17 @@ pub fn legacy_sim(dir: &Path) -> Legacy {
 
 /// The legacy simulator on `database_url`.
 pub fn legacy_sim_on(_dir: &Path, database_url: &str) -> Legacy {
+    start_legacy_sim(database_url, 4)
+}
+
+/// The legacy simulator on a SQLite file of its own, hashing at `bcrypt_cost` (the
+/// legacy's own is 12: a password check then takes a noticeable moment).
+pub fn legacy_sim_costing(dir: &Path, bcrypt_cost: u32) -> Legacy {
+    let database_url = format!("sqlite://{}?mode=rwc", dir.join("legacy.sqlite3").display());
+    start_legacy_sim(&database_url, bcrypt_cost)
+}
+
+fn start_legacy_sim(database_url: &str, bcrypt_cost: u32) -> Legacy {
     let database_url = database_url.to_owned();
     let mut process = Process::start(
         "legacy-sim",
@@ -65,7 +76,7 @@ pub fn legacy_sim_on(_dir: &Path, database_url: &str) -> Legacy {
             "--database-url",
             &database_url,
             "--bcrypt-cost",
-            "4",
+            &bcrypt_cost.to_string(),
         ],
         &[],
     );
