@@ -10,6 +10,12 @@
 //! - `change-lag`: the member change stream's delivery lag beside PostgreSQL's own
 //!   `NOTIFY`.
 
+/// The identity service's allocator, so that the load generator takes as little of the
+/// shared machine from what it measures as it can (and its own SQLite baseline reads
+/// run on the same allocator as the service's).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod backfill;
 mod change_lag;
 mod reads;

@@ -158,35 +158,56 @@ pub async fn grpc_reads(
     let bodies = Arc::new(requests(method, members, &tokens));
     let target = addr.trim_start_matches("http://").to_owned();
     let rec = Arc::new(Recorder::default());
-    // A warm-up second, not recorded, then the measured run.
-    for (measured, secs) in [(false, 1), (true, seconds)] {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        let mut tasks = Vec::new();
-        for c in 0..connections.max(1) {
-            let tcp = tokio::net::TcpStream::connect(&target).await?;
-            tcp.set_nodelay(true)?;
-            let (client, connection) = h2::client::handshake(tcp).await?;
-            tokio::spawn(connection);
-            for f in 0..in_flight.max(1) {
-                let mut client = client.clone();
-                let (rec, bodies) = (Arc::clone(&rec), Arc::clone(&bodies));
-                let mut draw = Draw::new((c * 1000 + f) as u64 * 0x9e37_79b9 + 7);
-                let path = format!("http://{target}{path}");
-                tasks.push(tokio::spawn(async move {
-                    while Instant::now() < deadline {
-                        let body = bodies[draw.upto(bodies.len() as u64) as usize - 1].clone();
-                        let t = Instant::now();
-                        let ok = call(&mut client, &path, body).await;
-                        if measured {
-                            rec.record(t.elapsed(), ok);
+    // Each connection and its callers on a thread and a single-threaded runtime of their
+    // own, as h2load runs a connection on one event loop: the calls whose answers came
+    // in together send their next requests before the connection writes, in one write,
+    // and no wake-up crosses threads. (On the multi-threaded runtime, each call's request
+    // left in a write of its own: the load tool took as much CPU as the service.)
+    let threads: Vec<_> = (0..connections.max(1))
+        .map(|c| {
+            let (rec, bodies, target) = (Arc::clone(&rec), Arc::clone(&bodies), target.clone());
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    // A warm-up second, not recorded, then the measured run.
+                    for (measured, secs) in [(false, 1), (true, seconds)] {
+                        let deadline = Instant::now() + Duration::from_secs(secs);
+                        let tcp = tokio::net::TcpStream::connect(&target).await?;
+                        tcp.set_nodelay(true)?;
+                        let (client, connection) = h2::client::handshake(tcp).await?;
+                        tokio::spawn(connection);
+                        let mut tasks = Vec::new();
+                        for f in 0..in_flight.max(1) {
+                            let mut client = client.clone();
+                            let (rec, bodies) = (Arc::clone(&rec), Arc::clone(&bodies));
+                            let mut draw = Draw::new((c * 1000 + f) as u64 * 0x9e37_79b9 + 7);
+                            let path = format!("http://{target}{path}");
+                            tasks.push(tokio::spawn(async move {
+                                while Instant::now() < deadline {
+                                    let body =
+                                        bodies[draw.upto(bodies.len() as u64) as usize - 1].clone();
+                                    let t = Instant::now();
+                                    let ok = call(&mut client, &path, body).await;
+                                    if measured {
+                                        rec.record(t.elapsed(), ok);
+                                    }
+                                }
+                            }));
+                        }
+                        for t in tasks {
+                            t.await?;
                         }
                     }
-                }));
-            }
-        }
-        for t in tasks {
-            t.await?;
-        }
+                    Ok(())
+                })
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join()
+            .map_err(|_| anyhow::anyhow!("a connection's thread panicked"))??;
     }
     rec.print(
         &format!("gRPC {name}, {connections} connections x {in_flight} in flight"),

@@ -238,7 +238,9 @@ impl Identity {
                 expires_at: Timestamp::from_micros(live.access_expires_at),
             }));
         }
-        match self.authorize(access_token).await {
+        // Boxed: the migrating path's future is some 4 KiB, which every call of the
+        // path above would otherwise carry and copy as it is moved into place.
+        match Box::pin(self.authorize(access_token)).await {
             Ok(p) => Ok(Some(Introspection {
                 member_id: p.member.id,
                 session_id: p.session.id,
