@@ -552,10 +552,8 @@ fn within_lag(version: &str, max_lag: Duration) -> bool {
     let Some(changed) = member_contract::Timestamp::parse_db_text(version) else {
         return true;
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    now.as_micros() as i64 - changed.as_micros() <= max_lag.as_micros() as i64
+    let age = member_contract::Timestamp::now_from_system().as_micros() - changed.as_micros();
+    age <= max_lag.as_micros() as i64
 }
 
 fn write_label(outcome: &Outcome) -> &'static str {

@@ -1,6 +1,7 @@
 //! A migrating identity service beside its legacy, and the calls a client makes to
 //! either side.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -54,6 +55,46 @@ pub async fn call_with_headers(
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Logs in at `base` (a legacy's or the service's address): (access, refresh).
+async fn log_in_at(base: SocketAddr, email: &str, password: &str) -> (String, String) {
+    let (s, v) = call(
+        "POST",
+        format!("http://{base}/api/v1/sessions"),
+        None,
+        Some(json!({"email": email, "password": password})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    (
+        v["token"].as_str().unwrap().to_owned(),
+        v["refresh_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+impl Legacy {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Signs up a member: its id.
+    pub async fn sign_up(&self, email: &str, password: &str) -> i64 {
+        let (s, v) = call(
+            "POST",
+            self.url("/api/v1/users"),
+            None,
+            Some(json!({"user": {"email": email, "password": password, "nickname": "hostile"}})),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+        v["id"].as_i64().unwrap()
+    }
+
+    /// Logs in: (access, refresh).
+    pub async fn log_in(&self, email: &str, password: &str) -> (String, String) {
+        log_in_at(self.addr, email, password).await
+    }
+}
+
 pub struct Migrating {
     _dir: tempfile::TempDir,
     pub legacy: Legacy,
@@ -62,7 +103,7 @@ pub struct Migrating {
 
 impl Migrating {
     pub fn legacy_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.legacy.addr)
+        self.legacy.url(path)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -118,36 +159,17 @@ impl Migrating {
     }
 
     pub async fn sign_up_on_legacy(&self, email: &str, password: &str) -> i64 {
-        let (s, v) = call(
-            "POST",
-            self.legacy_url("/api/v1/users"),
-            None,
-            Some(json!({"user": {"email": email, "password": password, "nickname": "hostile"}})),
-        )
-        .await;
-        assert_eq!(s, 201, "{v}");
-        v["id"].as_i64().unwrap()
+        self.legacy.sign_up(email, password).await
     }
 
     /// Logs in on the legacy (`legacy` true) or here: (access, refresh).
     pub async fn log_in(&self, on_legacy: bool, email: &str, password: &str) -> (String, String) {
-        let url = if on_legacy {
-            self.legacy_url("/api/v1/sessions")
+        let base = if on_legacy {
+            self.legacy.addr
         } else {
-            self.url("/api/v1/sessions")
+            self.identity.http
         };
-        let (s, v) = call(
-            "POST",
-            url,
-            None,
-            Some(json!({"email": email, "password": password})),
-        )
-        .await;
-        assert_eq!(s, 201, "{v}");
-        (
-            v["token"].as_str().unwrap().to_owned(),
-            v["refresh_token"].as_str().unwrap().to_owned(),
-        )
+        log_in_at(base, email, password).await
     }
 }
 
