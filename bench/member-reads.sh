@@ -5,7 +5,8 @@
 # (32 at once), each call a random member or token.
 #   PostgreSQL: GetMember beside pgbench -M prepared -c 32 point selects of the same rows;
 #   BatchGetMembers of 100 ids beside pgbench selects of 100 rows; VerifyAccessToken
-#   beside GetMember.
+#   beside GetMember, and beside grpc.health.v1.Health/Check on the same server (a call
+#   that does no work: what the HTTP/2 and gRPC stack costs, the ceiling of any call).
 #   SQLite: GetMember and BatchGetMembers beside plain reads of the same rows on the same
 #   file (member-load sqlite-reads, the same concurrency).
 #   The change stream: members renamed at 500/s through one replica, followed on it and
@@ -100,6 +101,7 @@ for round in 1 2; do
   pgbench_run "pg 100-row select #$round" "$work/batch.sql"
   grpc_run batch "BatchGetMembers (PostgreSQL) #$round"
   grpc_run verify "VerifyAccessToken (PostgreSQL) #$round"
+  grpc_run health "Health/Check (PostgreSQL) #$round"
 done
 echo "== the change stream: 500 renames/s, followed on two replicas"
 first_grpc=$grpc
@@ -171,6 +173,7 @@ pairs = [
     ("GetMember (PostgreSQL)", "pg point select"),
     ("BatchGetMembers (PostgreSQL)", "pg 100-row select"),
     ("VerifyAccessToken (PostgreSQL)", "GetMember (PostgreSQL)"),
+    ("VerifyAccessToken (PostgreSQL)", "Health/Check (PostgreSQL)"),
     ("/users/me migrating", "/users/me standing alone"),
     ("GetMember (SQLite)", "sqlite point read"),
     ("BatchGetMembers (SQLite)", "sqlite 100-row read"),

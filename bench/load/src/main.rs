@@ -88,8 +88,9 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         lookback_secs: u64,
     },
-    /// One gRPC read (`get`, `batch` of 100, `verify`) over random members (and tokens),
-    /// `--connections` HTTP/2 connections with `--in-flight` calls on each.
+    /// One gRPC read (`get`, `batch` of 100, `verify`, or `health`: the stack alone)
+    /// over random members (and tokens), `--connections` HTTP/2 connections with
+    /// `--in-flight` calls on each.
     GrpcReads {
         #[arg(long)]
         addr: String,

@@ -41,6 +41,9 @@ pub enum Method {
     Get,
     Batch,
     Verify,
+    /// `grpc.health.v1.Health/Check` on the same server: a call that does no work, the
+    /// floor of what the gRPC stack itself costs.
+    Health,
 }
 
 /// A gRPC request message in its frame: no compression, the length, the message.
@@ -55,7 +58,7 @@ fn frame(message: &impl prost::Message) -> Bytes {
 
 /// The requests a run draws from, encoded once (the load tool spends its time sending,
 /// not encoding): every id for `get`, 4,096 random batches of 100 for `batch`, every
-/// token for `verify`.
+/// token for `verify`, the one empty request of `health`.
 fn requests(method: Method, members: u64, tokens: &[String]) -> Vec<Bytes> {
     let mut draw = Draw::new(0xbadc_0ffe);
     match method {
@@ -78,6 +81,8 @@ fn requests(method: Method, members: u64, tokens: &[String]) -> Vec<Bytes> {
                 })
             })
             .collect(),
+        // The empty message (the server's overall health) in its frame.
+        Method::Health => vec![Bytes::from_static(&[0, 0, 0, 0, 0])],
     }
 }
 
@@ -154,6 +159,7 @@ pub async fn grpc_reads(
             "/identity.v1.IdentityService/VerifyAccessToken",
             "VerifyAccessToken",
         ),
+        Method::Health => ("/grpc.health.v1.Health/Check", "Health/Check"),
     };
     let bodies = Arc::new(requests(method, members, &tokens));
     let target = addr.trim_start_matches("http://").to_owned();

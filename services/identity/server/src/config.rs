@@ -196,6 +196,10 @@ pub struct ServeArgs {
     /// every change); more are refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "IDENTITY_MAX_CHANGE_FOLLOWERS", default_value_t = 256)]
     pub max_change_followers: usize,
+    /// Threads serving gRPC, each a single-threaded runtime with its share of the
+    /// connections (default: one per core the process may use).
+    #[arg(long, env = "IDENTITY_GRPC_THREADS")]
+    pub grpc_threads: Option<usize>,
     /// Seconds each poll looks back before the last change seen (longer than the
     /// legacy's longest write transaction).
     #[arg(long, env = "IDENTITY_SYNC_LOOKBACK_SECS", default_value_t = 30)]
@@ -228,6 +232,12 @@ impl ServeArgs {
 
     pub fn change_retention(&self) -> Duration {
         Duration::from_secs(self.change_retention_hours * 3600)
+    }
+
+    /// Threads serving gRPC.
+    pub fn grpc_threads(&self) -> usize {
+        self.grpc_threads
+            .unwrap_or_else(crate::grpc_threads::default_count)
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -324,6 +334,9 @@ impl ServeArgs {
         }
         if self.max_change_followers == 0 {
             return Err(invalid("--max-change-followers", "must be at least 1"));
+        }
+        if self.grpc_threads.is_some_and(|n| !(1..=256).contains(&n)) {
+            return Err(invalid("--grpc-threads", "must be from 1 to 256"));
         }
         if self.sync_interval_ms == 0 {
             return Err(invalid("--sync-interval-ms", "must be at least 1"));

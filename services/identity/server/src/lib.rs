@@ -3,6 +3,7 @@
 //! shutdown on SIGTERM and SIGINT.
 
 pub mod config;
+mod grpc_threads;
 pub mod migrate;
 mod traces;
 
@@ -33,6 +34,8 @@ pub struct Application {
     change_retention: Duration,
     /// Change streams open at once.
     max_change_followers: usize,
+    /// Threads serving gRPC.
+    grpc_threads: usize,
     /// The sync of legacy changes, while migrating.
     syncer: Option<(identity_migration::Syncer, Duration)>,
 }
@@ -148,6 +151,7 @@ impl Application {
             grace: args.shutdown_grace(),
             change_retention: args.change_retention(),
             max_change_followers: args.max_change_followers,
+            grpc_threads: args.grpc_threads(),
             syncer,
         })
     }
@@ -171,6 +175,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_rx_for_grpc = stop_rx.clone();
         let metrics = Arc::clone(&self.state.metrics);
         let observer: identity_grpc::Observer = Arc::new(move |method, code, elapsed| {
             metrics.observe_grpc(method, identity_grpc::code_name(code), elapsed)
@@ -193,6 +198,27 @@ impl Application {
             identity_grpc::reflection_services().context("gRPC reflection")?;
 
         let limits = RestLimits::default();
+        let request_timeout = limits.request_timeout;
+        let serve: grpc_threads::Serve = Arc::new(move |incoming| {
+            let mut stop = stop_rx_for_grpc.clone();
+            Box::pin(
+                tonic::transport::Server::builder()
+                    // A call without a deadline of its own (`grpc-timeout`) gets the REST
+                    // surface's: none holds a database connection or a lock forever; the
+                    // shorter of the two applies.
+                    .timeout(request_timeout)
+                    .layer(telemetry::server::TraceLayer::new(traces::grpc))
+                    .add_service(health_service.clone())
+                    .add_service(reflection_v1.clone())
+                    .add_service(reflection_v1alpha.clone())
+                    .add_service(identity_grpc::identity_service(grpc_service.clone()))
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    }),
+            )
+        });
+        let mut grpc = grpc_threads::start(self.grpc, self.grpc_threads, serve, stop_rx.clone())
+            .context("cannot start the gRPC threads")?;
         let router = identity_rest::router(self.state.clone(), &limits)
             .layer(telemetry::server::TraceLayer::new(traces::rest))
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -208,31 +234,6 @@ impl Application {
                 let _ = http_stop.wait_for(|s| *s).await;
             })
             .await
-        });
-        let mut grpc_stop = stop_rx.clone();
-        let grpc_listener = self.grpc;
-        let grpc = tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                // A call without a deadline of its own (`grpc-timeout`) gets the REST
-                // surface's: none holds a database connection or a lock forever; the
-                // shorter of the two applies.
-                .timeout(limits.request_timeout)
-                .layer(telemetry::server::TraceLayer::new(traces::grpc))
-                .add_service(health_service)
-                .add_service(reflection_v1)
-                .add_service(reflection_v1alpha)
-                .add_service(identity_grpc::identity_service(grpc_service))
-                .serve_with_incoming_shutdown(
-                    // Small answers must leave at once: without TCP_NODELAY, Nagle's
-                    // algorithm held them for the client's delayed ACK (40 ms p99 spikes;
-                    // tonic sets it only for listeners it binds itself).
-                    tonic::transport::server::TcpIncoming::from(grpc_listener)
-                        .with_nodelay(Some(true)),
-                    async move {
-                        let _ = grpc_stop.wait_for(|s| *s).await;
-                    },
-                )
-                .await
         });
         let sync = self.syncer.map(|(syncer, interval)| {
             let mut stop = stop_rx.clone();
@@ -272,7 +273,7 @@ impl Application {
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(self.grace, async {
             let _ = http.await;
-            let _ = grpc.await;
+            let _ = grpc.stopped().await;
         })
         .await;
         if drained.is_err() {
@@ -283,6 +284,7 @@ impl Application {
         }
         let _ = pruning.await;
         self.identity.store().close().await;
+        grpc.end().await;
         Ok(())
     }
 }

@@ -6,14 +6,17 @@
 //! system call each way, a round trip to release each pooled connection with sqlx 0.9)
 //! are paid once per batch.
 
+use std::any::Any;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 /// Largest batch; more keys wait for the next round trip.
 const MAX_BATCH: usize = 256;
@@ -55,8 +58,55 @@ impl<E> Clone for BatchError<E> {
 }
 
 /// Gathers concurrent reads of one kind into batches, at most `lanes` in flight.
+///
+/// On a thread that serves on a runtime of its own (see [`batch_on_this_thread`]), the
+/// reads are gathered by a dispatcher on that thread: a read, its batch and its answer
+/// never cross threads (measured with GetMember on PostgreSQL: 80–93k/s with the batch
+/// on the caller's thread, 53–57k/s with it on the process's shared runtime).
 pub struct Batcher<K, V, E> {
     requests: mpsc::Sender<(K, Waiter<V, E>)>,
+    dispatch: Dispatch<K, V, E>,
+    /// Which batcher this is, among a thread's own dispatchers.
+    id: usize,
+    /// Dropped with the batcher: its threads' dispatchers then end.
+    _alive: watch::Sender<()>,
+    alive: watch::Receiver<()>,
+}
+
+/// What starts a dispatcher.
+struct Dispatch<K, V, E> {
+    lanes: usize,
+    timeout: Duration,
+    lost: fn(&E) -> bool,
+    fetch: Fetch<K, V, E>,
+}
+
+impl<K, V, E> Clone for Dispatch<K, V, E> {
+    fn clone(&self) -> Self {
+        Self {
+            lanes: self.lanes,
+            timeout: self.timeout,
+            lost: self.lost,
+            fetch: Arc::clone(&self.fetch),
+        }
+    }
+}
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Whether this thread's reads are batched on it (see [`batch_on_this_thread`]).
+    static LOCAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// This thread's dispatchers, by batcher: their request channels.
+    static DISPATCHERS: RefCell<HashMap<usize, Box<dyn Any>>> = RefCell::new(HashMap::new());
+}
+
+/// Batches the reads made on the calling thread on that thread, by dispatchers of its
+/// own started on its runtime at the first read. For a thread that runs a
+/// single-threaded runtime for as long as it serves (a runtime that ends takes its
+/// dispatchers with it: the next read starts new ones on the runtime then current).
+pub fn batch_on_this_thread() {
+    LOCAL.with(|l| l.set(true));
 }
 
 impl<K, V, E> Batcher<K, V, E>
@@ -77,10 +127,94 @@ where
         lost: fn(&E) -> bool,
         fetch: Fetch<K, V, E>,
     ) -> Self {
+        let (alive_tx, alive) = watch::channel(());
+        let dispatch = Dispatch {
+            lanes,
+            timeout,
+            lost,
+            fetch,
+        };
+        Self {
+            requests: dispatch.start(alive.clone()),
+            dispatch,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            _alive: alive_tx,
+            alive,
+        }
+    }
+
+    /// The value of `key`, read in the next batch.
+    pub async fn get(&self, key: K) -> Result<Option<V>, BatchError<E>> {
+        let (tx, rx) = oneshot::channel();
+        let sent = if LOCAL.with(std::cell::Cell::get) {
+            self.send_here((key, tx))
+        } else {
+            self.requests.try_send((key, tx))
+        };
+        sent.map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => BatchError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => BatchError::Stopped,
+        })?;
+        rx.await.unwrap_or(Err(BatchError::Stopped))
+    }
+
+    /// Sends a read to this thread's dispatcher, started first if there is none (or if
+    /// the one there ended with an earlier runtime).
+    #[allow(clippy::type_complexity)]
+    fn send_here(
+        &self,
+        read: (K, Waiter<V, E>),
+    ) -> Result<(), mpsc::error::TrySendError<(K, Waiter<V, E>)>> {
+        DISPATCHERS.with(|dispatchers| {
+            let mut dispatchers = dispatchers.borrow_mut();
+            let here = dispatchers
+                .get(&self.id)
+                .and_then(|d| d.downcast_ref::<mpsc::Sender<(K, Waiter<V, E>)>>())
+                .filter(|d| !d.is_closed());
+            let requests = match here {
+                Some(requests) => requests,
+                None => {
+                    // The ended dispatchers of batchers gone are dropped with it.
+                    dispatchers.retain(|_, d| {
+                        d.downcast_ref::<mpsc::Sender<(K, Waiter<V, E>)>>()
+                            .is_none_or(|d| !d.is_closed())
+                    });
+                    let requests = self.dispatch.start(self.alive.clone());
+                    dispatchers.insert(self.id, Box::new(requests));
+                    dispatchers[&self.id]
+                        .downcast_ref::<mpsc::Sender<(K, Waiter<V, E>)>>()
+                        .expect("just inserted")
+                }
+            };
+            requests.try_send(read)
+        })
+    }
+}
+
+impl<K, V, E> Dispatch<K, V, E>
+where
+    K: Eq + Hash + Clone + Send + 'static,
+    V: Clone + Send + 'static,
+    E: Send + Sync + 'static,
+{
+    /// Starts a dispatcher on the current runtime, until its batcher is dropped (`alive`
+    /// then changes) or its runtime ends.
+    fn start(&self, mut alive: watch::Receiver<()>) -> mpsc::Sender<(K, Waiter<V, E>)> {
         let (requests, mut incoming) = mpsc::channel::<(K, Waiter<V, E>)>(MAX_WAITING);
-        let lanes = Arc::new(Semaphore::new(lanes.max(1)));
+        let lanes = Arc::new(Semaphore::new(self.lanes.max(1)));
+        let Dispatch {
+            timeout,
+            lost,
+            fetch,
+            ..
+        } = self.clone();
         tokio::spawn(async move {
-            while let Some(first) = incoming.recv().await {
+            loop {
+                let first = tokio::select! {
+                    first = incoming.recv() => first,
+                    _ = alive.changed() => None,
+                };
+                let Some(first) = first else { return };
                 // While every lane is busy, reads queue up behind `first`.
                 let Ok(lane) = Arc::clone(&lanes).acquire_owned().await else {
                     return;
@@ -124,17 +258,7 @@ where
                 });
             }
         });
-        Self { requests }
-    }
-
-    /// The value of `key`, read in the next batch.
-    pub async fn get(&self, key: K) -> Result<Option<V>, BatchError<E>> {
-        let (tx, rx) = oneshot::channel();
-        self.requests.try_send((key, tx)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => BatchError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => BatchError::Stopped,
-        })?;
-        rx.await.unwrap_or(Err(BatchError::Stopped))
+        requests
     }
 }
 
@@ -191,5 +315,77 @@ mod tests {
         assert!(matches!(batcher.get(1).await, Err(BatchError::TimedOut)));
         // The one lane is free again.
         assert_eq!(batcher.get(2).await.unwrap(), Some(2));
+    }
+
+    /// On a thread that batches its own reads, the batch is fetched on that thread; a
+    /// runtime there that ended took its dispatcher along, and the next runtime on the
+    /// thread gets one of its own (no read is refused as `Stopped`). Elsewhere the reads
+    /// go to the dispatcher the batcher started with.
+    #[test]
+    fn a_thread_that_batches_its_own_reads_fetches_them_on_itself() {
+        let shared = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let fetched_on = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&fetched_on);
+        let fetch: Fetch<i64, i64, ()> = Arc::new(move |keys: Vec<i64>| {
+            seen.lock().unwrap().push(std::thread::current().id());
+            Box::pin(async move { Ok(keys.into_iter().map(|k| (k, k + 1)).collect()) })
+        });
+        let batcher = Arc::new(
+            shared.block_on(async { Batcher::start(1, Duration::from_secs(5), |_| false, fetch) }),
+        );
+        let serving = {
+            let batcher = Arc::clone(&batcher);
+            std::thread::spawn(move || {
+                batch_on_this_thread();
+                for round in 0..2 {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    runtime.block_on(async {
+                        let reads: Vec<_> = (0..20)
+                            .map(|k| {
+                                let b = Arc::clone(&batcher);
+                                tokio::spawn(async move { b.get(k + round).await.unwrap() })
+                            })
+                            .collect();
+                        for (k, read) in reads.into_iter().enumerate() {
+                            assert_eq!(read.await.unwrap(), Some(k as i64 + round + 1));
+                        }
+                    });
+                }
+                std::thread::current().id()
+            })
+        };
+        let serving = serving.join().unwrap();
+        let on_serving = fetched_on
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|t| **t == serving)
+            .count();
+        assert!(on_serving >= 2, "each round fetched on the serving thread");
+        assert!(on_serving < 40, "and batched there");
+        // From a thread that did not ask, the reads go to the shared dispatcher.
+        fetched_on.lock().unwrap().clear();
+        let plain = std::thread::spawn({
+            let batcher = Arc::clone(&batcher);
+            move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(batcher.get(7)).unwrap();
+                std::thread::current().id()
+            }
+        })
+        .join()
+        .unwrap();
+        assert!(!fetched_on.lock().unwrap().contains(&plain));
+        assert_eq!(fetched_on.lock().unwrap().len(), 1);
     }
 }

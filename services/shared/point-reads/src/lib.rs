@@ -17,7 +17,7 @@ mod pool;
 mod rows;
 
 pub use again::{again_while_lost, connection_lost};
-pub use batcher::{BatchError, Batcher, Fetch};
+pub use batcher::{BatchError, Batcher, Fetch, batch_on_this_thread};
 pub use keys::{Engine, keys_table};
-pub use pool::ReadPool;
+pub use pool::{ReadPool, Rows};
 pub use rows::Decodes;

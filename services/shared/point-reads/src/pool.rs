@@ -8,25 +8,44 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
 use crate::Engine;
 
-/// The readers' own connections, in their engine's driver.
+/// The readers' own connections, in their engine's driver, and the runtime they were
+/// opened on.
 #[derive(Clone)]
-pub enum ReadPool {
+pub struct ReadPool {
+    connections: Connections,
+    /// Where the queries run. A connection's socket is driven by the runtime that opened
+    /// it: a query from a serving thread's single-threaded runtime (see
+    /// [`batch_on_this_thread`](crate::batch_on_this_thread)) on a connection another
+    /// thread opened waited for that thread to look at its sockets, which a busy
+    /// single-threaded runtime does only every so many tasks (BatchGetMembers of 100 at
+    /// half its rate). They all run here, so every connection is opened and driven here.
+    home: tokio::runtime::Handle,
+}
+
+#[derive(Clone)]
+enum Connections {
     Postgres(sqlx::PgPool),
     Sqlite(sqlx::SqlitePool),
 }
 
+/// The rows of a query, in their engine's driver.
+pub enum Rows {
+    Postgres(Vec<sqlx::postgres::PgRow>),
+    Sqlite(Vec<sqlx::sqlite::SqliteRow>),
+}
+
 impl ReadPool {
     /// Connects `connections` readers to `url` (an engine's URL: `postgres://...`,
-    /// `sqlite://FILE...`). No ping before each query: a broken connection fails its
-    /// query and leaves the pool.
+    /// `sqlite://FILE...`), on the current runtime. No ping before each query: a broken
+    /// connection fails its query and leaves the pool.
     pub async fn connect(
         url: &str,
         engine: Engine,
         connections: u32,
         acquire_timeout: Duration,
     ) -> Result<Self, sqlx::Error> {
-        Ok(match engine {
-            Engine::Postgres => ReadPool::Postgres(
+        let connections = match engine {
+            Engine::Postgres => Connections::Postgres(
                 PgPoolOptions::new()
                     .max_connections(connections)
                     .acquire_timeout(acquire_timeout)
@@ -34,7 +53,7 @@ impl ReadPool {
                     .connect_with(PgConnectOptions::from_str(url)?)
                     .await?,
             ),
-            Engine::Sqlite => ReadPool::Sqlite(
+            Engine::Sqlite => Connections::Sqlite(
                 SqlitePoolOptions::new()
                     .max_connections(connections)
                     .acquire_timeout(acquire_timeout)
@@ -44,7 +63,41 @@ impl ReadPool {
                     )
                     .await?,
             ),
+        };
+        Ok(Self {
+            connections,
+            home: tokio::runtime::Handle::current(),
         })
+    }
+
+    /// Every row of `sql` with its one parameter, read on the pool's runtime (from a
+    /// serving thread's runtime of its own: see the `home` field).
+    pub async fn fetch_all(&self, sql: String, param: String) -> Result<Rows, sqlx::Error> {
+        let connections = self.connections.clone();
+        let query = async move {
+            match connections {
+                Connections::Postgres(pool) => sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(param)
+                    .fetch_all(&pool)
+                    .await
+                    .map(Rows::Postgres),
+                Connections::Sqlite(pool) => sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(param)
+                    .fetch_all(&pool)
+                    .await
+                    .map(Rows::Sqlite),
+            }
+        };
+        let elsewhere = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        if !elsewhere {
+            return query.await;
+        }
+        // A runtime that has ended has closed what it drove.
+        self.home
+            .spawn(query)
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolClosed))
     }
 }
 
@@ -54,18 +107,12 @@ impl ReadPool {
 #[macro_export]
 macro_rules! rows_of {
     ($pool:expr, $sql:expr, $param:expr, |$row:ident| $map:expr) => {
-        match $pool {
-            $crate::ReadPool::Postgres(pool) => sqlx::query(sqlx::AssertSqlSafe($sql))
-                .bind($param)
-                .fetch_all(pool)
-                .await?
+        match $pool.fetch_all($sql, $param).await? {
+            $crate::Rows::Postgres(rows) => rows
                 .iter()
                 .map(|$row| $map)
                 .collect::<Result<Vec<_>, _>>()?,
-            $crate::ReadPool::Sqlite(pool) => sqlx::query(sqlx::AssertSqlSafe($sql))
-                .bind($param)
-                .fetch_all(pool)
-                .await?
+            $crate::Rows::Sqlite(rows) => rows
                 .iter()
                 .map(|$row| $map)
                 .collect::<Result<Vec<_>, _>>()?,

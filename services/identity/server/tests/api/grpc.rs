@@ -446,3 +446,106 @@ async fn reads_go_on_after_their_connections_go_silent() {
         }
     }
 }
+
+// The calls of many clients that connect at the same instant are each answered, on
+// every serving thread, beside connections that never speak (one that never sent its
+// preface, one that stopped after it): those hold up no call, whichever thread they
+// landed on. Reads, verifications and writes, so that the database's batches run on
+// the serving threads too.
+on_both_databases!(
+    many_clients_at_once_beside_silent_connections,
+    |db: Db| async move {
+        let app = crate::support::spawn_with(db, &["--grpc-threads", "2"]).await;
+        let mut c = client(&app).await;
+        let m = c
+            .sign_up(sign_up("many@x.io"))
+            .await
+            .unwrap()
+            .into_inner()
+            .member
+            .unwrap();
+        let token = c
+            .authenticate(pb::AuthenticateRequest {
+                email: "many@x.io".into(),
+                password: "password123".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .session
+            .unwrap()
+            .access_token;
+        let mut silent = Vec::new();
+        for n in 0..8 {
+            let mut tcp = tokio::net::TcpStream::connect(app.grpc).await.unwrap();
+            if n % 2 == 0 {
+                tokio::io::AsyncWriteExt::write_all(&mut tcp, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                    .await
+                    .unwrap();
+            }
+            silent.push(tcp);
+        }
+        let clients: Vec<_> = (0..24)
+            .map(|n| {
+                let (grpc, token, id) = (app.grpc, token.clone(), m.id);
+                tokio::spawn(async move {
+                    let mut c = IdentityServiceClient::connect(format!("http://{grpc}"))
+                        .await
+                        .expect("gRPC connects");
+                    let calls = (0..16).map(|k| {
+                        let (mut c, token) = (c.clone(), token.clone());
+                        async move {
+                            match k % 4 {
+                                0 => {
+                                    let got = c.get_member(pb::GetMemberRequest { id }).await;
+                                    assert_eq!(got.unwrap().into_inner().member.unwrap().id, id);
+                                }
+                                1 => {
+                                    let absent = c
+                                        .get_member(pb::GetMemberRequest { id: id + 1_000_000 })
+                                        .await
+                                        .unwrap_err();
+                                    assert_eq!(absent.code(), Code::NotFound);
+                                }
+                                2 => {
+                                    let verified = c
+                                        .verify_access_token(pb::VerifyAccessTokenRequest {
+                                            access_token: token,
+                                        })
+                                        .await
+                                        .unwrap()
+                                        .into_inner();
+                                    assert_eq!(verified.member_id, id);
+                                }
+                                _ => {
+                                    let listed = c
+                                        .batch_get_members(pb::BatchGetMembersRequest {
+                                            ids: vec![id, id + 1_000_000],
+                                        })
+                                        .await
+                                        .unwrap()
+                                        .into_inner();
+                                    assert_eq!(listed.members.len(), 1);
+                                }
+                            }
+                        }
+                    });
+                    futures_util::future::join_all(calls).await;
+                    // A write on each connection.
+                    let signed = c.sign_up(sign_up(&format!("many-{n}@x.io"))).await;
+                    assert!(signed.is_ok(), "{signed:?}");
+                })
+            })
+            .collect();
+        for answered in tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            futures_util::future::join_all(clients),
+        )
+        .await
+        .expect("every client answered within a minute")
+        {
+            answered.expect("every call answered as it should be");
+        }
+        drop(silent);
+    }
+);

@@ -10,7 +10,7 @@ fn identity() -> Command {
 
 #[test]
 fn invalid_settings_name_the_setting_and_exit_64() {
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["serve", "--http-addr", "not-an-address"], "--http-addr"),
         (
             &["serve", "--argon2-iterations", "0"],
@@ -29,6 +29,8 @@ fn invalid_settings_name_the_setting_and_exit_64() {
             &["serve", "--legacy-database-url", "mysql://x"],
             "--legacy-database-url",
         ),
+        (&["serve", "--grpc-threads", "0"], "--grpc-threads"),
+        (&["serve", "--grpc-threads", "257"], "--grpc-threads"),
     ];
     for (args, setting) in cases {
         let out = identity()
@@ -70,12 +72,17 @@ fn an_unreachable_database_is_a_clear_error() {
     );
 }
 
+/// A served `identity` on the embedded database, its JSON log read until "listening":
+/// the process, its REST and gRPC addresses.
 #[cfg(unix)]
-#[test]
-fn sigterm_drains_a_request_in_flight_and_exits_cleanly() {
-    use std::io::{Read, Write};
-
-    let dir = tempfile::tempdir().unwrap();
+fn serving(
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+) {
     let mut child = identity()
         .args([
             "serve",
@@ -90,13 +97,13 @@ fn sigterm_drains_a_request_in_flight_and_exits_cleanly() {
             "--argon2-iterations",
             "1",
         ])
+        .args(extra)
         .arg("--data-dir")
-        .arg(dir.path())
+        .arg(dir)
         .env_remove("DATABASE_URL")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait for "listening", and read the REST address from it.
     let mut stderr = child.stderr.take().unwrap();
     let mut seen = String::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -112,12 +119,20 @@ fn sigterm_drains_a_request_in_flight_and_exits_cleanly() {
         .lines()
         .find(|l| l.contains("\"listening\""))
         .unwrap_or_else(|| panic!("{seen}"));
-    let http: std::net::SocketAddr =
-        serde_json::from_str::<serde_json::Value>(line).unwrap()["http"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+    let line = serde_json::from_str::<serde_json::Value>(line).unwrap();
+    let addr = |name: &str| line[name].as_str().unwrap().parse().unwrap();
+    // The log goes on being read, so that the service never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    (child, addr("http"), addr("grpc"))
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_drains_a_request_in_flight_and_exits_cleanly() {
+    use std::io::{Read, Write};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, http, _) = serving(dir.path(), &[]);
     assert!(
         dir.path().join("identity.sqlite3").exists(),
         "the embedded database is created on first start"
@@ -168,4 +183,48 @@ fn sigterm_drains_a_request_in_flight_and_exits_cleanly() {
     drop(conn);
     let exit = child.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
+}
+
+/// SIGTERM with gRPC connections that never close (a client that ignores the GOAWAY, one
+/// that never even sent its preface), on every serving thread: the process still exits,
+/// cleanly, once the grace period is over.
+#[cfg(unix)]
+#[test]
+fn sigterm_exits_after_the_grace_even_with_grpc_connections_that_never_close() {
+    use std::io::Write;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, _, grpc) = serving(
+        dir.path(),
+        &["--grpc-threads", "2", "--shutdown-grace-secs", "1"],
+    );
+    let mut held = Vec::new();
+    for n in 0..8 {
+        let mut tcp = std::net::TcpStream::connect(grpc).unwrap();
+        if n % 2 == 0 {
+            tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+                .unwrap();
+        }
+        held.push(tcp);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = std::time::Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = signalled + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running 15 s after SIGTERM with a grace of 1 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
+    drop(held);
 }
