@@ -11,9 +11,11 @@
 //! 0.5–0.6 ms on one thread, at less CPU per call (and writes per call from 0.4 to 0.1).
 //!
 //! One task on the process's runtime accepts the connections and hands each to the
-//! thread with the fewest open (a connection stays on its thread). Everything else (the
-//! REST surface, the database's pools and batchers, the sync) stays on the process's
-//! runtime; a call reaches them through the same channels as before.
+//! thread with the fewest open (a connection stays on its thread). The point reads a
+//! call makes are batched on its thread, and their queries run on the process's runtime
+//! (see `point_reads::serve_from_this_thread`). The REST surface, the sync and the
+//! pools stay on the process's runtime. With all of it: GetMember 73–80k/s with p99
+//! 0.7 ms, VerifyAccessToken 150–157k/s (95k/s before).
 
 use std::io;
 use std::pin::Pin;
@@ -102,7 +104,7 @@ pub(crate) type Serve = Arc<
 /// The serving threads.
 pub(crate) struct GrpcThreads {
     /// Each thread's server, when it has stopped.
-    served: Vec<oneshot::Receiver<Result<(), tonic::transport::Error>>>,
+    served: Vec<oneshot::Receiver<()>>,
     /// Lets the threads end (their runtimes drive the sockets of what they opened, the
     /// database connections among them, until the process no longer needs those).
     release: watch::Sender<bool>,
@@ -141,7 +143,7 @@ pub(crate) fn start(
             .name(format!("grpc-{n}"))
             .spawn(move || {
                 // The database reads its calls make are batched here too.
-                point_reads::batch_on_this_thread();
+                point_reads::serve_from_this_thread();
                 runtime.block_on(async move {
                     let incoming: Incoming = Box::pin(futures_util::stream::poll_fn(move |cx| {
                         handed.poll_recv(cx).map(|tcp| {
@@ -154,7 +156,8 @@ pub(crate) fn start(
                         })
                     }));
                     let serving = async move {
-                        let _ = done.send(serve(incoming).await);
+                        let _ = serve(incoming).await;
+                        let _ = done.send(());
                         std::future::pending::<()>().await
                     };
                     // Released, the thread ends, even with connections the grace
@@ -219,17 +222,11 @@ async fn accept(listener: TcpListener, lanes: Vec<Lane>, mut stop: watch::Receiv
 
 impl GrpcThreads {
     /// Waits until every thread's server has stopped (after the stop, once their calls
-    /// are drained); the first error, if any.
-    pub(crate) async fn stopped(&mut self) -> Result<(), tonic::transport::Error> {
-        let mut outcome = Ok(());
+    /// are drained).
+    pub(crate) async fn stopped(&mut self) {
         for served in self.served.drain(..) {
-            if let Ok(Err(e)) = served.await
-                && outcome.is_ok()
-            {
-                outcome = Err(e);
-            }
+            let _ = served.await;
         }
-        outcome
     }
 
     /// Ends the threads (once nothing they opened is needed any more: the database's

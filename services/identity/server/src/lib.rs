@@ -273,7 +273,7 @@ impl Application {
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(self.grace, async {
             let _ = http.await;
-            let _ = grpc.stopped().await;
+            grpc.stopped().await;
         })
         .await;
         if drained.is_err() {

@@ -32,6 +32,9 @@ pub type Fetch<K, V, E> = Arc<
 
 type Waiter<V, E> = oneshot::Sender<Result<Option<V>, BatchError<E>>>;
 
+/// The channel a dispatcher takes its reads from.
+type Requests<K, V, E> = mpsc::Sender<(K, Waiter<V, E>)>;
+
 /// Why a batched read has no answer.
 #[derive(Debug)]
 pub enum BatchError<E> {
@@ -59,18 +62,18 @@ impl<E> Clone for BatchError<E> {
 
 /// Gathers concurrent reads of one kind into batches, at most `lanes` in flight.
 ///
-/// On a thread that serves on a runtime of its own (see [`batch_on_this_thread`]), the
+/// On a thread that serves on a runtime of its own (see [`serve_from_this_thread`]), the
 /// reads are gathered by a dispatcher on that thread: a read, its batch and its answer
 /// never cross threads (measured with GetMember on PostgreSQL: 80–93k/s with the batch
 /// on the caller's thread, 53–57k/s with it on the process's shared runtime).
 pub struct Batcher<K, V, E> {
-    requests: mpsc::Sender<(K, Waiter<V, E>)>,
+    requests: Requests<K, V, E>,
     dispatch: Dispatch<K, V, E>,
     /// Which batcher this is, among a thread's own dispatchers.
     id: usize,
-    /// Dropped with the batcher: its threads' dispatchers then end.
-    _alive: watch::Sender<()>,
-    alive: watch::Receiver<()>,
+    /// Dropped with the batcher: its dispatchers, the shared one and those of serving
+    /// threads, then end.
+    alive: watch::Sender<()>,
 }
 
 /// What starts a dispatcher.
@@ -95,18 +98,9 @@ impl<K, V, E> Clone for Dispatch<K, V, E> {
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
-    /// Whether this thread's reads are batched on it (see [`batch_on_this_thread`]).
-    static LOCAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// This thread's dispatchers, by batcher: their request channels.
+    /// This serving thread's dispatchers, by batcher: their request channels (they end
+    /// with the thread, which serves as long as the batchers live).
     static DISPATCHERS: RefCell<HashMap<usize, Box<dyn Any>>> = RefCell::new(HashMap::new());
-}
-
-/// Batches the reads made on the calling thread on that thread, by dispatchers of its
-/// own started on its runtime at the first read. For a thread that runs a
-/// single-threaded runtime for as long as it serves (a runtime that ends takes its
-/// dispatchers with it: the next read starts new ones on the runtime then current).
-pub fn batch_on_this_thread() {
-    LOCAL.with(|l| l.set(true));
 }
 
 impl<K, V, E> Batcher<K, V, E>
@@ -127,7 +121,7 @@ where
         lost: fn(&E) -> bool,
         fetch: Fetch<K, V, E>,
     ) -> Self {
-        let (alive_tx, alive) = watch::channel(());
+        let alive = watch::Sender::new(());
         let dispatch = Dispatch {
             lanes,
             timeout,
@@ -135,10 +129,9 @@ where
             fetch,
         };
         Self {
-            requests: dispatch.start(alive.clone()),
+            requests: dispatch.start(alive.subscribe()),
             dispatch,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            _alive: alive_tx,
             alive,
         }
     }
@@ -146,7 +139,7 @@ where
     /// The value of `key`, read in the next batch.
     pub async fn get(&self, key: K) -> Result<Option<V>, BatchError<E>> {
         let (tx, rx) = oneshot::channel();
-        let sent = if LOCAL.with(std::cell::Cell::get) {
+        let sent = if crate::serving_thread() {
             self.send_here((key, tx))
         } else {
             self.requests.try_send((key, tx))
@@ -169,24 +162,17 @@ where
             let mut dispatchers = dispatchers.borrow_mut();
             let here = dispatchers
                 .get(&self.id)
-                .and_then(|d| d.downcast_ref::<mpsc::Sender<(K, Waiter<V, E>)>>())
+                .and_then(|d| d.downcast_ref::<Requests<K, V, E>>())
                 .filter(|d| !d.is_closed());
-            let requests = match here {
-                Some(requests) => requests,
+            match here {
+                Some(requests) => requests.try_send(read),
                 None => {
-                    // The ended dispatchers of batchers gone are dropped with it.
-                    dispatchers.retain(|_, d| {
-                        d.downcast_ref::<mpsc::Sender<(K, Waiter<V, E>)>>()
-                            .is_none_or(|d| !d.is_closed())
-                    });
-                    let requests = self.dispatch.start(self.alive.clone());
+                    let requests = self.dispatch.start(self.alive.subscribe());
+                    let sent = requests.try_send(read);
                     dispatchers.insert(self.id, Box::new(requests));
-                    dispatchers[&self.id]
-                        .downcast_ref::<mpsc::Sender<(K, Waiter<V, E>)>>()
-                        .expect("just inserted")
+                    sent
                 }
-            };
-            requests.try_send(read)
+            }
         })
     }
 }
@@ -199,7 +185,7 @@ where
 {
     /// Starts a dispatcher on the current runtime, until its batcher is dropped (`alive`
     /// then changes) or its runtime ends.
-    fn start(&self, mut alive: watch::Receiver<()>) -> mpsc::Sender<(K, Waiter<V, E>)> {
+    fn start(&self, mut alive: watch::Receiver<()>) -> Requests<K, V, E> {
         let (requests, mut incoming) = mpsc::channel::<(K, Waiter<V, E>)>(MAX_WAITING);
         let lanes = Arc::new(Semaphore::new(self.lanes.max(1)));
         let Dispatch {
@@ -340,7 +326,7 @@ mod tests {
         let serving = {
             let batcher = Arc::clone(&batcher);
             std::thread::spawn(move || {
-                batch_on_this_thread();
+                crate::serve_from_this_thread();
                 for round in 0..2 {
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()

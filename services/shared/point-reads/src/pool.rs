@@ -14,8 +14,8 @@ use crate::Engine;
 pub struct ReadPool {
     connections: Connections,
     /// Where the queries run. A connection's socket is driven by the runtime that opened
-    /// it: a query from a serving thread's single-threaded runtime (see
-    /// [`batch_on_this_thread`](crate::batch_on_this_thread)) on a connection another
+    /// it: a query from a serving thread (see
+    /// [`serve_from_this_thread`](crate::serve_from_this_thread)) on a connection another
     /// thread opened waited for that thread to look at its sockets, which a busy
     /// single-threaded runtime does only every so many tasks (BatchGetMembers of 100 at
     /// half its rate). They all run here, so every connection is opened and driven here.
@@ -70,8 +70,8 @@ impl ReadPool {
         })
     }
 
-    /// Every row of `sql` with its one parameter, read on the pool's runtime (from a
-    /// serving thread's runtime of its own: see the `home` field).
+    /// Every row of `sql` with its one parameter, read on the pool's runtime (see the
+    /// `home` field).
     pub async fn fetch_all(&self, sql: String, param: String) -> Result<Rows, sqlx::Error> {
         let connections = self.connections.clone();
         let query = async move {
@@ -88,9 +88,7 @@ impl ReadPool {
                     .map(Rows::Sqlite),
             }
         };
-        let elsewhere = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
-        if !elsewhere {
+        if !crate::serving_thread() {
             return query.await;
         }
         // A runtime that has ended has closed what it drove.

@@ -7,22 +7,15 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use identity_proto::identity::v1 as pb;
-use identity_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use pb::member_change::Kind;
-use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 use tonic_types::StatusExt;
 
+use crate::grpc_client::{NICKNAME, access_token, bearer, client, sign_up};
 use crate::on_both_databases;
 use test_support::tcp_gate::{Gate, TcpGate};
 
 use crate::support::{Db, TestApp, spawn, spawn_on, spawn_with};
-
-async fn client(app: &TestApp) -> IdentityServiceClient<Channel> {
-    IdentityServiceClient::connect(format!("http://{}", app.grpc))
-        .await
-        .expect("gRPC connects")
-}
 
 async fn watch(
     app: &TestApp,
@@ -43,35 +36,6 @@ async fn next(stream: &mut Streaming<pb::MemberChange>) -> pb::MemberChange {
         .expect("a change, not the end")
 }
 
-fn sign_up(email: &str) -> pb::SignUpRequest {
-    pb::SignUpRequest {
-        email: email.into(),
-        password: "password123".into(),
-        nickname: "watched".into(),
-        ..Default::default()
-    }
-}
-
-async fn access_token(c: &mut IdentityServiceClient<Channel>, email: &str) -> String {
-    c.authenticate(pb::AuthenticateRequest {
-        email: email.into(),
-        password: "password123".into(),
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .session
-    .unwrap()
-    .access_token
-}
-
-fn as_member<T>(msg: T, token: &str) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(msg);
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    req
-}
-
 on_both_databases!(changes_are_streamed_and_resumed, |db: Db| async move {
     let app = spawn(db).await;
     let mut c = client(&app).await;
@@ -90,11 +54,11 @@ on_both_databases!(changes_are_streamed_and_resumed, |db: Db| async move {
         (1, a.id, Kind::Created)
     );
     let shown = created.member.expect("the member");
-    assert_eq!((shown.id, shown.nickname.as_str()), (a.id, "watched"));
+    assert_eq!((shown.id, shown.nickname.as_str()), (a.id, NICKNAME));
     assert!(created.change_time.is_some());
 
     let token = access_token(&mut c, "a@x.io").await;
-    c.update_profile(as_member(
+    c.update_profile(bearer(
         pb::UpdateProfileRequest {
             nickname: Some("renamed".into()),
             ..Default::default()
@@ -107,7 +71,7 @@ on_both_databases!(changes_are_streamed_and_resumed, |db: Db| async move {
     assert_eq!((updated.seq, updated.kind()), (2, Kind::Updated));
     assert_eq!(updated.member.map(|m| m.nickname), Some("renamed".into()));
 
-    c.withdraw_member(as_member(pb::WithdrawMemberRequest {}, &token))
+    c.withdraw_member(bearer(pb::WithdrawMemberRequest {}, &token))
         .await
         .unwrap();
     let withdrawn = next(&mut live).await;
@@ -191,7 +155,7 @@ on_both_databases!(
                     let email = format!("w{w}-{i}@x.io");
                     c.sign_up(sign_up(&email)).await.unwrap();
                     let token = access_token(&mut c, &email).await;
-                    c.update_profile(as_member(
+                    c.update_profile(bearer(
                         pb::UpdateProfileRequest {
                             nickname: Some(format!("w{w} m{i}")),
                             ..Default::default()

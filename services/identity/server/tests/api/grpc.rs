@@ -2,26 +2,13 @@
 //! health and reflection.
 
 use identity_proto::identity::v1 as pb;
-use identity_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
+use crate::grpc_client::{NICKNAME, access_token, bearer, client, connect, sign_up};
 use crate::on_both_databases;
-use crate::support::{Db, TestApp, spawn};
-
-async fn client(app: &TestApp) -> IdentityServiceClient<Channel> {
-    IdentityServiceClient::connect(format!("http://{}", app.grpc))
-        .await
-        .expect("gRPC connects")
-}
-
-fn bearer<T>(msg: T, token: &str) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(msg);
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    req
-}
+use crate::support::{Db, spawn};
 
 fn violations(status: &tonic::Status) -> Vec<(String, String)> {
     status
@@ -33,15 +20,6 @@ fn violations(status: &tonic::Status) -> Vec<(String, String)> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn sign_up(email: &str) -> pb::SignUpRequest {
-    pb::SignUpRequest {
-        email: email.into(),
-        password: "password123".into(),
-        nickname: "grpc".into(),
-        ..Default::default()
-    }
 }
 
 on_both_databases!(every_method, |db: Db| async move {
@@ -94,7 +72,7 @@ on_both_databases!(every_method, |db: Db| async move {
         .into_inner()
         .member
         .unwrap();
-    assert_eq!(got.nickname, "grpc");
+    assert_eq!(got.nickname, NICKNAME);
     assert_eq!(
         c.get_member(pb::GetMemberRequest { id: 0 })
             .await
@@ -464,17 +442,7 @@ on_both_databases!(
             .into_inner()
             .member
             .unwrap();
-        let token = c
-            .authenticate(pb::AuthenticateRequest {
-                email: "many@x.io".into(),
-                password: "password123".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .session
-            .unwrap()
-            .access_token;
+        let token = access_token(&mut c, "many@x.io").await;
         let mut silent = Vec::new();
         for n in 0..8 {
             let mut tcp = tokio::net::TcpStream::connect(app.grpc).await.unwrap();
@@ -489,9 +457,7 @@ on_both_databases!(
             .map(|n| {
                 let (grpc, token, id) = (app.grpc, token.clone(), m.id);
                 tokio::spawn(async move {
-                    let mut c = IdentityServiceClient::connect(format!("http://{grpc}"))
-                        .await
-                        .expect("gRPC connects");
+                    let mut c = connect(grpc).await;
                     let calls = (0..16).map(|k| {
                         let (mut c, token) = (c.clone(), token.clone());
                         async move {

@@ -7,7 +7,6 @@
 use std::time::{Duration, Instant};
 
 use identity_proto::identity::v1 as pb;
-use identity_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use serde_json::json;
 
 use test_support::tcp_gate::{Gate, TcpGate};
@@ -15,9 +14,8 @@ use test_support::tcp_gate::{Gate, TcpGate};
 use crate::support::{Db, TestApp, replica, replica_on, spawn};
 
 async fn active(app: &TestApp, token: &str) -> bool {
-    IdentityServiceClient::connect(format!("http://{}", app.grpc))
+    crate::grpc_client::client(app)
         .await
-        .unwrap()
         .verify_access_token(pb::VerifyAccessTokenRequest {
             access_token: token.to_owned(),
         })

@@ -720,15 +720,13 @@ async fn dry_runs_write_nothing_on_either_side() {
 /// brings in appears in `WatchMemberChanges` like a change made here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_changes_reach_the_change_stream() {
-    use identity_proto::identity::v1::identity_service_client::IdentityServiceClient;
     use identity_proto::identity::v1::member_change::Kind;
     use identity_proto::identity::v1::{MemberChange, WatchMemberChangesRequest};
 
     let (app, legacy) = setup().await;
     let c = &app.client;
-    let mut stream = IdentityServiceClient::connect(format!("http://{}", app.grpc))
+    let mut stream = crate::grpc_client::client(&app)
         .await
-        .unwrap()
         .watch_member_changes(WatchMemberChangesRequest { after_seq: None })
         .await
         .unwrap()
