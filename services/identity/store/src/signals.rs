@@ -130,7 +130,7 @@ async fn listen_once(url: &str, signals: &Weak<Signals>, me: &str) -> Result<(),
             }
         }
     });
-    let _reader = AbortOnDrop(reader);
+    let _reader = tokio_util::task::AbortOnDropHandle::new(reader);
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
     let mut last_heard = tokio::time::Instant::now();
     let mut trusted = false;
@@ -173,14 +173,5 @@ async fn listen_once(url: &str, signals: &Weak<Signals>, me: &str) -> Result<(),
                 }
             }
         }
-    }
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

@@ -91,11 +91,11 @@ impl ReadPool {
         if !crate::serving_thread() {
             return query.await;
         }
+        // A caller that gives up (its deadline) ends the query with it, as it would
+        // where it ran itself: no connection stays held by a query nobody waits for.
+        let query = tokio_util::task::AbortOnDropHandle::new(self.home.spawn(query));
         // A runtime that has ended has closed what it drove.
-        self.home
-            .spawn(query)
-            .await
-            .unwrap_or(Err(sqlx::Error::PoolClosed))
+        query.await.unwrap_or(Err(sqlx::Error::PoolClosed))
     }
 }
 
