@@ -220,7 +220,7 @@ async fn admin_get(replica: &ProxyProcess, path: &str) -> Value {
 }
 
 /// What a failed run needs read: the differences the proxy sampled (fields, no
-/// values) and the sync's figures.
+/// values), the sync's figures, and a whole data verify once the traffic has stopped.
 async fn diagnosis(r: &Rehearsal) -> String {
     let samples = admin_get(&r.proxies[0], "/admin/samples").await;
     let metrics = reqwest::get(r.m.url("/metrics"))
@@ -233,7 +233,13 @@ async fn diagnosis(r: &Rehearsal) -> String {
         .lines()
         .filter(|l| l.starts_with("identity_sync"))
         .collect();
-    format!("samples: {samples}\n{}", sync.join("\n"))
+    // Whether what the data verify saw still differs once the traffic has stopped (a
+    // write lost or misordered), or has settled (the sync behind).
+    let (_, verify) = r.m.migrate_may_fail(&["verify"]);
+    format!(
+        "samples: {samples}\n{}\nverify after the run: {verify}",
+        sync.join("\n")
+    )
 }
 
 /// The new side's weight of `route` in the manifest, in percent.
